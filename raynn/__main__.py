@@ -1,0 +1,7 @@
+"""``python -m raynn``: the same as the ``raynn`` command."""
+
+import sys
+
+from raynn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,125 @@
+"""The ``raynn`` command: run, validate and report on job specs.
+
+Errors a user can fix print one line on stderr and exit with code 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from raynn.errors import RaynnError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raynn", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a job spec (K-fold) and write runs/<run-id>/")
+    r.add_argument("spec", nargs="?", help="YAML/JSON job spec (omit with --resume)")
+    r.add_argument(
+        "--serial",
+        action="store_true",
+        help="baseline: one job at a time in-process, all cores to torch",
+    )
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for --serial (default: every usable core)",
+    )
+    r.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to use ('auto', host:port); default: embedded local Ray",
+    )
+    r.add_argument(
+        "--num-cpus",
+        type=int,
+        default=None,
+        help="CPUs of the embedded local Ray (default: this process's affinity)",
+    )
+    r.add_argument("--output", default=None, help="root for run directories (default: runs)")
+    r.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="finish the jobs of RUN_DIR that have no ok row",
+    )
+    r.add_argument("--no-progress", action="store_true", help="no progress output")
+
+    v = sub.add_parser("validate", help="check a spec and its dataset without running")
+    v.add_argument("spec")
+
+    rep = sub.add_parser("report", help="summarise a run directory")
+    rep.add_argument("run_dir")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from raynn.kfold import run
+    from raynn.spec import load_spec
+
+    if args.resume is None and args.spec is None:
+        raise RaynnError("raynn run needs a SPEC (e.g. jobs/kfold_digits.yaml) or --resume RUN_DIR")
+    spec = load_spec(args.spec) if args.spec and args.resume is None else None
+    if args.serial:
+        options = {"executor": "serial", "threads": args.threads}
+    else:
+        options = {"executor": "ray", "address": args.address, "num_cpus": args.num_cpus}
+    result = run(
+        spec, resume=args.resume, output=args.output, progress=not args.no_progress, **options
+    )
+    print((result.run_dir / "report.md").read_text())
+    print(f"results: {result.run_dir}")
+    failed = int((result.jobs["status"] != "ok").sum())
+    return 1 if failed else 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from raynn.kfold import prepare
+    from raynn.scheduler.cores import check_cores_per_job, usable_cpus
+    from raynn.spec import load_spec
+
+    spec = load_spec(args.spec)
+    plan = prepare(spec)
+    if spec.scheduling.cores_per_job != "auto":
+        check_cores_per_job(int(spec.scheduling.cores_per_job), [len(usable_cpus())])
+    d = plan.data
+    test = 0 if d.y_test is None else len(d.y_test)
+    print(
+        f"{args.spec}: ok: {len(plan.jobs)} jobs ({len(spec.models)} models x "
+        f"{len(spec.schedulers)} schedulers x {spec.folds} folds) on {d.name} "
+        f"{d.in_shape}, {len(d.y_train)} train / {test} test samples"
+    )
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from raynn.report import summarize
+
+    print(summarize(args.run_dir), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``raynn`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    handler = {"run": _run, "validate": _validate, "report": _report}[args.command]
+    try:
+        return handler(args)
+    except RaynnError as exc:
+        if args.debug:
+            raise
+        print(f"raynn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raynn: interrupted; finish with 'raynn run --resume RUN_DIR'", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The run directory: ``run.json`` and Parquet tables, written atomically.
+
+Layout of ``runs/<run-id>/`` (schema version :data:`SCHEMA_VERSION`, documented in
+``docs/RESULTS.md``)::
+
+    run.json                     spec, versions, hosts, start/end, status
+    jobs/<job_id>.parquet        one row per job (JOBS_SCHEMA)
+    epochs/<job_id>.parquet      one row per job and epoch (EPOCHS_SCHEMA)
+    utilization/<node>.parquet   per-core CPU % over time (UTILIZATION_SCHEMA)
+    checkpoints/<job_id>.ckpt    latest epoch checkpoint of unfinished jobs
+    report.md                    the summary ``raynn report`` prints
+
+Every file is written to a temporary name and renamed into place, so a crash never leaves a
+half-written table; ``pandas.read_parquet(run_dir / "jobs")`` reads each table whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from raynn.errors import OutputError
+from raynn.training import JobResult
+
+SCHEMA_VERSION = 1
+
+JOBS_SCHEMA = pa.schema(
+    [
+        ("job_id", pa.string()),
+        ("model", pa.string()),
+        ("scheduler", pa.string()),
+        ("fold", pa.int32()),
+        ("seed", pa.int64()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("attempt", pa.int32()),
+        ("epochs", pa.int32()),
+        ("resumed_from_epoch", pa.int32()),
+        ("val_loss", pa.float64()),
+        ("val_accuracy", pa.float64()),
+        ("test_loss", pa.float64()),
+        ("test_accuracy", pa.float64()),
+        ("per_class_accuracy", pa.list_(pa.float64())),
+        ("train_seconds", pa.float64()),
+        ("eval_seconds", pa.float64()),
+        ("queue_wait_seconds", pa.float64()),
+        ("start_time", pa.float64()),
+        ("end_time", pa.float64()),
+        ("node", pa.string()),
+        ("worker", pa.string()),
+        ("cores", pa.list_(pa.int32())),
+        ("threads", pa.int32()),
+        ("params", pa.int64()),
+    ]
+)
+
+EPOCHS_SCHEMA = pa.schema(
+    [
+        ("job_id", pa.string()),
+        ("epoch", pa.int32()),
+        ("loss", pa.float64()),
+        ("accuracy", pa.float64()),
+        ("val_loss", pa.float64()),
+        ("val_accuracy", pa.float64()),
+        ("lr", pa.float64()),
+        ("seconds", pa.float64()),
+        ("samples_per_second", pa.float64()),
+        ("threads", pa.int32()),
+    ]
+)
+
+UTILIZATION_SCHEMA = pa.schema(
+    [
+        ("node", pa.string()),
+        ("time", pa.float64()),
+        ("core", pa.int32()),
+        ("percent", pa.float64()),
+    ]
+)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write a file via a temporary sibling and ``os.replace``; OSError -> OutputError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                write(fh)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions, then "
+            f"continue with 'raynn run --resume {path.parent.parent}'"
+        ) from None
+
+
+def write_table(path: Path, rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> None:
+    """Write ``rows`` as one Parquet file with ``schema``, atomically."""
+    table = pa.Table.from_pylist(list(rows), schema=schema)
+    _atomic_write(path, lambda fh: pq.write_table(table, fh))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+    _atomic_write(path, lambda fh: fh.write(data))
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+class ResultsCollector:
+    """Writes one run directory. A plain class; Ray wraps it as an actor on the driver's node."""
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = Path(run_dir)
+
+    def write_job(self, result: JobResult) -> None:
+        """Write (or replace) the job's row and its epoch rows; drop its checkpoint if done."""
+        name = _safe_name(result.job_id)
+        write_table(
+            self.run_dir / "epochs" / f"{name}.parquet",
+            [vars(r) for r in result.history],
+            EPOCHS_SCHEMA,
+        )
+        write_table(self.run_dir / "jobs" / f"{name}.parquet", [result.row()], JOBS_SCHEMA)
+        if result.status == "ok":
+            (self.run_dir / "checkpoints" / f"{name}.ckpt").unlink(missing_ok=True)
+
+    def write_utilization(self, node: str, rows: list[dict[str, Any]]) -> None:
+        """Write (or replace) one node's utilisation samples."""
+        if rows:
+            path = self.run_dir / "utilization" / f"{_safe_name(node)}.parquet"
+            write_table(path, rows, UTILIZATION_SCHEMA)
+
+    def save_checkpoint(self, job_id: str, blob: bytes) -> None:
+        """Store a job's latest checkpoint bytes."""
+        path = self.run_dir / "checkpoints" / f"{_safe_name(job_id)}.ckpt"
+        _atomic_write(path, lambda fh: fh.write(blob))
+
+    def load_checkpoint(self, job_id: str) -> bytes | None:
+        """The job's latest checkpoint bytes, or None."""
+        path = self.run_dir / "checkpoints" / f"{_safe_name(job_id)}.ckpt"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def node(self) -> str:
+        """The host this collector writes on."""
+        return socket.gethostname()
+
+
+def create_run_dir(root: str | os.PathLike[str], name: str) -> Path:
+    """Create a fresh ``<root>/<name>-<timestamp>-<n>`` directory; OutputError if impossible."""
+    root = Path(root)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for n in range(1000):
+            path = (
+                root / f"{_safe_name(name)}-{stamp}"
+                if n == 0
+                else root / f"{_safe_name(name)}-{stamp}-{n}"
+            )
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create a run directory under {root}: {exc.strerror or exc}; choose a "
+            "writable place with --output (or output.dir in the spec)"
+        ) from None
+    raise OutputError(f"too many runs named {name} this second under {root}; retry")
+
+
+def read_table(run_dir: str | os.PathLike[str], table: str) -> Any:
+    """Read one table of a run directory as a pandas DataFrame (empty if it has no rows)."""
+    import pandas as pd
+
+    path = Path(run_dir) / table
+    schema = {"jobs": JOBS_SCHEMA, "epochs": EPOCHS_SCHEMA, "utilization": UTILIZATION_SCHEMA}
+    if not path.is_dir() or not any(path.glob("*.parquet")):
+        return schema[table].empty_table().to_pandas() if table in schema else pd.DataFrame()
+    return pd.read_parquet(path)

@@ -1,0 +1,1 @@
+"""The K-fold machinery: core groups, the job queue, workers, executors, monitoring."""

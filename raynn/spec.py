@@ -1,0 +1,395 @@
+"""Job specs: YAML/JSON files turned into frozen, validated dataclasses.
+
+Every check that needs no data runs in ``__post_init__``, so a spec object that exists is a
+valid one. Checks that need the dataset (folds against the smallest class, the dataset root)
+run in :func:`raynn.data.load_dataset` and :func:`raynn.kfold.prepare`, still before any Ray
+work starts. Every error names the spec key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raynn.errors import SpecError
+from raynn.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULERS
+
+SPEC_KINDS = ("kfold",)
+
+
+def _fail(key: str, problem: str, fix: str) -> SpecError:
+    return SpecError(f"spec key '{key}': {problem}; {fix}")
+
+
+def _positive_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(key, f"must be a positive integer, got {value!r}", "set it to 1 or more")
+
+
+def _positive_number(key: str, value: Any) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value <= 0:
+        raise _fail(key, f"must be a positive number, got {value!r}", "set it above 0")
+
+
+def _non_negative_number(key: str, value: Any) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value < 0:
+        raise _fail(key, f"must be a number >= 0, got {value!r}", "set it to 0 or more")
+
+
+def _bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise _fail(key, f"must be true or false, got {value!r}", "write true or false")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Which data to train on.
+
+    ``root`` defaults to ``$RAYNN_DATA`` and then ``./data``. ``shape``, ``num_classes``,
+    ``samples`` and ``test_samples`` describe ``synthetic`` data; ``test_fraction`` is the
+    held-out test share for datasets without a test split (``digits``); ``limit`` keeps a
+    stratified subset of that many training samples.
+    """
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    test_fraction: float = 0.2
+    limit: int | None = None
+    shape: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int = 10
+    samples: int = 2000
+    test_samples: int = 500
+    noise: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        DATASETS.get(self.name, key="dataset.name")
+        _bool("dataset.download", self.download)
+        ok = isinstance(self.test_fraction, float) and 0 < self.test_fraction < 1
+        if not ok:
+            raise _fail(
+                "dataset.test_fraction",
+                f"must be between 0 and 1, got {self.test_fraction!r}",
+                "use e.g. 0.2",
+            )
+        if self.limit is not None:
+            _positive_int("dataset.limit", self.limit)
+        shape = tuple(self.shape) if isinstance(self.shape, (list, tuple)) else ()
+        if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+            raise _fail(
+                "dataset.shape",
+                f"must be [channels, height, width] of positive ints, got {self.shape!r}",
+                "use e.g. [3, 32, 32]",
+            )
+        object.__setattr__(self, "shape", shape)
+        _positive_int("dataset.samples", self.samples)
+        _positive_int("dataset.test_samples", self.test_samples)
+        _non_negative_number("dataset.noise", self.noise)
+        if (
+            isinstance(self.num_classes, bool)
+            or not isinstance(self.num_classes, int)
+            or (self.num_classes < 2)
+        ):
+            raise _fail(
+                "dataset.num_classes",
+                f"must be an integer >= 2, got {self.num_classes!r}",
+                "set it to 2 or more",
+            )
+
+    @property
+    def resolved_root(self) -> Path:
+        """The root directory: the spec's, else ``$RAYNN_DATA``, else ``./data``."""
+        root = self.root or os.environ.get("RAYNN_DATA") or "data"
+        return Path(os.path.expanduser(os.path.expandvars(root)))
+
+
+@dataclass(frozen=True)
+class Component:
+    """A model or scheduler entry: a registered name (or ``module:attr``) plus its kwargs.
+
+    From Python, ``factory`` may hold the callable itself (the seed-style API uses this).
+    ``label`` names the entry in job ids and tables (default: ``name``).
+    """
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""
+    factory: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.name.rsplit(":", 1)[-1])
+
+
+def _components(key: str, registry: Any, value: Any) -> tuple[Component, ...]:
+    if isinstance(value, (str, Mapping, Component)):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _fail(key, f"must be a non-empty list, got {value!r}", "list at least one name")
+    out: list[Component] = []
+    for i, item in enumerate(value):
+        where = f"{key}[{i}]"
+        if isinstance(item, Component):
+            comp = item
+        elif isinstance(item, str):
+            comp = Component(name=item)
+        elif isinstance(item, Mapping):
+            unknown = set(item) - {"name", "args", "label"}
+            if unknown:
+                raise _fail(
+                    where, f"unknown key(s) {sorted(unknown)}", "valid keys: name, args, label"
+                )
+            if not isinstance(item.get("name"), str):
+                raise _fail(where, "needs a 'name'", f"e.g. {{name: {registry.names()[0]}}}")
+            args = item.get("args") or {}
+            if not isinstance(args, Mapping):
+                raise _fail(f"{where}.args", f"must be a mapping, got {args!r}", "use key: value")
+            comp = Component(name=item["name"], args=dict(args), label=item.get("label") or "")
+        else:
+            raise _fail(where, f"must be a name or a mapping, got {item!r}", "write a name")
+        if comp.factory is None:
+            registry.get(comp.name, key=where)
+        out.append(comp)
+    labels = [c.label for c in out]
+    dupes = sorted({label for label in labels if labels.count(label) > 1})
+    if dupes:
+        raise _fail(key, f"duplicate entries {dupes}", "give each a distinct 'label'")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """Optimizer name and hyper-parameters (``momentum``/``nesterov`` apply to ``sgd``)."""
+
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    factory: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.factory is None:
+            OPTIMIZERS.get(self.name, key="optimizer.name")
+        _positive_number("optimizer.lr", self.lr)
+        _non_negative_number("optimizer.momentum", self.momentum)
+        _non_negative_number("optimizer.weight_decay", self.weight_decay)
+        _bool("optimizer.nesterov", self.nesterov)
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise _fail(
+                "optimizer.betas",
+                f"must be two numbers in [0, 1), got {self.betas!r}",
+                "use e.g. [0.9, 0.999]",
+            )
+        object.__setattr__(self, "betas", betas)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the optimizer factory."""
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+            "betas": self.betas,
+        }
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """How each job trains: epochs, batch sizes, test evaluation, checkpoint cadence."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    evaluate_test: bool = True
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        _positive_int("training.epochs", self.epochs)
+        _positive_int("training.batch_size", self.batch_size)
+        _positive_int("training.eval_batch_size", self.eval_batch_size)
+        _bool("training.evaluate_test", self.evaluate_test)
+        if (
+            isinstance(self.checkpoint_every, bool)
+            or not isinstance(self.checkpoint_every, int)
+            or (self.checkpoint_every < 0)
+        ):
+            raise _fail(
+                "training.checkpoint_every",
+                f"must be an integer >= 0, got {self.checkpoint_every!r}",
+                "0 turns checkpoints off",
+            )
+
+
+CoresPerJob = int | str
+
+
+@dataclass(frozen=True)
+class SchedulingSpec:
+    """How jobs map onto cores: group size, retries, sampling interval, worker cap."""
+
+    cores_per_job: CoresPerJob = "auto"
+    max_attempts: int = 3
+    max_workers: int | None = None
+    sample_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.cores_per_job != "auto":
+            if (
+                isinstance(self.cores_per_job, bool)
+                or not isinstance(self.cores_per_job, int)
+                or (self.cores_per_job < 1)
+            ):
+                raise _fail(
+                    "scheduling.cores_per_job",
+                    f"must be a positive integer or 'auto', got {self.cores_per_job!r}",
+                    "use 1, 2, ... or auto",
+                )
+        _positive_int("scheduling.max_attempts", self.max_attempts)
+        if self.max_workers is not None:
+            _positive_int("scheduling.max_workers", self.max_workers)
+        _positive_number("scheduling.sample_interval", self.sample_interval)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where run directories go (``<dir>/<run-id>/``)."""
+
+    dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dir, str) or not self.dir:
+            raise _fail("output.dir", f"must be a path, got {self.dir!r}", "use e.g. runs")
+
+
+@dataclass(frozen=True)
+class KFoldSpec:
+    """K-fold cross-validation: every model x scheduler x fold is one job."""
+
+    name: str = "kfold"
+    kind: str = "kfold"
+    seed: int = 0
+    folds: int = 5
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    models: tuple[Component, ...] = (Component("lenet"),)
+    schedulers: tuple[Component, ...] = (Component("cosine"),)
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    scheduling: SchedulingSpec = field(default_factory=SchedulingSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+
+    def __post_init__(self) -> None:
+        if self.kind != "kfold":
+            raise _fail("kind", f"expected 'kfold', got {self.kind!r}", "set kind: kfold")
+        if not isinstance(self.name, str) or not self.name:
+            raise _fail("name", f"must be a non-empty string, got {self.name!r}", "name the run")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise _fail("seed", f"must be an integer, got {self.seed!r}", "use e.g. 0")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise _fail("folds", f"must be an integer >= 2, got {self.folds!r}", "use e.g. 5")
+        object.__setattr__(self, "models", _components("models", MODELS, self.models))
+        object.__setattr__(
+            self, "schedulers", _components("schedulers", SCHEDULERS, self.schedulers)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-able dict that :func:`spec_from_dict` turns back into this spec."""
+        return _to_plain(self)
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, Component):
+        out: dict[str, Any] = {"name": obj.name}
+        if obj.args:
+            out["args"] = dict(obj.args)
+        if obj.label != obj.name:
+            out["label"] = obj.label
+        return out
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: _to_plain(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if f.name != "factory"
+        }
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+_SECTIONS: dict[str, type] = {
+    "dataset": DatasetSpec,
+    "optimizer": OptimizerSpec,
+    "training": TrainingSpec,
+    "scheduling": SchedulingSpec,
+    "output": OutputSpec,
+}
+
+
+def _section(key: str, cls: type, value: Any) -> Any:
+    if value is None:
+        return cls()
+    if not isinstance(value, Mapping):
+        raise _fail(key, f"must be a mapping, got {value!r}", "write key: value pairs under it")
+    valid = [f.name for f in dataclasses.fields(cls) if f.name != "factory"]
+    for name in value:
+        if name not in valid:
+            raise _fail(f"{key}.{name}", "unknown key", f"valid keys: {', '.join(valid)}")
+    try:
+        return cls(**value)
+    except TypeError as exc:  # pragma: no cover - guarded by the key check above
+        raise _fail(key, str(exc), "check the section") from None
+
+
+def spec_from_dict(raw: Mapping[str, Any]) -> Any:
+    """Build a validated spec (``KFoldSpec`` or ``HogwildSpec``) from a plain mapping."""
+    if not isinstance(raw, Mapping):
+        raise SpecError("spec: the top level must be a mapping of keys; see jobs/*.yaml")
+    kind = raw.get("kind", "kfold")
+    if kind != "kfold":
+        raise _fail("kind", f"unknown kind {kind!r}", f"valid: {', '.join(SPEC_KINDS)}")
+    valid = [f.name for f in dataclasses.fields(KFoldSpec)]
+    for name in raw:
+        if name not in valid:
+            raise _fail(name, "unknown key", f"valid top-level keys: {', '.join(valid)}")
+    kwargs = dict(raw)
+    for name, cls in _SECTIONS.items():
+        kwargs[name] = _section(name, cls, kwargs.get(name))
+    for name in ("models", "schedulers"):
+        if name in kwargs and kwargs[name] is None:
+            raise _fail(name, "is empty", "list at least one name")
+    return KFoldSpec(**kwargs)
+
+
+def load_spec(path: str | os.PathLike[str]) -> Any:
+    """Read a YAML or JSON spec file with safe YAML and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"spec file not found: {path}; check the path (see jobs/)") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read spec file {path}: {exc.strerror}") from None
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SpecError(f"spec file {path} is not valid YAML/JSON{where}; fix its syntax") from None
+    if raw is None:
+        raise SpecError(f"spec file {path} is empty; see jobs/kfold_digits.yaml for an example")
+    return spec_from_dict(raw)

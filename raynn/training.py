@@ -1,0 +1,314 @@
+"""Training of one K-fold job: a pure function, shared by every executor.
+
+``train_job(job, data, threads=...)`` builds the model from the job's seed, trains it on the
+job's fold with index-sliced batches, validates every epoch, checkpoints, and returns a
+:class:`JobResult`. It knows nothing of Ray: the serial executor and the Ray workers call the
+very same function, so a job gives bit-identical metrics at the same thread count wherever
+it runs, including after a retry that resumes from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raynn import checkpoint
+from raynn.data import ArrayDataset, to_tensor
+from raynn.errors import CheckpointError
+from raynn.grid import Job, build_model
+from raynn.optim import LRSchedule
+from raynn.registry import OPTIMIZERS, SCHEDULERS
+
+EpochCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class EpochRecord:
+    """Metrics of one epoch of one job (a row of the ``epochs/`` table)."""
+
+    job_id: str
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+    samples_per_second: float
+    threads: int
+
+
+@dataclass
+class JobResult:
+    """The outcome of one job (a row of the ``jobs/`` table) and its epoch history."""
+
+    job_id: str
+    model: str
+    scheduler: str
+    fold: int
+    seed: int
+    status: str = "ok"
+    error: str | None = None
+    attempt: int = 1
+    epochs: int = 0
+    resumed_from_epoch: int = 0
+    val_loss: float = math.nan
+    val_accuracy: float = math.nan
+    test_loss: float = math.nan
+    test_accuracy: float = math.nan
+    per_class_accuracy: list[float] = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    queue_wait_seconds: float = 0.0
+    start_time: float = 0.0
+    end_time: float = 0.0
+    node: str = ""
+    worker: str = ""
+    cores: list[int] = field(default_factory=list)
+    threads: int = 0
+    params: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        """The ``jobs/`` table row (everything but the history)."""
+        out = asdict(self)
+        out.pop("history")
+        return out
+
+    @classmethod
+    def failed(cls, job: Job, error: str, attempt: int = 1) -> JobResult:
+        """A failed result for a job that did not return one itself."""
+        now = time.time()
+        return cls(
+            job.job_id,
+            job.model.label,
+            job.scheduler.label,
+            job.fold,
+            job.seed,
+            status="failed",
+            error=error,
+            attempt=attempt,
+            start_time=now,
+            end_time=now,
+        )
+
+
+@dataclass
+class Evaluation:
+    """Loss, accuracy and per-class accuracy on a set of samples."""
+
+    loss: float
+    accuracy: float
+    per_class: list[float]
+
+
+def evaluate(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    idx: np.ndarray | None,
+    norm: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    batch_size: int = 1024,
+) -> Evaluation:
+    """Evaluate ``model`` on ``x[idx]`` (all of ``x`` when ``idx`` is None)."""
+    idx = np.arange(len(y)) if idx is None else idx
+    model.eval()
+    loss_sum, correct = 0.0, np.zeros(num_classes)
+    totals = np.bincount(y[idx], minlength=num_classes)
+    with torch.no_grad():
+        for start in range(0, len(idx), batch_size):
+            bi = idx[start : start + batch_size]
+            logits = model(to_tensor(x, bi, *norm))
+            target = torch.from_numpy(y[bi])
+            loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+            hits = (logits.argmax(1) == target).numpy()
+            correct += np.bincount(y[bi][hits], minlength=num_classes)
+    per_class = [float(c / t) if t else math.nan for c, t in zip(correct, totals, strict=True)]
+    return Evaluation(loss_sum / len(idx), float(correct.sum() / len(idx)), per_class)
+
+
+def _build_schedule(job: Job, opt: torch.optim.Optimizer, steps_per_epoch: int) -> LRSchedule:
+    factory = job.scheduler.factory or SCHEDULERS.get(job.scheduler.name, key="schedulers")
+    sched = factory(opt, job.training.epochs, steps_per_epoch, **dict(job.scheduler.args))
+    return sched if isinstance(sched, LRSchedule) else LRSchedule(sched)
+
+
+def _build_optimizer(job: Job, model: nn.Module) -> torch.optim.Optimizer:
+    if job.optimizer.factory is not None:
+        return job.optimizer.factory(model)
+    factory = OPTIMIZERS.get(job.optimizer.name, key="optimizer.name")
+    return factory(model.parameters(), **job.optimizer.kwargs())
+
+
+def _restore(job: Job, store: checkpoint.CheckpointStore | None) -> dict[str, Any] | None:
+    if store is None:
+        return None
+    blob = store.load_checkpoint(job.job_id)
+    if blob is None:
+        return None
+    try:
+        state = checkpoint.decode(blob)
+    except CheckpointError:
+        return None  # corrupt: start from scratch rather than resume from garbage
+    return state if state.get("job_id") == job.job_id else None
+
+
+def train_job(
+    job: Job,
+    data: ArrayDataset,
+    *,
+    threads: int | None = None,
+    checkpoints: checkpoint.CheckpointStore | None = None,
+    on_epoch: EpochCallback | None = None,
+    attempt: int = 1,
+) -> JobResult:
+    """Train one job and return its result.
+
+    Args:
+        job: the job (model, scheduler, fold, seed, optimizer and training settings).
+        data: the dataset with its fold indices (``data.folds``).
+        threads: torch intra-op threads to use; None keeps the current setting.
+        checkpoints: where epoch checkpoints are saved and resumed from; None disables them.
+        on_epoch: called as ``on_epoch(job_id, epoch_done, epochs)`` after each epoch.
+        attempt: the attempt number recorded in the result.
+
+    Returns:
+        The job's result; ``status == "failed"`` with the reason if the loss became NaN/inf.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    start = time.time()
+    cfg = job.training
+    train_idx, val_idx = data.folds[job.fold]
+    norm = (torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1))
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+
+    torch.manual_seed(job.seed)
+    model = build_model(job.model, data.in_shape, data.num_classes)
+    opt = _build_optimizer(job, model)
+    schedule = _build_schedule(job, opt, steps_per_epoch)
+    result = JobResult(
+        job.job_id,
+        job.model.label,
+        job.scheduler.label,
+        job.fold,
+        job.seed,
+        attempt=attempt,
+        start_time=start,
+        threads=torch.get_num_threads(),
+        cores=sorted(os.sched_getaffinity(0)),
+        params=sum(p.numel() for p in model.parameters()),
+    )
+
+    first_epoch = 0
+    state = _restore(job, checkpoints)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["torch_rng"])
+        result.history = [EpochRecord(**row) for row in state["history"]]
+        result.train_seconds, result.eval_seconds = state["seconds"]
+        first_epoch = result.resumed_from_epoch = state["epoch"]
+
+    loss_fn = nn.CrossEntropyLoss()
+    for epoch in range(first_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        order = train_idx[np.random.default_rng([job.seed, epoch]).permutation(len(train_idx))]
+        loss_sum, correct = 0.0, 0
+        lr = opt.param_groups[0]["lr"]
+        for b in range(steps_per_epoch):
+            bi = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            xb, yb = to_tensor(data.x_train, bi, *norm), torch.from_numpy(data.y_train[bi])
+            opt.zero_grad(set_to_none=True)
+            logits = model(xb)
+            loss = loss_fn(logits, yb)
+            value = loss.item()
+            if not math.isfinite(value):
+                result.status = "failed"
+                result.error = (
+                    f"loss became {value} at epoch {epoch + 1}, batch {b + 1}; "
+                    "lower optimizer.lr or check the data"
+                )
+                result.end_time = time.time()
+                return result
+            loss.backward()
+            opt.step()
+            schedule.after_batch()
+            loss_sum += value * len(bi)
+            correct += int((logits.argmax(1) == yb).sum())
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        val = evaluate(
+            model, data.x_train, data.y_train, val_idx, norm, data.num_classes, cfg.eval_batch_size
+        )
+        result.eval_seconds += time.perf_counter() - t1
+        result.train_seconds += train_s
+        schedule.after_epoch(val.loss)
+        result.history.append(
+            EpochRecord(
+                job.job_id,
+                epoch + 1,
+                loss_sum / len(train_idx),
+                correct / len(train_idx),
+                val.loss,
+                val.accuracy,
+                lr,
+                train_s,
+                len(train_idx) / max(train_s, 1e-9),
+                torch.get_num_threads(),
+            )
+        )
+        every = cfg.checkpoint_every
+        if (
+            checkpoints is not None
+            and every
+            and (epoch + 1) % every == 0
+            and epoch + 1 < cfg.epochs
+        ):
+            checkpoints.save_checkpoint(
+                job.job_id,
+                checkpoint.encode(
+                    {
+                        "job_id": job.job_id,
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "torch_rng": torch.get_rng_state(),
+                        "history": [asdict(r) for r in result.history],
+                        "seconds": (result.train_seconds, result.eval_seconds),
+                    }
+                ),
+            )
+        if on_epoch is not None:
+            on_epoch(job.job_id, epoch + 1, cfg.epochs)
+
+    t1 = time.perf_counter()
+    val = evaluate(
+        model, data.x_train, data.y_train, val_idx, norm, data.num_classes, cfg.eval_batch_size
+    )
+    result.val_loss, result.val_accuracy, result.per_class_accuracy = (
+        val.loss,
+        val.accuracy,
+        val.per_class,
+    )
+    if cfg.evaluate_test and data.x_test is not None and data.y_test is not None:
+        test = evaluate(
+            model, data.x_test, data.y_test, None, norm, data.num_classes, cfg.eval_batch_size
+        )
+        result.test_loss, result.test_accuracy = test.loss, test.accuracy
+    result.eval_seconds += time.perf_counter() - t1
+    result.epochs = cfg.epochs
+    result.end_time = time.time()
+    return result

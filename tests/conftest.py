@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny specs and a module-scoped local Ray."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from raynn.spec import spec_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY: dict[str, Any] = {
+    "kind": "kfold",
+    "name": "tiny",
+    "seed": 3,
+    "folds": 2,
+    "dataset": {"name": "digits", "limit": 400},
+    "models": ["lenet", "mlp"],
+    "schedulers": ["cosine"],
+    "optimizer": {"name": "adam", "lr": 0.003},
+    "training": {"epochs": 3, "batch_size": 32},
+    "scheduling": {"sample_interval": 0.2},
+}
+
+
+def make_spec(tmp_path: Path, **overrides: Any) -> Any:
+    """A tiny digits spec writing under ``tmp_path``; sections are merged one level deep."""
+    raw = copy.deepcopy(TINY)
+    raw["output"] = {"dir": str(tmp_path / "runs")}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return spec_from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A 2-CPU local Ray for the module; shut down afterwards."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

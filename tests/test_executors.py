@@ -1,0 +1,121 @@
+"""The same spec through every executor: same rows, same metrics, pinned disjoint cores."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+import pytest
+
+from raynn.kfold import run
+from raynn.scheduler.executor import RayExecutor, SerialExecutor
+from tests.conftest import make_spec
+
+pytestmark = pytest.mark.ray
+
+METRICS = ["val_loss", "val_accuracy", "test_loss", "test_accuracy"]
+EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+
+
+def _executor(name):
+    return SerialExecutor(threads=1) if name == "serial" else RayExecutor()
+
+
+@pytest.fixture(scope="module")
+def runs(ray_local, tmp_path_factory):
+    """The tiny spec run once by each executor (the serial one at one thread per job)."""
+    spec = make_spec(tmp_path_factory.mktemp("exec"), schedulers=["cosine", "warm"])
+    return {name: run(spec, executor=_executor(name), progress=False)
+            for name in ("serial", "ray")}
+
+
+@pytest.mark.parametrize("name", ["serial", "ray"])
+def test_every_job_has_one_ok_row_and_readable_tables(runs, name):
+    result = runs[name]
+    jobs = pd.read_parquet(result.run_dir / "jobs")
+    assert result.ok and len(jobs) == 8 and jobs["job_id"].is_unique
+    assert (jobs["status"] == "ok").all() and (jobs["attempt"] == 1).all()
+    epochs = pd.read_parquet(result.run_dir / "epochs")
+    assert len(epochs) == 8 * 3 and (epochs["samples_per_second"] > 0).all()
+    util = pd.read_parquet(result.run_dir / "utilization")
+    assert not util.empty and util["percent"].between(0, 100).all()
+    assert (result.run_dir / "run.json").is_file() and (result.run_dir / "report.md").is_file()
+    assert not list((result.run_dir / "checkpoints").glob("*.ckpt"))
+
+
+def test_serial_and_ray_metrics_are_bit_identical(runs):
+    a, b = (pd.read_parquet(runs[n].run_dir / "jobs").set_index("job_id").sort_index()
+            for n in ("serial", "ray"))
+    pd.testing.assert_frame_equal(a[METRICS], b[METRICS], check_exact=True)
+    ea, eb = (pd.read_parquet(runs[n].run_dir / "epochs").sort_values(["job_id", "epoch"])
+              .reset_index(drop=True) for n in ("serial", "ray"))
+    pd.testing.assert_frame_equal(ea[EPOCH_METRICS], eb[EPOCH_METRICS], check_exact=True)
+
+
+def test_concurrent_workers_never_share_a_core(runs):
+    jobs = pd.read_parquet(runs["ray"].run_dir / "jobs")
+    assert (jobs["threads"] == 1).all()
+    assert (jobs["cores"].map(len) == jobs["threads"]).all()
+    assert jobs["worker"].nunique() == 2
+    by_worker = jobs.groupby("worker")["cores"].agg(lambda c: {tuple(x) for x in c})
+    assert all(len(cores) == 1 for cores in by_worker)  # a worker stays on its group
+    rows = jobs.to_dict("records")
+    overlapping = 0
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if a["start_time"] < b["end_time"] and b["start_time"] < a["end_time"]:
+                overlapping += 1
+                assert not set(a["cores"]) & set(b["cores"]), (a["job_id"], b["job_id"])
+    assert overlapping > 0  # the jobs really ran side by side
+
+
+def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, runs, tmp_path):
+    import ray
+
+    spec = make_spec(tmp_path, models=["lenet"], folds=2, schedulers=["cosine"],
+                     dataset={"name": "synthetic", "shape": [1, 24, 24], "samples": 3000,
+                              "limit": None}, training={"epochs": 5})
+    executor = RayExecutor()
+    killed: list[str] = []
+
+    def killer() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            queue = getattr(executor, "queue", None)
+            if queue is not None:
+                for job_id, (worker, _, epoch) in ray.get(queue.leases.remote()).items():
+                    if 1 <= epoch <= 3:
+                        actor = next(a for w, a, _, _ in executor.workers.values() if w == worker)
+                        ray.kill(actor, no_restart=True)
+                        killed.append(job_id)
+                        return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    result = run(spec, executor=executor, progress=False)
+    thread.join()
+    assert killed, "no job was caught mid-run"
+    jobs = pd.read_parquet(result.run_dir / "jobs").set_index("job_id")
+    assert result.ok and len(jobs) == 2 and (jobs["status"] == "ok").all()
+    victim = jobs.loc[killed[0]]
+    assert victim["attempt"] == 2 and victim["resumed_from_epoch"] >= 1
+    epochs = pd.read_parquet(result.run_dir / "epochs")
+    assert len(epochs[epochs["job_id"] == killed[0]]) == 5
+    # the retried job's metrics equal an undisturbed run of the same job
+    reference = run(spec, executor=SerialExecutor(threads=1), progress=False)
+    ref = pd.read_parquet(reference.run_dir / "jobs").set_index("job_id")
+    assert victim[METRICS].tolist() == ref.loc[killed[0], METRICS].tolist()
+
+
+def test_nan_job_fails_alone(ray_local, tmp_path):
+    spec = make_spec(tmp_path, models=["mlp", {"name": "tests.helpers:exploding_mlp",
+                                               "label": "boom"}])
+    result = run(spec, executor=RayExecutor(), progress=False)
+    jobs = pd.read_parquet(result.run_dir / "jobs").set_index("job_id")
+    assert len(jobs) == 4
+    assert (jobs.loc[jobs["model"] == "mlp", "status"] == "ok").all()
+    boom = jobs[jobs["model"] == "boom"]
+    assert (boom["status"] == "failed").all()
+    assert boom["error"].str.contains("loss became").all()

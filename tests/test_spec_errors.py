@@ -1,0 +1,119 @@
+"""Malformed specs: one line naming the key and the fix, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raynn.cli import main
+from tests.conftest import REPO, TINY
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    raw = copy.deepcopy(raw)
+    raw["output"] = {"dir": str(tmp_path / "runs")}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _with(path: str, value: object) -> dict:
+    raw = copy.deepcopy(TINY)
+    *parents, leaf = path.split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    return raw
+
+
+CASES = {
+    "unknown top key": (_with("epochs", 3), "'epochs'", "valid top-level keys"),
+    "unknown section key": (_with("training.epoch", 3), "training.epoch", "valid keys"),
+    "unknown model": (_with("models", ["lenet", "resnet9000"]), "resnet9000", "lenet"),
+    "unknown scheduler": (_with("schedulers", ["cosine", "linear"]), "linear", "onecycle"),
+    "unknown optimizer": (_with("optimizer.name", "rmsprop"), "optimizer.name", "adamw"),
+    "unknown dataset": (_with("dataset.name", "imagenet"), "dataset.name", "synthetic"),
+    "unknown kind": (_with("kind", "bagging"), "'kind'", "kfold"),
+    "one fold": (_with("folds", 1), "'folds'", ">= 2"),
+    "folds above smallest class": (
+        {**_with("dataset.limit", 40), "folds": 5}, "'folds'", "at most 4 folds"
+    ),
+    "zero epochs": (_with("training.epochs", 0), "training.epochs", "1 or more"),
+    "negative batch": (_with("training.batch_size", -8), "training.batch_size", "1 or more"),
+    "zero lr": (_with("optimizer.lr", 0), "optimizer.lr", "above 0"),
+    "string lr": (_with("optimizer.lr", "fast"), "optimizer.lr", "above 0"),
+    "cores above node": (_with("scheduling.cores_per_job", 4096), "cores_per_job", "at most"),
+    "bad cores setting": (_with("scheduling.cores_per_job", "many"), "cores_per_job", "auto"),
+    "missing dataset root": (
+        {**_with("dataset.name", "mnist"), "dataset": {"name": "mnist", "root": "/nonexistent"}},
+        "/nonexistent",
+        "RAYNN_DATA",
+    ),
+    "models not a list": (_with("models", {"nam": "lenet"}), "models[0]", "valid keys"),
+}
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_malformed_spec_exits_2_with_one_line(case, command, tmp_path, capsys):
+    raw, key, fix = CASES[case]
+    spec = _write(tmp_path, raw)
+    args = [command, str(spec)] + (["--no-progress"] if command == "run" else [])
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("raynn: error: "), err
+    assert key in err and fix in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("kind: kfold\nmodels: [lenet\nfolds: 2\n")
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "line" in err
+
+
+def test_missing_spec_file(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "spec file not found" in capsys.readouterr().err
+
+
+def test_unwritable_output_dir_is_refused_before_any_work(tmp_path, capsys):
+    spec = _write(tmp_path, TINY)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = main(["run", str(spec), "--serial", "--no-progress", "--output", str(blocker / "x")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--output" in err
+
+
+def test_cli_process_prints_no_traceback(tmp_path):
+    spec = _write(tmp_path, _with("models", ["nonet"]))
+    proc = subprocess.run([sys.executable, "-m", "raynn", "run", str(spec)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "nonet" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_safe_yaml_refuses_python_tags(tmp_path, capsys):
+    spec = tmp_path / "evil.yaml"
+    spec.write_text("kind: !!python/object/apply:os.system ['true']\n")
+    assert main(["validate", str(spec)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_shipped_specs_validate(capsys, monkeypatch):
+    monkeypatch.setenv("RAYNN_DATA", str(REPO.parent / "shared" / "data"))
+    assert main(["validate", str(REPO / "jobs" / "kfold_digits.yaml")]) == 0
+    assert "30 jobs" in capsys.readouterr().out
