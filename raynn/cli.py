@@ -66,6 +66,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is None and args.spec is None:
         raise RaynnError("raynn run needs a SPEC (e.g. jobs/kfold_digits.yaml) or --resume RUN_DIR")
     spec = load_spec(args.spec) if args.spec and args.resume is None else None
+    if getattr(spec, "kind", "kfold") == "hogwild":
+        from raynn.hogwild.runner import run as run_hogwild
+
+        run = run_hogwild
     if args.serial:
         options = {"executor": "serial", "threads": args.threads}
     else:
@@ -85,6 +89,11 @@ def _validate(args: argparse.Namespace) -> int:
     from raynn.spec import load_spec
 
     spec = load_spec(args.spec)
+    if spec.kind == "hogwild":
+        from raynn.hogwild.runner import validate
+
+        print(f"{args.spec}: ok: {validate(spec)}")
+        return 0
     plan = prepare(spec)
     if spec.scheduling.cores_per_job != "auto":
         check_cores_per_job(int(spec.scheduling.cores_per_job), [len(usable_cpus())])

@@ -59,6 +59,10 @@ def summarize(run_dir: str | os.PathLike[str]) -> str:
             f"{run_dir} is not a raynn run directory (no run.json); pass runs/<run-id>"
         )
     meta = _meta(run_dir)
+    if meta.get("spec", {}).get("kind") == "hogwild":
+        from raynn.hogwild.report import summarize as summarize_hogwild
+
+        return summarize_hogwild(run_dir)
     jobs = read_table(run_dir, "jobs")
     last = (meta.get("runs") or [{}])[-1]
     name = meta.get("spec", {}).get("name", run_dir.name)

@@ -22,7 +22,7 @@ import yaml
 from raynn.errors import SpecError
 from raynn.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULERS
 
-SPEC_KINDS = ("kfold",)
+SPEC_KINDS = ("kfold", "hogwild")
 
 
 def _fail(key: str, problem: str, fix: str) -> SpecError:
@@ -360,6 +360,10 @@ def spec_from_dict(raw: Mapping[str, Any]) -> Any:
     if not isinstance(raw, Mapping):
         raise SpecError("spec: the top level must be a mapping of keys; see jobs/*.yaml")
     kind = raw.get("kind", "kfold")
+    if kind == "hogwild":
+        from raynn.hogwild.spec import hogwild_spec_from_dict
+
+        return hogwild_spec_from_dict(raw)
     if kind != "kfold":
         raise _fail("kind", f"unknown kind {kind!r}", f"valid: {', '.join(SPEC_KINDS)}")
     valid = [f.name for f in dataclasses.fields(KFoldSpec)]
