@@ -46,9 +46,9 @@ class RunResult:
         return self.status == "completed"
 
 
-def prepare(spec: KFoldSpec) -> Plan:
-    """Load the data, make folds and the job list; raise on anything invalid."""
-    data = load_dataset(spec.dataset).with_folds(spec.folds, spec.seed)
+def prepare(spec: KFoldSpec, data: ArrayDataset | None = None) -> Plan:
+    """Load the data (unless given), make folds and the job list; raise on anything invalid."""
+    data = (data or load_dataset(spec.dataset)).with_folds(spec.folds, spec.seed)
     jobs = make_jobs(spec, data.in_shape, data.num_classes, len(data.folds[0][0]))
     return Plan(spec, data, jobs)
 
@@ -92,6 +92,7 @@ def run(
     output: str | None = None,
     resume: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    data: ArrayDataset | None = None,
     **executor_options: Any,
 ) -> RunResult:
     """Run every job of ``spec`` (or the missing jobs of run directory ``resume``).
@@ -102,6 +103,7 @@ def run(
         output: root folder for run directories (default: the spec's ``output.dir``).
         resume: an existing run directory: run only its jobs that have no ok row.
         progress: show the live progress view.
+        data: in-memory data to use instead of ``spec.dataset`` (such runs cannot resume).
         **executor_options: passed to the executor (``address``, ``threads``, ...).
 
     Returns:
@@ -118,10 +120,13 @@ def run(
                 f"cannot resume {run_dir}: no readable run.json ({exc}); pass a "
                 "run directory made by 'raynn run'"
             ) from None
+        if meta.get("data") == "in-memory":
+            raise RaynnError(f"cannot resume {run_dir}: it trained on in-memory data; run it "
+                             "again from Python")
         spec = spec_from_dict(meta["spec"])
     elif spec is None:
         raise RaynnError("run() needs a spec or resume=RUN_DIR")
-    plan = prepare(spec)
+    plan = prepare(spec, data)
     jobs = plan.jobs
     if resume is not None:
         table = read_table(run_dir, "jobs")

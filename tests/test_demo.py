@@ -1,0 +1,66 @@
+"""End to end through the CLI: the README's demo spec, report, and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from raynn.cli import main
+from tests.conftest import REPO, make_spec
+
+
+@pytest.mark.slow
+def test_readme_demo_spec_completes(tmp_path):
+    out = tmp_path / "runs"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "raynn", "run", "jobs/kfold_digits.yaml", "--output", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = list(out.iterdir())
+    jobs = pd.read_parquet(run_dir / "jobs")
+    assert len(jobs) == 30 and (jobs["status"] == "ok").all() and jobs["job_id"].is_unique
+    assert jobs.loc[jobs["model"] == "lenet", "val_accuracy"].mean() >= 0.95
+    for table in ("epochs", "utilization"):
+        assert not pd.read_parquet(run_dir / table).empty
+    assert "| lenet | cosine | 5 |" in proc.stdout and str(run_dir) in proc.stdout
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["runs"][-1]["status"] == "completed" and meta["runs"][-1]["executor"] == "ray"
+
+
+def test_resume_runs_only_the_missing_jobs(tmp_path, capsys):
+    spec = make_spec(tmp_path, schedulers=["cosine", "warm"])
+    from raynn.kfold import run
+
+    first = run(spec, executor="serial", progress=False)
+    before = pd.read_parquet(first.run_dir / "jobs").set_index("job_id")
+    lost = sorted(before.index)[:3]
+    for job_id in lost:  # as if the driver had died before these finished
+        (first.run_dir / "jobs" / f"{job_id}.parquet").unlink()
+    code = main(["run", "--resume", str(first.run_dir), "--serial", "--no-progress"])
+    assert code == 0
+    after = pd.read_parquet(first.run_dir / "jobs").set_index("job_id")
+    assert len(after) == 8 and after.index.is_unique and (after["status"] == "ok").all()
+    kept = [j for j in before.index if j not in lost]
+    assert (after.loc[kept, "end_time"] == before.loc[kept, "end_time"]).all()  # not rerun
+    assert (after.loc[lost, "end_time"] > before["end_time"].max()).all()
+    meta = json.loads((first.run_dir / "run.json").read_text())
+    assert [r["jobs"] for r in meta["runs"]] == [8, 3]
+    assert "raynn run" in capsys.readouterr().out
+
+
+def test_report_command(tmp_path, capsys):
+    from raynn.kfold import run
+
+    result = run(make_spec(tmp_path, models=["mlp"]), executor="serial", progress=False)
+    assert main(["report", str(result.run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "| mlp | cosine | 2 |" in out and "mean CPU utilisation" in out
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a raynn run directory" in capsys.readouterr().err
