@@ -79,12 +79,22 @@ class AsyncKFold:
         seed: the run seed.
     """
 
-    def __init__(self, k: int, dataset: Any, root_dir: str, criterion: Any = None,
-                 batch_size: int = 64, executor: str = "ray", seed: int = 0,
-                 **executor_options: Any) -> None:
+    def __init__(
+        self,
+        k: int,
+        dataset: Any,
+        root_dir: str,
+        criterion: Any = None,
+        batch_size: int = 64,
+        executor: str = "ray",
+        seed: int = 0,
+        **executor_options: Any,
+    ) -> None:
         if criterion is not None and not isinstance(criterion, nn.CrossEntropyLoss):
-            raise SpecError(f"criterion {type(criterion).__name__} is not supported; raynn "
-                            "trains classifiers with nn.CrossEntropyLoss")
+            raise SpecError(
+                f"criterion {type(criterion).__name__} is not supported; raynn "
+                "trains classifiers with nn.CrossEntropyLoss"
+            )
         self.k = k
         self.data = arrays_from_dataset(dataset)
         self.root_dir = root_dir
@@ -94,26 +104,40 @@ class AsyncKFold:
         self.executor_options = executor_options
         self.last_run: Any = None
 
-    def __call__(self, models: Sequence[Any], schedulers: Sequence[str],
-                 get_optimizer: Callable[[nn.Module], Any] | None = None,
-                 trainer_params: dict[str, Any] | None = None) -> Any:
+    def __call__(
+        self,
+        models: Sequence[Any],
+        schedulers: Sequence[str],
+        get_optimizer: Callable[[nn.Module], Any] | None = None,
+        trainer_params: dict[str, Any] | None = None,
+    ) -> Any:
         """Run every model x scheduler x fold; returns the job table (a DataFrame)."""
         from raynn.kfold import run
 
         params = dict(trainer_params or {})
         every = params.get("save_checkpoint_frequency", 1)
         spec = KFoldSpec(
-            name="async_kfold", seed=self.seed, folds=self.k,
+            name="async_kfold",
+            seed=self.seed,
+            folds=self.k,
             models=tuple(_model_component(m) for m in models),
             schedulers=tuple(schedulers),
             optimizer=OptimizerSpec(factory=get_optimizer) if get_optimizer else OptimizerSpec(),
-            training=TrainingSpec(epochs=int(params.get("epochs", 10)),
-                                  batch_size=self.batch_size, evaluate_test=False,
-                                  checkpoint_every=max(0, min(int(every), 1_000_000))),
+            training=TrainingSpec(
+                epochs=int(params.get("epochs", 10)),
+                batch_size=self.batch_size,
+                evaluate_test=False,
+                checkpoint_every=max(0, min(int(every), 1_000_000)),
+            ),
             output=OutputSpec(dir=str(self.root_dir)),
         )
-        self.last_run = run(spec, executor=self.executor, data=self.data,
-                            progress=params.get("progress", True), **self.executor_options)
+        self.last_run = run(
+            spec,
+            executor=self.executor,
+            data=self.data,
+            progress=params.get("progress", True),
+            **self.executor_options,
+        )
         return self.last_run.jobs
 
 

@@ -121,8 +121,9 @@ def run(
                 "run directory made by 'raynn run'"
             ) from None
         if meta.get("data") == "in-memory":
-            raise RaynnError(f"cannot resume {run_dir}: it trained on in-memory data; run it "
-                             "again from Python")
+            raise RaynnError(
+                f"cannot resume {run_dir}: it trained on in-memory data; run it again from Python"
+            )
         spec = spec_from_dict(meta["spec"])
     elif spec is None:
         raise RaynnError("run() needs a spec or resume=RUN_DIR")

@@ -39,10 +39,15 @@ def test_async_kfold_seed_api(tmp_path):
     def get_optimizer(model):
         return torch.optim.Adam(model.parameters(), 3e-3)
 
-    kfold = AsyncKFold(2, TorchDigits(), str(tmp_path), nn.CrossEntropyLoss(), 32,
-                       executor="serial", threads=1)
-    table = kfold([TinyNet, "lenet"], ["cosine", "warm"], get_optimizer,
-                  {"epochs": 2, "save_checkpoint_frequency": 1, "progress": False})
+    kfold = AsyncKFold(
+        2, TorchDigits(), str(tmp_path), nn.CrossEntropyLoss(), 32, executor="serial", threads=1
+    )
+    table = kfold(
+        [TinyNet, "lenet"],
+        ["cosine", "warm"],
+        get_optimizer,
+        {"epochs": 2, "save_checkpoint_frequency": 1, "progress": False},
+    )
     assert len(table) == 2 * 2 * 2 and (table["status"] == "ok").all()
     assert set(table["model"]) == {"tinynet", "lenet"}
     assert table["val_accuracy"].mean() > 0.3

@@ -20,7 +20,11 @@ def test_readme_demo_spec_completes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [sys.executable, "-m", "raynn", "run", "jobs/kfold_digits.yaml", "--output", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run_dir,) = list(out.iterdir())

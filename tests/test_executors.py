@@ -26,8 +26,7 @@ def _executor(name):
 def runs(ray_local, tmp_path_factory):
     """The tiny spec run once by each executor (the serial one at one thread per job)."""
     spec = make_spec(tmp_path_factory.mktemp("exec"), schedulers=["cosine", "warm"])
-    return {name: run(spec, executor=_executor(name), progress=False)
-            for name in ("serial", "ray")}
+    return {name: run(spec, executor=_executor(name), progress=False) for name in ("serial", "ray")}
 
 
 @pytest.mark.parametrize("name", ["serial", "ray"])
@@ -45,11 +44,17 @@ def test_every_job_has_one_ok_row_and_readable_tables(runs, name):
 
 
 def test_serial_and_ray_metrics_are_bit_identical(runs):
-    a, b = (pd.read_parquet(runs[n].run_dir / "jobs").set_index("job_id").sort_index()
-            for n in ("serial", "ray"))
+    a, b = (
+        pd.read_parquet(runs[n].run_dir / "jobs").set_index("job_id").sort_index()
+        for n in ("serial", "ray")
+    )
     pd.testing.assert_frame_equal(a[METRICS], b[METRICS], check_exact=True)
-    ea, eb = (pd.read_parquet(runs[n].run_dir / "epochs").sort_values(["job_id", "epoch"])
-              .reset_index(drop=True) for n in ("serial", "ray"))
+    ea, eb = (
+        pd.read_parquet(runs[n].run_dir / "epochs")
+        .sort_values(["job_id", "epoch"])
+        .reset_index(drop=True)
+        for n in ("serial", "ray")
+    )
     pd.testing.assert_frame_equal(ea[EPOCH_METRICS], eb[EPOCH_METRICS], check_exact=True)
 
 
@@ -63,7 +68,7 @@ def test_concurrent_workers_never_share_a_core(runs):
     rows = jobs.to_dict("records")
     overlapping = 0
     for i, a in enumerate(rows):
-        for b in rows[i + 1:]:
+        for b in rows[i + 1 :]:
             if a["start_time"] < b["end_time"] and b["start_time"] < a["end_time"]:
                 overlapping += 1
                 assert not set(a["cores"]) & set(b["cores"]), (a["job_id"], b["job_id"])
@@ -73,9 +78,14 @@ def test_concurrent_workers_never_share_a_core(runs):
 def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, runs, tmp_path):
     import ray
 
-    spec = make_spec(tmp_path, models=["lenet"], folds=2, schedulers=["cosine"],
-                     dataset={"name": "synthetic", "shape": [1, 24, 24], "samples": 3000,
-                              "limit": None}, training={"epochs": 5})
+    spec = make_spec(
+        tmp_path,
+        models=["lenet"],
+        folds=2,
+        schedulers=["cosine"],
+        dataset={"name": "synthetic", "shape": [1, 24, 24], "samples": 3000, "limit": None},
+        training={"epochs": 5},
+    )
     executor = RayExecutor()
     killed: list[str] = []
 
@@ -110,8 +120,9 @@ def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, runs, tmp_p
 
 
 def test_nan_job_fails_alone(ray_local, tmp_path):
-    spec = make_spec(tmp_path, models=["mlp", {"name": "tests.helpers:exploding_mlp",
-                                               "label": "boom"}])
+    spec = make_spec(
+        tmp_path, models=["mlp", {"name": "tests.helpers:exploding_mlp", "label": "boom"}]
+    )
     result = run(spec, executor=RayExecutor(), progress=False)
     jobs = pd.read_parquet(result.run_dir / "jobs").set_index("job_id")
     assert len(jobs) == 4

@@ -42,7 +42,9 @@ CASES = {
     "unknown kind": (_with("kind", "bagging"), "'kind'", "kfold"),
     "one fold": (_with("folds", 1), "'folds'", ">= 2"),
     "folds above smallest class": (
-        {**_with("dataset.limit", 40), "folds": 5}, "'folds'", "at most 4 folds"
+        {**_with("dataset.limit", 40), "folds": 5},
+        "'folds'",
+        "at most 4 folds",
     ),
     "zero epochs": (_with("training.epochs", 0), "training.epochs", "1 or more"),
     "negative batch": (_with("training.batch_size", -8), "training.batch_size", "1 or more"),
@@ -98,8 +100,13 @@ def test_unwritable_output_dir_is_refused_before_any_work(tmp_path, capsys):
 
 def test_cli_process_prints_no_traceback(tmp_path):
     spec = _write(tmp_path, _with("models", ["nonet"]))
-    proc = subprocess.run([sys.executable, "-m", "raynn", "run", str(spec)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "raynn", "run", str(spec)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "nonet" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -36,8 +36,9 @@ def _metrics(result):
 
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory):
-    spec = make_spec(tmp_path_factory.mktemp("t"), models=["lenet"], schedulers=["warm"],
-                     training={"epochs": 4})
+    spec = make_spec(
+        tmp_path_factory.mktemp("t"), models=["lenet"], schedulers=["warm"], training={"epochs": 4}
+    )
     return prepare(spec)
 
 
@@ -111,9 +112,14 @@ def test_every_scheduler_trains(tmp_path, scheduler):
     assert all(r.lr > 0 for r in result.history)
 
 
-@pytest.mark.parametrize("optimizer", [{"name": "sgd", "lr": 0.05, "nesterov": True},
-                                       {"name": "adam", "lr": 0.003},
-                                       {"name": "adamw", "lr": 0.003}])
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        {"name": "sgd", "lr": 0.05, "nesterov": True},
+        {"name": "adam", "lr": 0.003},
+        {"name": "adamw", "lr": 0.003},
+    ],
+)
 def test_every_optimizer_trains(tmp_path, optimizer):
     from raynn.training import train_job
 
