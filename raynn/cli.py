@@ -56,6 +56,25 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="summarise a run directory")
     rep.add_argument("run_dir")
+
+    b = sub.add_parser("bench", help="the same work serially, by raynn and by peers")
+    bsub = b.add_subparsers(dest="bench", required=True, metavar="WHAT")
+    bk = bsub.add_parser("kfold", help="K-fold jobs in several modes side by side")
+    bk.add_argument("--spec", required=True, help="a K-fold job spec")
+    bk.add_argument(
+        "--modes",
+        default="serial,serial1,raynn,tune,processes",
+        help="comma-separated: serial, serial1, raynn, tune, processes",
+    )
+    bk.add_argument("--output", default="bench", help="root of bench result folders")
+    bk.add_argument("--num-cpus", type=int, default=None, help="CPUs to use (default: all)")
+    bk.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="give up on the 'processes' mode after this many seconds",
+    )
+    bk.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -114,10 +133,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from raynn.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if spec.kind != "kfold":
+        raise RaynnError(f"raynn bench kfold needs a kind: kfold spec, got {spec.kind}")
+    from raynn.bench.kfold import bench_kfold
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    table, out = bench_kfold(
+        spec, modes, args.output, args.num_cpus, args.timeout, progress=not args.no_progress
+    )
+    print((out / "summary.md").read_text())
+    print(f"results: {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raynn`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "validate": _validate, "report": _report}[args.command]
+    handler = {"run": _run, "validate": _validate, "report": _report, "bench": _bench}[args.command]
     try:
         return handler(args)
     except RaynnError as exc:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from raynn.registry import MODELS
 from raynn.spec import Component, KFoldSpec, OptimizerSpec, TrainingSpec
+
+if TYPE_CHECKING:  # torch is imported where models are built, not where jobs are queued
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ def build_model(
 
 def forward_macs(model: nn.Module, in_shape: tuple[int, int, int]) -> int:
     """Multiply-accumulates of one forward pass of one sample (conv and linear layers)."""
+    import torch
+    from torch import nn
+
     total = 0
 
     def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -77,6 +82,8 @@ def make_jobs(
     spec: KFoldSpec, in_shape: tuple[int, int, int], num_classes: int, train_samples: int
 ) -> list[Job]:
     """All jobs of ``spec``, longest expected first (ties keep grid order)."""
+    import torch
+
     costs: dict[str, float] = {}
     for model in spec.models:
         torch.manual_seed(0)

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raynn.errors import OutputError
-from raynn.training import JobResult
+from raynn.records import JobResult
 
 SCHEMA_VERSION = 1
 

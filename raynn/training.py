@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -25,80 +25,10 @@ from raynn.data import ArrayDataset, to_tensor
 from raynn.errors import CheckpointError
 from raynn.grid import Job, build_model
 from raynn.optim import LRSchedule
+from raynn.records import EpochRecord, JobResult
 from raynn.registry import OPTIMIZERS, SCHEDULERS
 
 EpochCallback = Callable[[str, int, int], None]
-
-
-@dataclass
-class EpochRecord:
-    """Metrics of one epoch of one job (a row of the ``epochs/`` table)."""
-
-    job_id: str
-    epoch: int
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
-    lr: float
-    seconds: float
-    samples_per_second: float
-    threads: int
-
-
-@dataclass
-class JobResult:
-    """The outcome of one job (a row of the ``jobs/`` table) and its epoch history."""
-
-    job_id: str
-    model: str
-    scheduler: str
-    fold: int
-    seed: int
-    status: str = "ok"
-    error: str | None = None
-    attempt: int = 1
-    epochs: int = 0
-    resumed_from_epoch: int = 0
-    val_loss: float = math.nan
-    val_accuracy: float = math.nan
-    test_loss: float = math.nan
-    test_accuracy: float = math.nan
-    per_class_accuracy: list[float] = field(default_factory=list)
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    queue_wait_seconds: float = 0.0
-    start_time: float = 0.0
-    end_time: float = 0.0
-    node: str = ""
-    worker: str = ""
-    cores: list[int] = field(default_factory=list)
-    threads: int = 0
-    params: int = 0
-    history: list[EpochRecord] = field(default_factory=list)
-
-    def row(self) -> dict[str, Any]:
-        """The ``jobs/`` table row (everything but the history)."""
-        out = asdict(self)
-        out.pop("history")
-        return out
-
-    @classmethod
-    def failed(cls, job: Job, error: str, attempt: int = 1) -> JobResult:
-        """A failed result for a job that did not return one itself."""
-        now = time.time()
-        return cls(
-            job.job_id,
-            job.model.label,
-            job.scheduler.label,
-            job.fold,
-            job.seed,
-            status="failed",
-            error=error,
-            attempt=attempt,
-            start_time=now,
-            end_time=now,
-        )
 
 
 @dataclass

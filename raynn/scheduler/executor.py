@@ -217,7 +217,11 @@ class RayExecutor(Executor):
         if embedded and cores_per_job != "auto":  # fail before starting Ray at all
             check_cores_per_job(int(cores_per_job), [self.num_cpus or len(usable_cpus())])
         self._connect()
-        self._nodes = self._probe_nodes()
+        if embedded:  # one node, this machine: no need to ask it for its CPUs
+            node_id = ray.get_runtime_context().get_node_id()
+            self._nodes = [_Node(node_id, socket.gethostname(), usable_cpus(self.num_cpus))]
+        else:
+            self._nodes = self._probe_nodes()
         sizes = [len(n.cpus) for n in self._nodes]
         if cores_per_job != "auto":
             check_cores_per_job(int(cores_per_job), sizes)
