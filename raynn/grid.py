@@ -32,6 +32,7 @@ class Job:
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     cost: float = 0.0
+    max_threads: int = 0  # most threads worth giving this job (0 = no limit known)
 
 
 def job_seed(run_seed: int, model: str, scheduler: str, fold: int) -> int:

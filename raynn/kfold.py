@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from raynn.data import ArrayDataset, load_dataset
 from raynn.errors import OutputError, RaynnError
 from raynn.grid import Job, make_jobs
 from raynn.results import SCHEMA_VERSION, create_run_dir, read_table, write_json
+from raynn.scheduler.cores import usable_cpus
 from raynn.scheduler.executor import Executor, get_executor
 from raynn.scheduler.monitor import Progress
+from raynn.scheduler.probe import auto_group_size, calibrate
 from raynn.spec import KFoldSpec, spec_from_dict
 
 
@@ -51,6 +54,18 @@ def prepare(spec: KFoldSpec, data: ArrayDataset | None = None) -> Plan:
     data = (data or load_dataset(spec.dataset)).with_folds(spec.folds, spec.seed)
     jobs = make_jobs(spec, data.in_shape, data.num_classes, len(data.folds[0][0]))
     return Plan(spec, data, jobs)
+
+
+def schedule(
+    ex: Executor, spec: KFoldSpec, jobs: list[Job], data: ArrayDataset
+) -> tuple[list[Job], int]:
+    """Probe the models (parallel executors, ``scheduling.probe``), then let the executor
+    connect and resolve ``cores_per_job``. Returns the jobs in run order and the group size."""
+    choose = None
+    if ex.name != "serial" and spec.scheduling.probe and jobs:
+        jobs, speeds = calibrate(jobs, data, len(usable_cpus()))
+        choose = partial(auto_group_size, jobs, speeds)
+    return jobs, ex.prepare(len(jobs), spec.scheduling.cores_per_job, choose)
 
 
 def _versions() -> dict[str, str]:
@@ -135,7 +150,7 @@ def run(
         jobs = [j for j in jobs if j.job_id not in done]
     ex = executor if isinstance(executor, Executor) else get_executor(executor, **executor_options)
     try:
-        cores_per_job = ex.prepare(len(jobs), spec.scheduling.cores_per_job)
+        jobs, cores_per_job = schedule(ex, spec, jobs, plan.data)
         if resume is None:
             root = Path(output or spec.output.dir)
             _check_writable(root)
@@ -146,6 +161,7 @@ def run(
                 "argv": sys.argv,
                 "versions": _versions(),
                 "driver": socket.gethostname(),
+                "data": "in-memory" if data is not None else "spec",
                 "runs": [],
             }
         attempt: dict[str, Any] = {
@@ -163,8 +179,7 @@ def run(
                 jobs,
                 plan.data,
                 str(run_dir),
-                max_attempts=spec.scheduling.max_attempts,
-                sample_interval=spec.scheduling.sample_interval,
+                scheduling=spec.scheduling,
                 progress=view,
             )
             attempt.update(vars(execution))

@@ -239,12 +239,21 @@ CoresPerJob = int | str
 
 @dataclass(frozen=True)
 class SchedulingSpec:
-    """How jobs map onto cores: group size, retries, sampling interval, worker cap."""
+    """How jobs map onto cores.
+
+    ``cores_per_job``: group size, or ``auto`` (from the probe when it runs, else 1 when jobs
+    >= cores, else cores // jobs). ``probe``: time a few training steps of each model at 1, 2
+    and 4 threads before the run, to order jobs longest-first by measured cost and to know how
+    far each model profits from more threads. ``tail_widening``: when no job is pending,
+    running jobs take over freed cores of their node at their next epoch boundary.
+    """
 
     cores_per_job: CoresPerJob = "auto"
     max_attempts: int = 3
     max_workers: int | None = None
     sample_interval: float = 0.5
+    probe: bool = True
+    tail_widening: bool = True
 
     def __post_init__(self) -> None:
         if self.cores_per_job != "auto":
@@ -262,6 +271,8 @@ class SchedulingSpec:
         if self.max_workers is not None:
             _positive_int("scheduling.max_workers", self.max_workers)
         _positive_number("scheduling.sample_interval", self.sample_interval)
+        _bool("scheduling.probe", self.probe)
+        _bool("scheduling.tail_widening", self.tail_widening)
 
 
 @dataclass(frozen=True)

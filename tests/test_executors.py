@@ -130,3 +130,27 @@ def test_nan_job_fails_alone(ray_local, tmp_path):
     boom = jobs[jobs["model"] == "boom"]
     assert (boom["status"] == "failed").all()
     assert boom["error"].str.contains("loss became").all()
+
+
+def test_tail_widening_gives_the_last_job_the_freed_core(ray_local, tmp_path):
+    spec = make_spec(
+        tmp_path,
+        models=["lenet"],
+        folds=3,
+        dataset={"name": "synthetic", "shape": [1, 24, 24], "samples": 1800, "limit": None},
+        training={"epochs": 6},
+        scheduling={"probe": False, "tail_widening": True},
+    )
+    result = run(spec, executor=RayExecutor(), progress=False)
+    jobs = pd.read_parquet(result.run_dir / "jobs").set_index("job_id")
+    epochs = pd.read_parquet(result.run_dir / "epochs")
+    last = jobs["start_time"].idxmax()
+    threads = epochs[epochs["job_id"] == last].sort_values("epoch")["threads"].tolist()
+    assert threads[0] == 1 and threads[-1] == 2, threads  # widened at an epoch boundary
+    assert (jobs["threads"] == 1).all()  # rows keep the thread count each job started with
+    first_two = [j for j in jobs.index if j != last]
+    assert (epochs[epochs["job_id"].isin(first_two)]["threads"] == 1).all()
+    reference = run(spec, executor=SerialExecutor(threads=1), progress=False)
+    ref = pd.read_parquet(reference.run_dir / "jobs").set_index("job_id")
+    # jobs that never widened give exactly the single-thread results
+    assert (jobs.loc[first_two, METRICS] == ref.loc[first_two, METRICS]).all().all()

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from raynn.errors import RaynnError
-from raynn.kfold import Plan, prepare
+from raynn.kfold import Plan, prepare, schedule
 from raynn.results import UTILIZATION_SCHEMA, read_table, write_json, write_table
 from raynn.scheduler.cores import resolve_cores_per_job, usable_cpus
 from raynn.scheduler.executor import RayExecutor, SerialExecutor
@@ -63,8 +63,7 @@ def _execute(
     spec = plan.spec
     view = Progress(mode, spec.training.epochs, enabled=progress)
     kwargs = {
-        "max_attempts": spec.scheduling.max_attempts,
-        "sample_interval": spec.scheduling.sample_interval,
+        "scheduling": spec.scheduling,
         "progress": view,
     }
     if mode in ("serial", "serial1", "raynn"):
@@ -74,8 +73,8 @@ def _execute(
             else SerialExecutor(threads=1 if mode == "serial1" else len(cpus))
         )
         try:
-            ex.prepare(len(plan.jobs), cores_per_job)
-            ex.execute(plan.jobs, plan.data, str(run_dir), **kwargs)
+            jobs, _ = schedule(ex, spec, plan.jobs, plan.data)
+            ex.execute(jobs, plan.data, str(run_dir), **kwargs)
         finally:
             ex.close()
         return True

@@ -34,6 +34,7 @@ from raynn.scheduler.cores import (
 from raynn.scheduler.monitor import Progress, UtilizationSampler
 from raynn.scheduler.queue import JobQueue
 from raynn.scheduler.workers import CoreGroupWorker, call
+from raynn.spec import SchedulingSpec
 from raynn.training import JobResult
 
 
@@ -54,8 +55,14 @@ class Executor(ABC):
     name: str = ""
 
     @abstractmethod
-    def prepare(self, n_jobs: int, cores_per_job: int | str) -> int:
-        """Connect to compute and check the core setting; returns the resolved group size."""
+    def prepare(
+        self, n_jobs: int, cores_per_job: int | str, choose: Callable[[int], int] | None = None
+    ) -> int:
+        """Connect to compute and check the core setting; returns the resolved group size.
+
+        With ``cores_per_job == "auto"``, ``choose(cores of the largest node)`` picks the size
+        when given (the probe's choice); otherwise the contract's default rule applies.
+        """
 
     @abstractmethod
     def execute(
@@ -64,8 +71,7 @@ class Executor(ABC):
         data: ArrayDataset,
         run_dir: str,
         *,
-        max_attempts: int,
-        sample_interval: float,
+        scheduling: SchedulingSpec,
         progress: Progress,
     ) -> Execution:
         """Run ``jobs`` to completion, writing results under ``run_dir``."""
@@ -88,15 +94,15 @@ class SerialExecutor(Executor):
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
 
-    def prepare(self, n_jobs: int, cores_per_job: int | str) -> int:
+    def prepare(self, n_jobs, cores_per_job, choose=None):
         self.threads = self.threads or len(usable_cpus())
         return self.threads
 
-    def execute(self, jobs, data, run_dir, *, max_attempts, sample_interval, progress):
-        queue = JobQueue(jobs, max_attempts=max_attempts)
+    def execute(self, jobs, data, run_dir, *, scheduling, progress):
+        queue = JobQueue(jobs, max_attempts=scheduling.max_attempts)
         collector = ResultsCollector(run_dir)
         node = socket.gethostname()
-        sampler = UtilizationSampler(node, sample_interval)
+        sampler = UtilizationSampler(node, scheduling.sample_interval)
         worker = CoreGroupWorker(
             "serial-0", None, data, queue, collector, node=node, threads=self.threads
         )
@@ -208,7 +214,7 @@ class RayExecutor(Executor):
             nodes.append(_Node(n["NodeID"], name, cpus[offset : offset + count]))
         return nodes
 
-    def prepare(self, n_jobs: int, cores_per_job: int | str) -> int:
+    def prepare(self, n_jobs, cores_per_job, choose=None):
         import ray
 
         embedded = (
@@ -225,7 +231,10 @@ class RayExecutor(Executor):
         sizes = [len(n.cpus) for n in self._nodes]
         if cores_per_job != "auto":
             check_cores_per_job(int(cores_per_job), sizes)
-        size = resolve_cores_per_job(cores_per_job, n_jobs, sum(sizes))
+        if cores_per_job == "auto" and choose is not None:
+            size = choose(max(sizes))
+        else:
+            size = resolve_cores_per_job(cores_per_job, n_jobs, sum(sizes))
         self._cores_per_job = min(size, max(sizes))
         return self._cores_per_job
 
@@ -245,7 +254,7 @@ class RayExecutor(Executor):
             slots.extend(p[i] for p in per_node if i < len(p))
         return slots[: min(n_jobs, self.max_workers or n_jobs)]
 
-    def execute(self, jobs, data, run_dir, *, max_attempts, sample_interval, progress):
+    def execute(self, jobs, data, run_dir, *, scheduling, progress):
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -255,7 +264,9 @@ class RayExecutor(Executor):
 
         driver_node = ray.get_runtime_context().get_node_id()
         queue = (
-            ray.remote(num_cpus=0)(JobQueue).options(**on(driver_node)).remote(jobs, max_attempts)
+            ray.remote(num_cpus=0)(JobQueue)
+            .options(**on(driver_node))
+            .remote(jobs, scheduling.max_attempts, scheduling.tail_widening)
         )
         collector = (
             ray.remote(num_cpus=0)(ResultsCollector).options(**on(driver_node)).remote(run_dir)
@@ -265,7 +276,7 @@ class RayExecutor(Executor):
             samplers[node.name] = (
                 ray.remote(num_cpus=0)(UtilizationSampler)
                 .options(**on(node.node_id))
-                .remote(node.name, sample_interval)
+                .remote(node.name, scheduling.sample_interval)
             )
             samplers[node.name].start.remote()
         data_ref = ray.put(data)
@@ -304,7 +315,7 @@ class RayExecutor(Executor):
                             )
                             ray.get(collector.write_job.remote(failed))
                         stats = ray.get(queue.stats.remote())
-                        if stats.pending and restarts < len(jobs) * max_attempts:
+                        if stats.pending and restarts < len(jobs) * scheduling.max_attempts:
                             restarts += 1
                             start(node, group, f"{worker_id.split('.')[0]}.{restarts}")
                     except RayTaskError as exc:

@@ -70,6 +70,7 @@ class CoreGroupWorker:
 
         self.worker_id = worker_id
         self.node = node or socket.gethostname()
+        self.cores = tuple(cores) if cores else ()
         if cores:
             self.threads = pin_current_process(cores)
         else:
@@ -85,14 +86,27 @@ class CoreGroupWorker:
         """The thread count; lets the driver wait until the worker is up."""
         return self.threads
 
+    def _repin(self, cores: tuple[int, ...]) -> None:
+        if cores and cores != self.cores:
+            self.cores, self.threads = cores, pin_current_process(cores)
+
     def _on_epoch(self, job_id: str, epoch: int, epochs: int) -> None:
-        call(self.queue, "progress", job_id, epoch, wait=False)
+        if not self.cores:
+            call(self.queue, "progress", job_id, epoch, wait=False)
+            return
+        wider = call(self.queue, "progress", job_id, epoch)
+        if wider:  # tail widening: more cores from the next epoch on
+            self._repin(tuple(wider))
 
     def run(self) -> int:
         """Train leased jobs until the queue is empty; returns how many this worker ran."""
         count = 0
+        base = self.cores
+        if base:
+            call(self.queue, "register", self.worker_id, self.node, base)
         while (lease := call(self.queue, "lease", self.worker_id)) is not None:
             job, attempt, waited = lease
+            self._repin(base)
             try:
                 result = train_job(
                     job,

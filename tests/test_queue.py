@@ -1,0 +1,131 @@
+"""JobQueue and core groups as plain classes: leases, retries, retirement, tail widening."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from raynn.errors import SpecError
+from raynn.grid import Job
+from raynn.scheduler.cores import check_cores_per_job, core_groups, resolve_cores_per_job
+from raynn.scheduler.queue import JobQueue
+from raynn.spec import Component, TrainingSpec
+
+
+def _jobs(n: int, max_threads: int = 0) -> list[Job]:
+    return [
+        Job(
+            f"j{i}",
+            i,
+            Component("mlp"),
+            Component("cosine"),
+            i,
+            i,
+            training=TrainingSpec(epochs=5),
+            max_threads=max_threads,
+        )
+        for i in range(n)
+    ]
+
+
+def test_leases_in_order_then_none():
+    q = JobQueue(_jobs(2))
+    assert q.lease("w0")[0].job_id == "j0"
+    job, attempt, waited = q.lease("w1")
+    assert (job.job_id, attempt) == ("j1", 1) and waited >= 0
+    assert q.lease("w0") is None
+    q.complete("j0")
+    q.complete("j1", ok=False, error="boom")
+    stats = q.stats()
+    assert (stats.done, stats.failed, stats.pending, stats.running) == (1, 1, 0, 0)
+    assert stats.finished
+
+
+def test_dead_worker_job_goes_back_to_the_front_until_max_attempts():
+    q = JobQueue(_jobs(3), max_attempts=2)
+    q.lease("w0")
+    assert q.release_worker("w0") == []
+    job, attempt, _ = q.lease("w1")
+    assert (job.job_id, attempt) == ("j0", 2)
+    exhausted = q.release_worker("w1")
+    assert [(j.job_id, a) for j, a in exhausted] == [("j0", 2)]
+    assert q.stats().failed == 1 and q.lease("w2")[0].job_id == "j1"
+
+
+def _two_workers(max_threads: int = 0, jobs: int = 2) -> JobQueue:
+    q = JobQueue(_jobs(jobs, max_threads), tail_widening=True)
+    q.register("w0", "n", (0, 1))
+    q.register("w1", "n", (2, 3))
+    q.register("w2", "other", (0, 1))
+    return q
+
+
+def test_tail_widening_takes_freed_cores_of_the_same_node():
+    q = _two_workers()
+    q.lease("w0")
+    q.lease("w1")
+    assert q.progress("j0", 1) is None  # nothing free yet
+    q.complete("j1")
+    assert q.lease("w1") is None  # w1 retires: cores 2, 3 are free
+    assert q.progress("j0", 1) == (0, 1, 2, 3)
+    assert q.cores_of("w0") == (0, 1, 2, 3)
+    assert q.progress("j0", 5) is None  # the last epoch: nothing to widen for
+
+
+def test_widening_respects_max_threads_pending_jobs_and_the_switch():
+    q = _two_workers(max_threads=3)
+    q.lease("w0")
+    q.lease("w1")
+    q.complete("j1")
+    q.lease("w1")
+    assert q.progress("j0", 1) == (0, 1, 2)
+    q = _two_workers(jobs=3)
+    q.lease("w0")
+    q.lease("w1")
+    q.complete("j1")
+    q._give_back("w1", keep_base=False)  # cores free, but j2 is still pending
+    assert q.progress("j0", 1) is None
+    q = JobQueue(_jobs(2))
+    q.register("w0", "n", (0,))
+    q.register("w1", "n", (1,))
+    q.lease("w0")
+    q.lease("w1")
+    q.complete("j1")
+    q.lease("w1")
+    assert q.progress("j0", 1) is None  # tail_widening off
+
+
+def test_a_widened_worker_shrinks_back_when_it_leases_again():
+    q = _two_workers(jobs=3)
+    q.lease("w0")
+    q.lease("w1")
+    q.lease("w2")
+    q.complete("j1")
+    assert q.lease("w1") is None
+    assert q.progress("j0", 1) == (0, 1, 2, 3)
+    q.release_worker("w2")  # j2 goes back to the queue
+    q.complete("j0")
+    q.lease("w0")
+    assert q.cores_of("w0") == (0, 1)
+
+
+@pytest.mark.parametrize(
+    ("setting", "jobs", "cores", "expected"),
+    [("auto", 30, 2, 1), ("auto", 4, 16, 4), ("auto", 3, 16, 5), (2, 1, 16, 2)],
+)
+def test_resolve_cores_per_job(setting, jobs, cores, expected):
+    assert resolve_cores_per_job(setting, jobs, cores) == expected
+
+
+def test_core_groups_are_disjoint_and_cover_whole_groups_only():
+    groups = core_groups(list(range(7)), 2)
+    assert groups == [(0, 1), (2, 3), (4, 5)]
+    with pytest.raises(SpecError, match="at most 8"):
+        check_cores_per_job(9, [4, 8])
+
+
+def test_job_is_a_frozen_value():
+    job = _jobs(1)[0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.cost = 3  # type: ignore[misc]
