@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,6 @@ from raynn.scheduler.monitor import Progress, UtilizationSampler
 from raynn.scheduler.queue import JobQueue
 from raynn.scheduler.workers import CoreGroupWorker, call
 from raynn.spec import SchedulingSpec
-from raynn.training import JobResult
 
 
 @dataclass
@@ -132,6 +131,7 @@ class _Node:
     node_id: str
     name: str
     cpus: list[int]
+    host: str = ""
 
 
 class RayExecutor(Executor):
@@ -183,7 +183,13 @@ class RayExecutor(Executor):
             ) from None
         self._owns_ray = True
 
-    def _probe_nodes(self) -> list[_Node]:
+    def probe_nodes(self, known: Sequence[_Node] = ()) -> list[_Node]:
+        """Alive nodes with CPUs that are not in ``known``, each with the CPUs it may use.
+
+        A small task on each node reads ``os.sched_getaffinity(0)`` there; the node's Ray CPU
+        count caps it. Several raylets on one host (a test cluster) get disjoint CPUs while
+        they fit.
+        """
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -191,7 +197,12 @@ class RayExecutor(Executor):
         def node_info() -> tuple[str, list[int]]:
             return socket.gethostname(), sorted(os.sched_getaffinity(0))
 
-        alive = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
+        seen = {n.node_id for n in known}
+        alive = [
+            n
+            for n in ray.nodes()
+            if n["Alive"] and n["Resources"].get("CPU", 0) >= 1 and n["NodeID"] not in seen
+        ]
         alive.sort(key=lambda n: (not n.get("IsHeadNode", False), n["NodeID"]))
         refs = [
             node_info.options(
@@ -200,18 +211,19 @@ class RayExecutor(Executor):
             for n in alive
         ]
         infos = ray.get(refs, timeout=120)
-        hosts = [h for h, _ in infos]
+        hosts = [n.host for n in known] + [h for h, _ in infos]
         used: dict[str, int] = {}
+        for n in known:
+            used[n.host] = used.get(n.host, 0) + len(n.cpus)
         nodes = []
         for n, (host, cpus) in zip(alive, infos, strict=True):
             count = min(int(n["Resources"]["CPU"]), len(cpus))
-            # Several raylets on one host (a local test cluster) get disjoint CPUs when they fit.
             offset = used.get(host, 0)
             if offset + count > len(cpus):
                 offset = 0
             used[host] = offset + count
             name = host if hosts.count(host) == 1 else f"{host}:{n['NodeID'][:6]}"
-            nodes.append(_Node(n["NodeID"], name, cpus[offset : offset + count]))
+            nodes.append(_Node(n["NodeID"], name, cpus[offset : offset + count], host))
         return nodes
 
     def prepare(self, n_jobs, cores_per_job, choose=None):
@@ -225,9 +237,10 @@ class RayExecutor(Executor):
         self._connect()
         if embedded:  # one node, this machine: no need to ask it for its CPUs
             node_id = ray.get_runtime_context().get_node_id()
-            self._nodes = [_Node(node_id, socket.gethostname(), usable_cpus(self.num_cpus))]
+            host = socket.gethostname()
+            self._nodes = [_Node(node_id, host, usable_cpus(self.num_cpus), host)]
         else:
-            self._nodes = self._probe_nodes()
+            self._nodes = self.probe_nodes()
         sizes = [len(n.cpus) for n in self._nodes]
         if cores_per_job != "auto":
             check_cores_per_job(int(cores_per_job), sizes)
@@ -246,104 +259,20 @@ class RayExecutor(Executor):
         self._owns_ray = False
 
     # -- execution ----------------------------------------------------------------------------
-    def _slots(self, n_jobs: int) -> list[tuple[_Node, tuple[int, ...]]]:
-        """(node, core group) pairs, round-robin over nodes, capped by jobs and max_workers."""
-        per_node = [[(n, g) for g in core_groups(n.cpus, self._cores_per_job)] for n in self._nodes]
+    def slots(self, nodes: Sequence[_Node]) -> list[tuple[_Node, tuple[int, ...]]]:
+        """(node, core group) pairs of ``nodes``, round-robin over the nodes."""
+        per_node = [[(n, g) for g in core_groups(n.cpus, self._cores_per_job)] for n in nodes]
         slots = []
         for i in range(max((len(p) for p in per_node), default=0)):
             slots.extend(p[i] for p in per_node if i < len(p))
-        return slots[: min(n_jobs, self.max_workers or n_jobs)]
+        return slots
 
     def execute(self, jobs, data, run_dir, *, scheduling, progress):
-        import ray
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from raynn.scheduler.ray_run import RayRun
 
-        def on(node_id: str) -> dict[str, Any]:
-            return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
-
-        driver_node = ray.get_runtime_context().get_node_id()
-        queue = (
-            ray.remote(num_cpus=0)(JobQueue)
-            .options(**on(driver_node))
-            .remote(jobs, scheduling.max_attempts, scheduling.tail_widening)
-        )
-        collector = (
-            ray.remote(num_cpus=0)(ResultsCollector).options(**on(driver_node)).remote(run_dir)
-        )
-        samplers = {}
-        for node in self._nodes:
-            samplers[node.name] = (
-                ray.remote(num_cpus=0)(UtilizationSampler)
-                .options(**on(node.node_id))
-                .remote(node.name, scheduling.sample_interval)
-            )
-            samplers[node.name].start.remote()
-        data_ref = ray.put(data)
-        worker_cls = ray.remote(num_cpus=1, max_restarts=0)(CoreGroupWorker)
-        slots = self._slots(len(jobs))
-        running: dict[Any, tuple[str, Any, _Node, tuple[int, ...]]] = {}
-        restarts = 0
-
-        def start(node: _Node, group: tuple[int, ...], worker_id: str) -> None:
-            n = str(len(group))
-            actor = worker_cls.options(
-                num_cpus=len(group),
-                name=None,
-                **on(node.node_id),
-                runtime_env={"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}},
-            ).remote(worker_id, group, data_ref, queue, collector, node.name)
-            running[actor.run.remote()] = (worker_id, actor, node, group)
-
-        for i, (node, group) in enumerate(slots):
-            start(node, group, f"w{i}")
-        self.queue, self.workers = queue, running  # exposed for monitoring and fault tests
-        try:
-            while running:
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-                for ref in ready:
-                    worker_id, actor, node, group = running.pop(ref)
-                    try:
-                        ray.get(ref)
-                    except RayActorError:
-                        exhausted = ray.get(queue.release_worker.remote(worker_id))
-                        for job, attempt in exhausted:
-                            failed = JobResult.failed(
-                                job,
-                                f"worker died on attempt {attempt} (max_attempts reached)",
-                                attempt,
-                            )
-                            ray.get(collector.write_job.remote(failed))
-                        stats = ray.get(queue.stats.remote())
-                        if stats.pending and restarts < len(jobs) * scheduling.max_attempts:
-                            restarts += 1
-                            start(node, group, f"{worker_id.split('.')[0]}.{restarts}")
-                    except RayTaskError as exc:
-                        cause = getattr(exc, "cause", None)
-                        raise (cause if isinstance(cause, RaynnError) else exc) from None
-                    else:
-                        ray.kill(actor)
-                progress.update(ray.get(queue.stats.remote()))
-            progress.close(ray.get(queue.stats.remote()))
-        finally:
-            for _, actor, _, _ in running.values():
-                ray.kill(actor)
-            for name, sampler in samplers.items():
-                try:
-                    rows = ray.get(sampler.stop.remote(), timeout=30)
-                    ray.get(collector.write_utilization.remote(name, rows))
-                except (RayActorError, GetTimeoutError):
-                    pass
-                ray.kill(sampler)
-            ray.kill(queue)
-            ray.kill(collector)
-        return Execution(
-            self.name,
-            len(slots),
-            self._cores_per_job,
-            {n.name: n.cpus for n in self._nodes},
-            restarts,
-        )
+        run = RayRun(self, list(self._nodes), jobs, data, run_dir, scheduling, progress)
+        self.current = run  # exposed for monitoring and fault-injection tests
+        return run.run()
 
 
 EXECUTORS: dict[str, type[Executor]] = {"serial": SerialExecutor, "ray": RayExecutor}

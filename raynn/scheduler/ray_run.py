@@ -1,0 +1,215 @@
+"""One execution of a job list on a Ray cluster: the actors, the worker pool and its loop.
+
+* a JobQueue actor and a ResultsCollector actor on the driver's node;
+* a UtilizationSampler actor on every node;
+* one CoreGroupWorker actor per (node, core group) slot, pinned to its CPUs; workers live
+  across jobs and retire when the queue is empty.
+
+The loop watches the workers. A worker that dies (killed, or its node gone) has its job
+re-queued (the retry resumes from the job's checkpoint) and, while jobs are pending, a
+replacement starts on the same slot, or on a free slot of a live node if that node is gone.
+Every few seconds the loop looks for nodes that joined and gives them workers too.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from raynn.errors import RaynnError
+from raynn.records import JobResult
+from raynn.results import ResultsCollector
+from raynn.scheduler.monitor import Progress, UtilizationSampler
+from raynn.scheduler.queue import JobQueue
+from raynn.scheduler.workers import CoreGroupWorker
+
+if TYPE_CHECKING:
+    from raynn.data import ArrayDataset
+    from raynn.grid import Job
+    from raynn.scheduler.executor import Execution, RayExecutor, _Node
+    from raynn.spec import SchedulingSpec
+
+Slot = tuple["_Node", tuple[int, ...]]
+NODE_POLL_SECONDS = 5.0
+
+
+def _on(node_id: str) -> dict[str, Any]:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+
+
+class RayRun:
+    """Runs ``jobs`` on the nodes an executor prepared; see the module docstring."""
+
+    def __init__(
+        self,
+        executor: RayExecutor,
+        nodes: list[_Node],
+        jobs: list[Job],
+        data: ArrayDataset,
+        run_dir: str,
+        scheduling: SchedulingSpec,
+        progress: Progress,
+    ) -> None:
+        import ray
+
+        self.executor = executor
+        self.nodes = nodes
+        self.jobs = jobs
+        self.scheduling = scheduling
+        self.progress = progress
+        driver = ray.get_runtime_context().get_node_id()
+        self.queue = (
+            ray.remote(num_cpus=0)(JobQueue)
+            .options(**_on(driver))
+            .remote(jobs, scheduling.max_attempts, scheduling.tail_widening)
+        )
+        self.collector = (
+            ray.remote(num_cpus=0)(ResultsCollector).options(**_on(driver)).remote(run_dir)
+        )
+        self.samplers: dict[str, Any] = {}
+        self.data_ref = ray.put(data)
+        self.worker_cls = ray.remote(num_cpus=1, max_restarts=0)(CoreGroupWorker)
+        self.workers: dict[Any, tuple[str, Any, Slot]] = {}  # run ref -> (id, actor, slot)
+        self.idle: list[Slot] = []  # slots whose worker retired
+        self.dead_nodes: set[str] = set()
+        self.started = 0
+        self.restarts = 0
+
+    # -- pieces --------------------------------------------------------------------------------
+    def _add_samplers(self, nodes: list[_Node]) -> None:
+        import ray
+
+        for node in nodes:
+            sampler = (
+                ray.remote(num_cpus=0)(UtilizationSampler)
+                .options(**_on(node.node_id))
+                .remote(node.name, self.scheduling.sample_interval)
+            )
+            sampler.start.remote()
+            self.samplers[node.name] = sampler
+
+    def _start(self, slot: Slot) -> None:
+        node, group = slot
+        n = str(len(group))
+        actor = self.worker_cls.options(
+            num_cpus=len(group),
+            **_on(node.node_id),
+            runtime_env={"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}},
+        ).remote(f"w{self.started}", group, self.data_ref, self.queue, self.collector, node.name)
+        self.workers[actor.run.remote()] = (f"w{self.started}", actor, slot)
+        self.started += 1
+
+    def _stats(self) -> Any:
+        import ray
+
+        return ray.get(self.queue.stats.remote())
+
+    def _alive_node_ids(self) -> set[str]:
+        import ray
+
+        return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+
+    def _worker_died(self, worker_id: str, slot: Slot) -> None:
+        import ray
+
+        exhausted = ray.get(self.queue.release_worker.remote(worker_id))
+        for job, attempt in exhausted:
+            failed = JobResult.failed(
+                job, f"worker died on attempt {attempt} (max_attempts reached)", attempt
+            )
+            ray.get(self.collector.write_job.remote(failed))
+        node = slot[0]
+        if node.node_id not in self._alive_node_ids():
+            self.dead_nodes.add(node.node_id)
+        budget = len(self.jobs) * self.scheduling.max_attempts
+        if not self._stats().pending or self.restarts >= budget:
+            return
+        if node.node_id not in self.dead_nodes:
+            replacement: Slot | None = slot
+        else:
+            live = [s for s in self.idle if s[0].node_id not in self.dead_nodes]
+            replacement = live[0] if live else None
+            if replacement is not None:
+                self.idle.remove(replacement)
+        if replacement is not None:
+            self.restarts += 1
+            self._start(replacement)
+        elif not self.workers:
+            raise RaynnError(
+                "every node that could run the remaining jobs is gone; add nodes and finish "
+                "with 'raynn run --resume RUN_DIR'"
+            )
+
+    def _poll_new_nodes(self) -> None:
+        if not self._stats().pending:
+            return
+        new = self.executor.probe_nodes(self.nodes)
+        if not new:
+            return
+        self.nodes.extend(new)
+        self._add_samplers(new)
+        for slot in self.executor.slots(new):
+            self._start(slot)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> Execution:
+        """Start the workers and drive them to the end of the queue."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        from raynn.scheduler.executor import Execution
+
+        self._add_samplers(self.nodes)
+        slots = self.executor.slots(self.nodes)
+        cap = min(len(self.jobs), self.executor.max_workers or len(self.jobs))
+        self.idle = slots[cap:]
+        for slot in slots[:cap]:
+            self._start(slot)
+        next_poll = time.monotonic() + NODE_POLL_SECONDS
+        try:
+            while self.workers:
+                ready, _ = ray.wait(list(self.workers), num_returns=1, timeout=0.5)
+                for ref in ready:
+                    worker_id, actor, slot = self.workers.pop(ref)
+                    try:
+                        ray.get(ref)
+                    except RayActorError:
+                        self._worker_died(worker_id, slot)
+                    except RayTaskError as exc:
+                        cause = getattr(exc, "cause", None)
+                        raise (cause if isinstance(cause, RaynnError) else exc) from None
+                    else:
+                        ray.kill(actor)
+                        self.idle.append(slot)
+                if time.monotonic() >= next_poll:
+                    self._poll_new_nodes()
+                    next_poll = time.monotonic() + NODE_POLL_SECONDS
+                self.progress.update(self._stats())
+            self.progress.close(self._stats())
+        finally:
+            self._shutdown()
+        return Execution(
+            "ray",
+            self.started,
+            self.executor._cores_per_job,
+            {n.name: n.cpus for n in self.nodes if n.node_id not in self.dead_nodes},
+            self.restarts,
+        )
+
+    def _shutdown(self) -> None:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        for _, actor, _ in self.workers.values():
+            ray.kill(actor)
+        for name, sampler in self.samplers.items():
+            try:
+                rows = ray.get(sampler.stop.remote(), timeout=15)
+                ray.get(self.collector.write_utilization.remote(name, rows))
+            except (RayActorError, GetTimeoutError):
+                pass  # that node is gone: its samples with it
+            ray.kill(sampler)
+        ray.kill(self.queue)
+        ray.kill(self.collector)
