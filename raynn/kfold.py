@@ -19,7 +19,7 @@ from typing import Any
 from raynn.data import ArrayDataset, load_dataset
 from raynn.errors import OutputError, RaynnError
 from raynn.grid import Job, make_jobs
-from raynn.results import SCHEMA_VERSION, create_run_dir, read_table, write_json
+from raynn.results import SCHEMA_VERSION, RunLock, create_run_dir, read_table, write_json
 from raynn.scheduler.cores import usable_cpus
 from raynn.scheduler.executor import Executor, get_executor
 from raynn.scheduler.monitor import Progress
@@ -89,6 +89,49 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _execute(
+    ex: Executor,
+    spec: KFoldSpec,
+    jobs: list[Job],
+    data: ArrayDataset,
+    run_dir: Path,
+    meta: dict[str, Any],
+    cores_per_job: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Execute ``jobs``, keeping this invocation's entry of ``run.json`` current."""
+    attempt: dict[str, Any] = {
+        "executor": ex.name,
+        "jobs": len(jobs),
+        "cores_per_job": cores_per_job,
+        "start": time.time(),
+        "status": "running",
+    }
+    meta["runs"].append(attempt)
+    write_json(run_dir / "run.json", meta)
+    view = Progress(spec.name, spec.training.epochs, enabled=progress)
+    try:
+        execution = ex.execute(jobs, data, str(run_dir), scheduling=spec.scheduling, progress=view)
+        attempt.update(vars(execution))
+        attempt["status"] = "completed"
+    except KeyboardInterrupt:
+        attempt["status"] = "interrupted"
+        raise
+    except BaseException as exc:
+        attempt["status"] = "failed"
+        attempt["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        view.close()
+        attempt["end"] = time.time()
+        attempt["wall_seconds"] = attempt["end"] - attempt["start"]
+        try:
+            write_json(run_dir / "run.json", meta)
+        except OutputError:
+            pass  # the original error (often the same full disk) is the one to report
+    return attempt
+
+
 def _check_writable(root: Path) -> None:
     probe = root
     while not probe.exists():
@@ -144,7 +187,10 @@ def run(
         raise RaynnError("run() needs a spec or resume=RUN_DIR")
     plan = prepare(spec, data)
     jobs = plan.jobs
+    lock = None
     if resume is not None:
+        lock = RunLock(run_dir)
+        lock.acquire()
         table = read_table(run_dir, "jobs")
         done = set(table.loc[table["status"] == "ok", "job_id"])
         jobs = [j for j in jobs if j.job_id not in done]
@@ -155,6 +201,8 @@ def run(
             root = Path(output or spec.output.dir)
             _check_writable(root)
             run_dir = create_run_dir(root, spec.name)
+            lock = RunLock(run_dir)
+            lock.acquire()
             meta = {
                 "schema_version": SCHEMA_VERSION,
                 "spec": spec.to_dict(),
@@ -164,43 +212,11 @@ def run(
                 "data": "in-memory" if data is not None else "spec",
                 "runs": [],
             }
-        attempt: dict[str, Any] = {
-            "executor": ex.name,
-            "jobs": len(jobs),
-            "cores_per_job": cores_per_job,
-            "start": time.time(),
-            "status": "running",
-        }
-        meta["runs"].append(attempt)
-        write_json(run_dir / "run.json", meta)
-        view = Progress(spec.name, spec.training.epochs, enabled=progress)
-        try:
-            execution = ex.execute(
-                jobs,
-                plan.data,
-                str(run_dir),
-                scheduling=spec.scheduling,
-                progress=view,
-            )
-            attempt.update(vars(execution))
-            attempt["status"] = "completed"
-        except KeyboardInterrupt:
-            attempt["status"] = "interrupted"
-            raise
-        except BaseException as exc:
-            attempt["status"] = "failed"
-            attempt["error"] = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            view.close()
-            attempt["end"] = time.time()
-            attempt["wall_seconds"] = attempt["end"] - attempt["start"]
-            try:
-                write_json(run_dir / "run.json", meta)
-            except OutputError:
-                pass  # the original error (often the same full disk) is the one to report
+        attempt = _execute(ex, spec, jobs, plan.data, run_dir, meta, cores_per_job, progress)
     finally:
         ex.close()
+        if lock is not None:
+            lock.release()
     from raynn.report import write_report
 
     write_report(run_dir)

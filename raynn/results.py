@@ -165,6 +165,64 @@ class ResultsCollector:
         return socket.gethostname()
 
 
+class RunLock:
+    """``run.lock`` in a run directory: one live driver per run directory.
+
+    A lock left by a driver that died (its pid is gone on this host) is taken over; a lock of
+    a live driver, or of another host, is refused.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.path = Path(run_dir) / "run.lock"
+
+    def acquire(self) -> None:
+        """Take the lock or raise OutputError naming its holder."""
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    raise OutputError(
+                        f"run directory {self.path.parent} is in use by another raynn driver "
+                        f"({self.path.read_text().strip()}); wait for it, or delete "
+                        f"{self.path} if that driver is gone"
+                    ) from None
+                self.path.unlink(missing_ok=True)
+                continue
+            except OSError as exc:
+                raise OutputError(
+                    f"cannot write {self.path}: {exc.strerror}; fix permissions or free space"
+                ) from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            return
+        raise OutputError(f"cannot take {self.path}; delete it if no raynn driver uses it")
+
+    def _stale(self) -> bool:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return True  # unreadable or half-written: its writer died
+        if holder.get("host") != socket.gethostname():
+            return False
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError):
+            return False
+        return False
+
+    def release(self) -> None:
+        """Drop the lock (if this process holds it)."""
+        try:
+            if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
 def create_run_dir(root: str | os.PathLike[str], name: str) -> Path:
     """Create a fresh ``<root>/<name>-<timestamp>-<n>`` directory; OutputError if impossible."""
     root = Path(root)
