@@ -57,6 +57,19 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="summarise a run directory")
     rep.add_argument("run_dir")
 
+    sm = sub.add_parser("submit", help="submit a spec to a Ray cluster's job server")
+    sm.add_argument("spec", help="job spec, inside the working directory")
+    sm.add_argument(
+        "--address",
+        default=None,
+        help="job server (default: $RAY_ADDRESS, else http://127.0.0.1:8265)",
+    )
+    sm.add_argument("--working-dir", default=".", help="uploaded with the job (default: .)")
+    sm.add_argument("--wait", action="store_true", help="stream the job's logs until it ends")
+    sm.add_argument(
+        "--output", default=None, help="run directory root on the head node (passed to raynn run)"
+    )
+
     b = sub.add_parser("bench", help="the same work serially, by raynn and by peers")
     bsub = b.add_subparsers(dest="bench", required=True, metavar="WHAT")
     bk = bsub.add_parser("kfold", help="K-fold jobs in several modes side by side")
@@ -133,6 +146,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from raynn.submit import submit
+
+    run_args = ("--output", args.output) if args.output else ()
+    _, status = submit(
+        args.spec, args.address, wait=args.wait, working_dir=args.working_dir, run_args=run_args
+    )
+    if status is None:
+        return 0
+    print(f"job ended: {status}")
+    return 0 if status.endswith("SUCCEEDED") else 1
+
+
 def _bench(args: argparse.Namespace) -> int:
     from raynn.spec import load_spec
 
@@ -153,7 +179,13 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``raynn`` console script; returns the exit code."""
     args = _parser().parse_args(argv)
-    handler = {"run": _run, "validate": _validate, "report": _report, "bench": _bench}[args.command]
+    handler = {
+        "run": _run,
+        "validate": _validate,
+        "report": _report,
+        "bench": _bench,
+        "submit": _submit,
+    }[args.command]
     try:
         return handler(args)
     except RaynnError as exc:
