@@ -286,9 +286,17 @@ def bench_kfold(
         },
     )
     runs = []
+    try:
+        import matplotlib  # noqa: F401 - plots are optional where matplotlib is missing
+    except ImportError:
+        print("matplotlib is not installed: no utilisation plots", flush=True)
+        plot = False
+    else:
+        plot = True
     for mode in modes:
         run = run_mode(mode, plan, out, cpus, cores_per_job, timeout, progress)
-        plot_utilization(run, out / f"utilization_{mode}.png")
+        if plot:
+            plot_utilization(run, out / f"utilization_{mode}.png")
         runs.append(run)
     table = summarize(runs, len(plan.jobs), len(cpus))
     table.to_parquet(out / "summary.parquet")

@@ -3,7 +3,9 @@
 * ``tune``: Ray Tune, one trial per job with ``{"cpu": cores_per_job}`` (a fresh worker per
   trial, no pinning; torch threads capped to the trial's CPUs).
 * ``processes``: the original project's way: one ``torch.multiprocessing`` process per job,
-  all started at once, torch's default thread count (no caps).
+  all started at once, torch's default thread count (no caps). The processes are forked
+  from a fresh fork server (torch imported, no thread pool started yet): forking this
+  harness process itself, whose OpenMP pool earlier modes started, can deadlock.
 
 Both write their job rows through :class:`~raynn.results.ResultsCollector`, like raynn does.
 """
@@ -78,7 +80,8 @@ def run_processes(
     """One process per job, all at once, no thread caps. False if ``timeout`` hit."""
     import torch.multiprocessing as mp
 
-    ctx = mp.get_context("fork")  # what torch.multiprocessing.Process does on Linux
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["raynn.bench.peers", "raynn.training"])
     procs = [
         ctx.Process(target=_train_and_write, args=(j, data, str(run_dir), None, f"p{i}"))
         for i, j in enumerate(jobs)

@@ -28,14 +28,21 @@ def probe_model(
     batch_size: int,
     threads: Sequence[int] = THREADS,
     steps: int = 3,
+    max_batch: int = 16,
+    enough_seconds: float = 0.25,
 ) -> dict[int, float]:
-    """Training samples per second of one model at each thread count (SGD steps)."""
+    """Training samples per second of one model at each thread count (SGD steps).
+
+    Kept short on purpose (it is part of the run's start-up): one warm-up step, then up to
+    ``steps`` timed steps per thread count (fewer once ``enough_seconds`` have passed) on a
+    batch of at most ``max_batch`` samples.
+    """
     before = torch.get_num_threads()
     torch.manual_seed(0)
     model = build_model(component, data.in_shape, data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     norm = (torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1))
-    idx = np.arange(min(batch_size, len(data.y_train)))
+    idx = np.arange(min(batch_size, max_batch, len(data.y_train)))
     xb, yb = to_tensor(data.x_train, idx, *norm), torch.from_numpy(data.y_train[idx])
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -47,13 +54,16 @@ def probe_model(
     speeds = {}
     try:
         model.train()
+        torch.set_num_threads(threads[0])
+        step()  # warm-up: first-call allocations
         for t in threads:
             torch.set_num_threads(t)
-            step()  # warm-up at this thread count
             t0 = time.perf_counter()
-            for _ in range(steps):
+            done = 0
+            while done < steps and (done == 0 or time.perf_counter() - t0 < enough_seconds):
                 step()
-            speeds[t] = steps * len(idx) / max(time.perf_counter() - t0, 1e-9)
+                done += 1
+            speeds[t] = done * len(idx) / max(time.perf_counter() - t0, 1e-9)
     finally:
         torch.set_num_threads(before)
     return speeds

@@ -90,16 +90,40 @@ class RayRun:
             sampler.start.remote()
             self.samplers[node.name] = sampler
 
-    def _start(self, slot: Slot) -> None:
+    def _create(self, slot: Slot) -> tuple[str, Any, Slot]:
         node, group = slot
         n = str(len(group))
+        worker_id = f"w{self.started}"
+        self.started += 1
         actor = self.worker_cls.options(
             num_cpus=len(group),
             **_on(node.node_id),
             runtime_env={"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}},
-        ).remote(f"w{self.started}", group, self.data_ref, self.queue, self.collector, node.name)
-        self.workers[actor.run.remote()] = (f"w{self.started}", actor, slot)
-        self.started += 1
+        ).remote(worker_id, group, self.data_ref, self.queue, self.collector, node.name)
+        return worker_id, actor, slot
+
+    def _launch(self, entry: tuple[str, Any, Slot]) -> None:
+        self.workers[entry[1].run.remote()] = entry
+
+    def _start(self, slot: Slot) -> None:
+        self._launch(self._create(slot))
+
+    def _start_together(self, slots: list[Slot], timeout: float = 300.0) -> None:
+        """Create workers, wait until all are up (pinned, torch imported), then let them go.
+
+        Jobs then start within a fraction of a second of each other instead of as each process
+        happens to finish importing torch; the wait is start-up overhead, reported as such.
+        """
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        entries = [self._create(slot) for slot in slots]
+        try:
+            ray.get([actor.ready.remote() for _, actor, _ in entries], timeout=timeout)
+        except (RayActorError, GetTimeoutError):
+            pass  # a worker that died or hangs is handled by the loop like any other
+        for entry in entries:
+            self._launch(entry)
 
     def _stats(self) -> Any:
         import ray
@@ -151,7 +175,7 @@ class RayRun:
         self.nodes.extend(new)
         self._add_samplers(new)
         for slot in self.executor.slots(new):
-            self._start(slot)
+            self._start(slot)  # joiners start at once: the others are already running
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> Execution:
@@ -165,8 +189,7 @@ class RayRun:
         slots = self.executor.slots(self.nodes)
         cap = min(len(self.jobs), self.executor.max_workers or len(self.jobs))
         self.idle = slots[cap:]
-        for slot in slots[:cap]:
-            self._start(slot)
+        self._start_together(slots[:cap])
         next_poll = time.monotonic() + NODE_POLL_SECONDS
         try:
             while self.workers:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Question: on a 16-core machine, how do raynn, the serial baselines, Ray Tune and uncapped
+# processes compare on the same K-fold jobs (DESIGN.md section 4's picture)?
+#
+# Runs on the lent device machine (Python 3.12 with torch/pandas/pyarrow/scikit-learn, no Ray,
+# no registry): unpacks the Ray 2.60 site bundle carried in .device/, puts it and this repo on
+# PYTHONPATH, then runs `raynn bench kfold` on two offline specs. Results go to $OUT.
+set -euo pipefail
+OUT=${OUT:-$PWD/device-out}
+SITE=$(mktemp -d)
+tar -xJf .device/ray-2.60-site.tar.xz -C "$SITE"
+export PYTHONPATH="$SITE:$SITE/ray/thirdparty_files:$PWD"
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+mkdir -p "$OUT"
+{
+  nproc; python3 --version
+  python3 -c 'import os, torch, ray, sklearn, pandas, pyarrow, yaml, psutil; print("cpus", len(os.sched_getaffinity(0)), "torch", torch.__version__, "ray", ray.__version__)'
+  grep -m1 "model name" /proc/cpuinfo
+} 2>&1 | tee "$OUT/machine.txt"
+for spec in lenet_synthetic16 mixed_synthetic_cifar; do
+  timeout 250 python3 -m raynn bench kfold --spec "benchmarks/specs/$spec.yaml" \
+    --modes serial,serial1,raynn,tune,processes --timeout 60 --no-progress \
+    --output "$OUT/bench" 2>&1 | grep -vE "WARNING|INFO" | tail -20 || echo "$spec: exit $?"
+done
