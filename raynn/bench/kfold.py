@@ -160,6 +160,12 @@ def summarize(runs: Sequence[ModeRun], n_jobs: int, cores: int) -> pd.DataFrame:
             row["metrics_equal_serial1"] = int(same.sum())
         else:
             row["metrics_equal_serial1"] = -1
+        epochs = read_table(r.run_dir, "epochs")
+        row["widened_jobs"] = (
+            int((epochs.groupby("job_id")["threads"].agg(lambda t: t.max() > t.iloc[0])).sum())
+            if not epochs.empty
+            else 0
+        )
         row["val_accuracy"] = float(ok["val_accuracy"].mean()) if not ok.empty else math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -239,6 +245,7 @@ def to_markdown(table: pd.DataFrame, info: dict[str, Any], spec: KFoldSpec) -> s
         "startup_s",
         "shutdown_s",
         "metrics_equal_serial1",
+        "widened_jobs",
         "val_accuracy",
     ]
     lines = [

@@ -15,7 +15,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from raynn.scheduler.cores import (
 )
 from raynn.scheduler.monitor import Progress, UtilizationSampler
 from raynn.scheduler.queue import JobQueue
-from raynn.scheduler.workers import CoreGroupWorker, call
+from raynn.scheduler.workers import CoreGroupWorker
 from raynn.spec import SchedulingSpec
 
 
@@ -79,12 +78,6 @@ class Executor(ABC):
         """Release what :meth:`prepare` acquired."""
 
 
-def _watch(queue: Any, progress: Progress, until: Callable[[], bool], poll: float = 0.5) -> None:
-    while not until():
-        progress.update(call(queue, "stats"))
-        time.sleep(poll)
-
-
 class SerialExecutor(Executor):
     """One job at a time in this process, with all cores (or ``threads``) given to torch."""
 
@@ -117,7 +110,9 @@ class SerialExecutor(Executor):
         sampler.start()
         thread.start()
         try:
-            _watch(queue, progress, lambda: not thread.is_alive())
+            while thread.is_alive():
+                progress.update(queue.stats())
+                thread.join(0.5)
         finally:
             collector.write_utilization(node, sampler.stop())
         progress.close(queue.stats())

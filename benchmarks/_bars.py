@@ -1,0 +1,44 @@
+"""Shared by the benchmark scripts: run one spec through `raynn bench kfold` and check bars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+Bar = tuple[str, Callable[[pd.DataFrame], float], Callable[[float], bool]]
+
+
+def mode(table: pd.DataFrame, name: str, column: str) -> float:
+    """One cell of the summary table."""
+    return float(table.loc[table["mode"] == name, column].iloc[0])
+
+
+def main(spec: str, modes: Sequence[str], bars: Sequence[Bar], question: str) -> int:
+    """Run the harness on ``spec`` and print each bar with its measured value."""
+    from raynn.bench.kfold import bench_kfold
+    from raynn.spec import load_spec
+
+    parser = argparse.ArgumentParser(description=question)
+    parser.add_argument("--output", default=str(REPO / "bench"))
+    parser.add_argument("--timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    table, out = bench_kfold(
+        load_spec(REPO / spec), modes, args.output, timeout=args.timeout, progress=False
+    )
+    print(question)
+    print((out / "summary.md").read_text())
+    failed = 0
+    for text, measure, passes in bars:
+        value = measure(table)
+        ok = passes(value)
+        failed += not ok
+        print(f"{'PASS' if ok else 'MISS'}  {text}: {value:.3f}")
+    print(f"results: {out}")
+    return 1 if failed else 0

@@ -1,0 +1,135 @@
+"""Markdown summary of a HOGWILD run: accuracy against time, workers, staleness, per class."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from raynn.errors import RaynnError
+from raynn.report import mean_utilization
+from raynn.results import read_table
+
+
+def _f(value: Any, fmt: str = ".4f") -> str:
+    try:
+        if value is None or math.isnan(float(value)):
+            return "-"
+    except (TypeError, ValueError):
+        return str(value)
+    return format(float(value), fmt)
+
+
+def _thin(df: Any, limit: int) -> Any:
+    """At most ``limit`` rows, evenly spaced, always keeping the first and the last."""
+    if len(df) <= limit:
+        return df
+    step = (len(df) - 1) / (limit - 1)
+    keep = sorted({round(i * step) for i in range(limit)})
+    return df.iloc[keep]
+
+
+def accuracy_vs_time(run_dir: str | os.PathLike[str]) -> Any:
+    """The ``eval/`` table sorted by attempt and time (a pandas DataFrame)."""
+    evals = read_table(run_dir, "eval")
+    if evals.empty:
+        return evals
+    return evals.sort_values(["attempt", "time"]).reset_index(drop=True)
+
+
+def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
+    """A markdown summary of a HOGWILD run directory (what ``raynn report`` prints)."""
+    run_dir = Path(run_dir)
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        raise RaynnError(
+            f"{run_dir} is not a raynn run directory (no readable run.json); pass runs/<run-id>"
+        ) from None
+    spec = meta.get("spec", {})
+    last = (meta.get("runs") or [{}])[-1]
+    h, t = spec.get("hogwild", {}), spec.get("training", {})
+    workers = read_table(run_dir, "hogwild")
+    evals = accuracy_vs_time(run_dir)
+    lines = [f"# raynn HOGWILD run {run_dir.name}", ""]
+    lines.append(
+        f"- spec: {spec.get('name', '?')}; executor: {last.get('executor', '?')}; status: "
+        f"{last.get('status', '?')}; attempts: {len(meta.get('runs', []))}"
+    )
+    lines.append(
+        f"- model: {spec.get('model', {}).get('name', '?')} on "
+        f"{spec.get('dataset', {}).get('name', '?')}; optimizer: "
+        f"{spec.get('optimizer', {}).get('name', '?')} lr {spec.get('optimizer', {}).get('lr')}"
+        f"; {t.get('epochs')} epochs, batch {t.get('batch_size')}"
+    )
+    if last.get("executor") == "ray":
+        lines.append(
+            f"- workers: {last.get('workers', '?')} on {len(last.get('nodes') or {})} node(s); "
+            f"push every {h.get('push_every')} steps, pull every {h.get('pull_every')}; "
+            f"max_staleness {h.get('max_staleness')}; staleness_lr {h.get('staleness_lr')}; "
+            f"server shards {h.get('server_shards')}"
+        )
+    else:
+        lines.append(f"- serial baseline: 1 process, {last.get('threads', '?')} thread(s)")
+    util = mean_utilization(run_dir, last.get("start"), last.get("end"))
+    final = evals[evals["final"]] if not evals.empty else evals
+    acc = final["accuracy"].iloc[-1] if not final.empty else None
+    lines.append(
+        f"- wall time: {_f(last.get('wall_seconds'), '.1f')} s; final test accuracy: {_f(acc)}; "
+        f"mean CPU utilisation: {'-' if util is None else f'{util:.1f}%'}"
+    )
+    servers = last.get("servers") or []
+    if servers:
+        s0 = servers[0]
+        restored = [s["restored_from_version"] for s in servers if s.get("restored_from_version")]
+        lines.append(
+            f"- server: version {s0.get('version')}, {s0.get('pushes')} pushes, "
+            f"{s0.get('refused')} refused (stale-synchronous waits), {s0.get('checkpoints')} "
+            f"checkpoints" + (f"; restored from version {restored[0]}" if restored else "")
+        )
+    if not workers.empty:
+        total_sps = float(workers["samples_per_second"].sum())
+        lines.append(f"- throughput: {total_sps:,.0f} samples/s (sum over workers)")
+
+    lines += ["", "## Test accuracy against time", ""]
+    lines += ["| elapsed s | epoch | version | samples | test loss | test accuracy |"]
+    lines += ["|---|---|---|---|---|---|"]
+    for _, r in _thin(evals, max_rows).iterrows():
+        mark = " (final)" if r["final"] else ""
+        lines.append(
+            f"| {r['elapsed']:.2f} | {r['epoch']:.2f} | {r['version']} | {r['samples']} | "
+            f"{_f(r['loss'])} | {_f(r['accuracy'])}{mark} |"
+        )
+
+    lines += ["", "## Workers", ""]
+    lines += [
+        "| worker | node | role | core | status | steps | samples/s | pushes | "
+        "staleness mean / p95 / max |"
+    ]
+    lines += ["|---|---|---|---|---|---|---|---|---|"]
+    for _, r in workers.sort_values(["node", "slot"]).iterrows() if not workers.empty else []:
+        stale = (
+            f"{_f(r['staleness_mean'], '.2f')} / {_f(r['staleness_p95'], '.0f')} / "
+            f"{_f(r['staleness_max'], '.0f')}"
+            if r["pushes"]
+            else "-"
+        )
+        lines.append(
+            f"| {r['worker']} | {r['node']} | {r['role']} | {r['core']} | {r['status']} | "
+            f"{r['steps']} | {r['samples_per_second']:,.0f} | {r['pushes']} | {stale} |"
+        )
+    if not final.empty and len(final["per_class_accuracy"].iloc[-1]):
+        per_class = list(final["per_class_accuracy"].iloc[-1])
+        lines += ["", "## Per-class test accuracy (final weights)", ""]
+        lines += ["| " + " | ".join(str(i) for i in range(len(per_class))) + " |"]
+        lines += ["|" + "---|" * len(per_class)]
+        lines += ["| " + " | ".join(_f(v, ".3f") for v in per_class) + " |"]
+    failed = workers[workers["status"] != "ok"] if not workers.empty else workers
+    errors = sorted({str(e) for e in failed["error"]}) if not failed.empty else []
+    if last.get("error") and last["error"] not in errors:
+        errors.insert(0, last["error"])
+    if errors:
+        lines += ["", "Errors:"] + [f"- {e}" for e in errors]
+    return "\n".join(lines) + "\n"

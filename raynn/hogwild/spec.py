@@ -1,0 +1,196 @@
+"""The ``kind: hogwild`` spec: one model trained by asynchronous, lock-free SGD.
+
+Same rules as the K-fold spec (:mod:`raynn.spec`): frozen dataclasses validated in
+``__post_init__``, unknown keys and bad values fail with the key and the fix, and names are
+looked up in the registries. Layout (every section optional)::
+
+    kind: hogwild
+    name: hogwild_digits
+    seed: 0
+    dataset:   {name: digits}                       # raynn.spec.DatasetSpec
+    model:     mlp                                  # one name, or {name, args}
+    optimizer: {name: sgd, lr: 0.02, momentum: 0.9} # raynn.spec.OptimizerSpec, per worker
+    scheduler: cosine                               # optional, per worker, stepped per epoch
+    training:  {epochs: 20, batch_size: 32, eval_every_seconds: 1.0}
+    hogwild:   {workers_per_node: auto, push_every: 20, pull_every: 20,
+                max_staleness: null, staleness_lr: false}
+    output:    {dir: runs}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from raynn.errors import SpecError
+from raynn.registry import MODELS, SCHEDULERS
+from raynn.spec import (
+    Component,
+    DatasetSpec,
+    OptimizerSpec,
+    OutputSpec,
+    _bool,
+    _components,
+    _fail,
+    _positive_int,
+    _positive_number,
+    _section,
+    _to_plain,
+)
+
+
+def _non_negative_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(key, f"must be an integer >= 0, got {value!r}", "set it to 0 or more")
+
+
+@dataclass(frozen=True)
+class HogwildTrainingSpec:
+    """How long and how each worker trains, and how often the global weights are evaluated.
+
+    ``epochs`` are passes over the training data by all workers together: each epoch the
+    (shuffled) training set is partitioned across the workers. ``batch_size`` is per step of
+    one worker.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    eval_batch_size: int = 1024
+    eval_every_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive_int("training.epochs", self.epochs)
+        _positive_int("training.batch_size", self.batch_size)
+        _positive_int("training.eval_batch_size", self.eval_batch_size)
+        _positive_number("training.eval_every_seconds", self.eval_every_seconds)
+
+
+@dataclass(frozen=True)
+class HogwildProtocolSpec:
+    """The HOGWILD protocol (DESIGN.md section 3).
+
+    Attributes:
+        workers_per_node: worker actors per node, each pinned to one core; ``auto`` = one per
+            usable core of the node.
+        push_every: node steps (all of a node's workers together) between pushes of the
+            node's update to the parameter server.
+        pull_every: node steps between pulls of the global weights without a push; 0 pulls
+            only with each push.
+        max_staleness: stale-synchronous bound: a push that would leave another node more than
+            this many versions behind waits (and its node pauses); null = fully asynchronous.
+        staleness_lr: scale each pushed update by ``1 / max(1, staleness)``.
+        server_shards: split the flat weight vector over this many server actors.
+        checkpoint_seconds: how often the server checkpoints its weights (0 = never).
+        sample_interval: seconds between CPU utilisation samples.
+    """
+
+    workers_per_node: int | str = "auto"
+    push_every: int = 20
+    pull_every: int = 0
+    max_staleness: int | None = None
+    staleness_lr: bool = False
+    server_shards: int = 1
+    checkpoint_seconds: float = 2.0
+    sample_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        wpn = self.workers_per_node
+        if wpn != "auto" and (isinstance(wpn, bool) or not isinstance(wpn, int) or wpn < 1):
+            raise _fail(
+                "hogwild.workers_per_node",
+                f"must be a positive integer or 'auto', got {wpn!r}",
+                "use 1, 2, ... or auto (one per core)",
+            )
+        _positive_int("hogwild.push_every", self.push_every)
+        _non_negative_int("hogwild.pull_every", self.pull_every)
+        if self.max_staleness is not None:
+            _non_negative_int("hogwild.max_staleness", self.max_staleness)
+        _bool("hogwild.staleness_lr", self.staleness_lr)
+        _positive_int("hogwild.server_shards", self.server_shards)
+        ok = isinstance(self.checkpoint_seconds, (int, float)) and not isinstance(
+            self.checkpoint_seconds, bool
+        )
+        if not ok or self.checkpoint_seconds < 0:
+            raise _fail(
+                "hogwild.checkpoint_seconds",
+                f"must be a number >= 0, got {self.checkpoint_seconds!r}",
+                "use e.g. 2 (0 turns server checkpoints off)",
+            )
+        _positive_number("hogwild.sample_interval", self.sample_interval)
+
+
+@dataclass(frozen=True)
+class HogwildSpec:
+    """Asynchronous data-parallel SGD of one model on every core of every node."""
+
+    name: str = "hogwild"
+    kind: str = "hogwild"
+    seed: int = 0
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    model: Component = field(default_factory=lambda: Component("mlp"))
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    scheduler: Component = field(default_factory=lambda: Component("none"))
+    training: HogwildTrainingSpec = field(default_factory=HogwildTrainingSpec)
+    hogwild: HogwildProtocolSpec = field(default_factory=HogwildProtocolSpec)
+    output: OutputSpec = field(default_factory=OutputSpec)
+
+    def __post_init__(self) -> None:
+        if self.kind != "hogwild":
+            raise _fail("kind", f"expected 'hogwild', got {self.kind!r}", "set kind: hogwild")
+        if not isinstance(self.name, str) or not self.name:
+            raise _fail("name", f"must be a non-empty string, got {self.name!r}", "name the run")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise _fail("seed", f"must be an integer, got {self.seed!r}", "use e.g. 0")
+        object.__setattr__(self, "model", _one("model", MODELS, self.model))
+        object.__setattr__(self, "scheduler", _one("scheduler", SCHEDULERS, self.scheduler))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-able dict that :func:`hogwild_spec_from_dict` turns back into this."""
+        return _to_plain(self)
+
+
+def _one(key: str, registry: Any, value: Any) -> Component:
+    if value is None:
+        raise _fail(key, "is empty", f"name one {registry.kind}, e.g. {registry.names()[0]}")
+    if isinstance(value, (list, tuple)) and len(value) != 1:
+        raise _fail(
+            key,
+            f"HOGWILD trains exactly one {registry.kind}, got {len(value)}",
+            f"name a single {registry.kind}",
+        )
+    try:
+        return _components(key, registry, value)[0]
+    except SpecError as exc:  # one entry: name the key, not its list index
+        raise SpecError(str(exc).replace(f"'{key}[0]", f"'{key}")) from None
+
+
+_SECTIONS: dict[str, type] = {
+    "dataset": DatasetSpec,
+    "optimizer": OptimizerSpec,
+    "training": HogwildTrainingSpec,
+    "hogwild": HogwildProtocolSpec,
+    "output": OutputSpec,
+}
+
+
+def hogwild_spec_from_dict(raw: Mapping[str, Any]) -> HogwildSpec:
+    """Build a validated :class:`HogwildSpec` from a plain mapping (a parsed YAML/JSON spec).
+
+    Raises:
+        SpecError: an unknown key, a bad value or an unknown name, naming the key and the fix.
+    """
+    if not isinstance(raw, Mapping):
+        raise SpecError("spec: the top level must be a mapping of keys; see jobs/*.yaml")
+    valid = [f.name for f in dataclasses.fields(HogwildSpec)]
+    for name in raw:
+        if name not in valid:
+            raise _fail(name, "unknown key", f"valid top-level keys: {', '.join(valid)}")
+    kwargs = dict(raw)
+    for name, cls in _SECTIONS.items():
+        kwargs[name] = _section(name, cls, kwargs.get(name))
+    for name in ("model", "scheduler"):
+        if name in kwargs and kwargs[name] is None:
+            raise _fail(name, "is empty", "name one entry (or leave the key out)")
+    return HogwildSpec(**kwargs)
