@@ -18,7 +18,11 @@ mkdir -p "$OUT"
   grep -m1 "model name" /proc/cpuinfo
 } 2>&1 | tee "$OUT/machine.txt"
 for spec in lenet_synthetic16 mixed_synthetic_cifar; do
-  timeout 250 python3 -m raynn bench kfold --spec "benchmarks/specs/$spec.yaml" \
-    --modes serial,serial1,raynn,tune,processes --timeout 60 --no-progress \
-    --output "$OUT/bench" 2>&1 | grep -vE "WARNING|INFO" | tail -20 || echo "$spec: exit $?"
+  set +e
+  timeout 230 python3 -m raynn bench kfold --spec "benchmarks/specs/$spec.yaml" \
+    --modes serial,serial1,raynn,tune,processes --timeout 50 --no-progress \
+    --output "$OUT/bench" >"$OUT/$spec.log" 2>&1
+  echo "$spec: exit $?"
+  set -e
+  grep -vE "WARNING|INFO" "$OUT/$spec.log" | tail -15
 done
