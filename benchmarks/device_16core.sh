@@ -17,9 +17,10 @@ mkdir -p "$OUT"
   python3 -c 'import os, torch, ray, sklearn, pandas, pyarrow, yaml, psutil; print("cpus", len(os.sched_getaffinity(0)), "torch", torch.__version__, "ray", ray.__version__)'
   grep -m1 "model name" /proc/cpuinfo
 } 2>&1 | tee "$OUT/machine.txt"
-for spec in lenet_synthetic16 mixed_synthetic_cifar; do
+for run in lenet_synthetic16:150 mixed_synthetic_cifar:200; do
+  spec=${run%%:*}
   set +e
-  timeout 230 python3 -m raynn bench kfold --spec "benchmarks/specs/$spec.yaml" \
+  timeout "${run##*:}" python3 -m raynn bench kfold --spec "benchmarks/specs/$spec.yaml" \
     --modes serial,serial1,raynn,tune,processes --timeout 50 --no-progress \
     --output "$OUT/bench" >"$OUT/$spec.log" 2>&1
   echo "$spec: exit $?"

@@ -152,12 +152,13 @@ def prepare(spec: HogwildSpec, data: ArrayDataset | None = None) -> Prepared:
             f"{data.in_shape} and {data.num_classes} classes ({type(exc).__name__}: {exc}); "
             "check model.name and model.args"
         ) from None
-    if spec.hogwild.server_shards > flatten(model).size:
+    initial = flatten(model)
+    if spec.hogwild.server_shards > initial.size:
         raise SpecError(
             f"spec key 'hogwild.server_shards': {spec.hogwild.server_shards} shards for "
-            f"{flatten(model).size} weights; use fewer shards"
+            f"{initial.size} weights; use fewer shards"
         )
-    return Prepared(spec, data, flatten(model), param_numel(model))
+    return Prepared(spec, data, initial, param_numel(model))
 
 
 def validate(spec: HogwildSpec) -> str:
@@ -166,8 +167,6 @@ def validate(spec: HogwildSpec) -> str:
     h, t = spec.hogwild, spec.training
     test = 0 if p.data.y_test is None else len(p.data.y_test)
     wpn = h.workers_per_node
-    if wpn != "auto" and wpn > len(usable_cpus()):
-        log.info("workers_per_node %s exceeds this machine's %s CPUs", wpn, len(usable_cpus()))
     return (
         f"hogwild: {spec.model.label} ({p.param_count} params) on {p.data.name} "
         f"{p.data.in_shape}, {len(p.data.y_train)} train / {test} test samples; "
@@ -310,7 +309,7 @@ def _run_serial(
     torch.set_num_threads(threads or len(usable_cpus()))
     node = socket.gethostname()
     server = ParameterServer(p.initial, **_server_kwargs(spec, run_dir, 0, 0, p.param_count))
-    version = server.start(["serial"])
+    server.start(["serial"])
     weights, version, _, samples0 = server.weights()
     start_epoch = _start_epoch(samples0, len(p.data.y_train), spec.training.epochs)
     attempt.update({"workers": 1, "threads": torch.get_num_threads(), "start_epoch": start_epoch})

@@ -424,7 +424,7 @@ class HogwildWorker:
         return count
 
     def _before(self, stats: LoopStats) -> None:
-        if self.shared.ctrl[3]:  # hold flag, read inline: this runs before every step
+        if self.shared.hold:  # a stale-synchronous push of this node is waiting
             stats.hold_seconds += self.shared.wait_while_held()
 
     def _after(self, stats: LoopStats) -> None:
