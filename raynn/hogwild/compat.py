@@ -25,6 +25,7 @@ import inspect
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -137,33 +138,74 @@ def _optimizer_spec(optimizer: Any, model: nn.Module) -> OptimizerSpec:
     return OptimizerSpec(name=cls.__name__.lower(), lr=lr, momentum=momentum, factory=factory)
 
 
+def _rebuild_scheduler(template: Any, opt: torch.optim.Optimizer) -> Any:
+    """A scheduler of ``template``'s class and settings on ``opt``.
+
+    The constructor is called again with the arguments found as same-named attributes of the
+    template (``StepLR``, ``MultiStepLR``, ``CosineAnnealingLR``, ...); a class whose required
+    arguments are not recoverable that way is copied and re-pointed at ``opt`` instead.
+    """
+    cls = type(template)
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, optimizer
+    kwargs, missing = {}, False
+    for p in params:
+        if p.name in ("last_epoch", "verbose") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if hasattr(template, p.name):
+            kwargs[p.name] = copy.deepcopy(getattr(template, p.name))
+        elif p.default is inspect.Parameter.empty:
+            missing = True
+    if not missing:
+        try:
+            return cls(opt, **kwargs)
+        except (TypeError, ValueError):
+            pass
+    for group in opt.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    sched = copy.copy(template)
+    sched.__dict__ = {k: copy.deepcopy(v) for k, v in template.__dict__.items() if k != "optimizer"}
+    sched.optimizer = opt
+    return _Quiet(sched)
+
+
+class _Quiet:
+    """A copied scheduler, stepped without torch's "optimizer.step() overridden" warning."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def step(self, *args: Any) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.scheduler.step(*args)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scheduler.load_state_dict(state)
+
+
 def _scheduler_component(scheduler: Any) -> Component:
     """A per-worker schedule from a name, a factory ``f(optimizer)``, an object or None."""
     if scheduler is None:
         return Component("none")
     if isinstance(scheduler, str):
         return Component(scheduler)
-    metric = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau
     if hasattr(scheduler, "step") and hasattr(scheduler, "optimizer"):
         template = scheduler
 
         def rebind(opt: torch.optim.Optimizer, epochs: int, steps: int, **_: Any) -> LRSchedule:
-            for group in opt.param_groups:
-                group.setdefault("initial_lr", group["lr"])
-            sched = copy.copy(template)
-            sched.__dict__ = {
-                k: copy.deepcopy(v) for k, v in template.__dict__.items() if k != "optimizer"
-            }
-            sched.optimizer = opt
-            return LRSchedule(sched, "metric" if metric else "epoch")
+            step_on = "metric" if isinstance(template, plateau) else "epoch"
+            return LRSchedule(_rebuild_scheduler(template, opt), step_on)
 
         return Component("seed_scheduler", factory=rebind)
     if callable(scheduler):
 
         def build(opt: torch.optim.Optimizer, epochs: int, steps: int, **_: Any) -> LRSchedule:
             sched = scheduler(opt)
-            plateau = isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
-            return LRSchedule(sched, "metric" if plateau else "epoch")
+            return LRSchedule(sched, "metric" if isinstance(sched, plateau) else "epoch")
 
         return Component("seed_scheduler", factory=build)
     raise RaynnError(f"scheduler must be a name, a factory or a scheduler, got {scheduler!r}")

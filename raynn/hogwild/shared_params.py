@@ -12,7 +12,7 @@ lock and no message: that is HOGWILD.
 Layout of a segment (64-byte aligned)::
 
     int64 control block   magic, numel, slots, hold, reserved x4, then per worker slot
-                          (steps, samples, done)
+                          (steps, samples, done, padding x5: one cache line per worker)
     float32 x numel       the weights, in :func:`flat_entries` order
 
 The control block carries what a node's sync role needs from its workers without messages:
@@ -43,7 +43,7 @@ from raynn.errors import RaynnError
 PREFIX = "raynn_hw_"
 _MAGIC = 0x52594E4E48573031  # "RYNNHW01"
 _HEAD = 8  # int64 slots before the per-worker ones
-_PER_SLOT = 3  # steps, samples, done
+_PER_SLOT = 8  # steps, samples, done, padding: one 64-byte cache line per worker
 _M_MAGIC, _M_NUMEL, _M_SLOTS, _M_HOLD = 0, 1, 2, 3
 
 
@@ -183,6 +183,12 @@ class SharedParams:
     def name(self) -> str:
         """The segment name (without the leading slash)."""
         return self._shm.name.lstrip("/")
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to do
+            pass
 
     def close(self) -> None:
         """Unmap this process's view (if no tensor still points into it); idempotent."""
