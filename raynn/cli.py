@@ -91,6 +91,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_dir_kind(run_dir: str) -> str:
+    """The spec kind recorded in a run directory's run.json (kfold when unreadable)."""
+    import json
+    from pathlib import Path
+
+    try:
+        return json.loads((Path(run_dir) / "run.json").read_text())["spec"]["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "kfold"  # the K-fold path reports the unreadable run.json properly
+
+
 def _run(args: argparse.Namespace) -> int:
     from raynn.kfold import run
     from raynn.spec import load_spec
@@ -98,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume is None and args.spec is None:
         raise RaynnError("raynn run needs a SPEC (e.g. jobs/kfold_digits.yaml) or --resume RUN_DIR")
     spec = load_spec(args.spec) if args.spec and args.resume is None else None
-    if getattr(spec, "kind", "kfold") == "hogwild":
+    kind = spec.kind if spec is not None else _run_dir_kind(args.resume)
+    if kind == "hogwild":
         from raynn.hogwild.runner import run as run_hogwild
 
         run = run_hogwild

@@ -147,7 +147,8 @@ def summarize(runs: Sequence[ModeRun], n_jobs: int, cores: int) -> pd.DataFrame:
             first = last = r.exited
         else:
             first, last = float(r.jobs["start_time"].min()), float(r.jobs["end_time"].max())
-        row["makespan_s"] = last - first if row["finished"] else r.exited - r.invoked
+        # a mode that did not finish every job (timeout, failures) has no makespan: inf
+        row["makespan_s"] = last - first if row["finished"] else math.inf
         row["wall_s"] = r.exited - r.invoked
         row["startup_s"] = first - r.invoked
         row["shutdown_s"] = r.exited - last
@@ -235,6 +236,7 @@ def to_markdown(table: pd.DataFrame, info: dict[str, Any], spec: KFoldSpec) -> s
     """The summary as a markdown section."""
     cols = [
         "mode",
+        "finished",
         "ok",
         "makespan_s",
         "speedup_vs_serial",
