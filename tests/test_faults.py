@@ -97,9 +97,9 @@ def test_a_node_that_joins_mid_run_gets_workers(cluster, tmp_path):
     spec = make_spec(
         tmp_path,
         models=["lenet"],
-        folds=6,
+        folds=8,  # 8 jobs of ~3 s on the head's one core: the run outlasts the node's start
         dataset=SLOW_DATA,
-        training={"epochs": 4},
+        training={"epochs": 6},
         scheduling={"probe": False},
     )
     executor = RayExecutor(address=cluster.address)
@@ -113,7 +113,7 @@ def test_a_node_that_joins_mid_run_gets_workers(cluster, tmp_path):
     thread.join(timeout=300)
     (result,) = results
     jobs = pd.read_parquet(result.run_dir / "jobs")
-    assert result.ok and len(jobs) == 6 and (jobs["status"] == "ok").all()
+    assert result.ok and len(jobs) == 8 and (jobs["status"] == "ok").all()
     assert jobs["node"].nunique() == 2, jobs["node"].tolist()
 
 

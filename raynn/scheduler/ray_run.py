@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from raynn.spec import SchedulingSpec
 
 Slot = tuple["_Node", tuple[int, ...]]
-NODE_POLL_SECONDS = 5.0
+NODE_POLL_SECONDS = 2.0
 
 
 def _on(node_id: str) -> dict[str, Any]:
