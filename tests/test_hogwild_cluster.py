@@ -14,21 +14,6 @@ from tests.test_hogwild import _final_accuracy, _spec
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-
-
 def test_two_nodes_train_sync_and_meet_the_target(two_nodes, tmp_path):
     before = set(list_segments())
     spec = _spec(tmp_path, hogwild={"max_staleness": 1, "push_every": 10, "server_shards": 2})

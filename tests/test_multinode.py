@@ -12,21 +12,6 @@ from tests.conftest import make_spec
 pytestmark = pytest.mark.ray
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-
-
 def test_jobs_run_on_both_nodes(two_nodes, tmp_path):
     spec = make_spec(tmp_path, schedulers=["cosine", "warm"])
     result = run(spec, executor=RayExecutor(address=two_nodes.address), progress=False)
