@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from raynn.errors import RaynnError
-from raynn.results import _atomic_write, read_table
+from raynn.results import read_table, write_bytes
 
 
 def _pm(values: Any) -> str:
@@ -108,5 +108,5 @@ def summarize(run_dir: str | os.PathLike[str]) -> str:
 def write_report(run_dir: str | os.PathLike[str]) -> str:
     """Write ``report.md`` into the run directory and return its text."""
     text = summarize(run_dir)
-    _atomic_write(Path(run_dir) / "report.md", lambda fh: fh.write(text.encode()))
+    write_bytes(Path(run_dir) / "report.md", text.encode())
     return text

@@ -107,6 +107,11 @@ def _atomic_write(path: Path, write: Any) -> None:
         ) from None
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, atomically."""
+    _atomic_write(path, lambda fh: fh.write(data))
+
+
 def write_table(path: Path, rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> None:
     """Write ``rows`` as one Parquet file with ``schema``, atomically."""
     table = pa.Table.from_pylist(list(rows), schema=schema)
@@ -149,8 +154,7 @@ class ResultsCollector:
 
     def save_checkpoint(self, job_id: str, blob: bytes) -> None:
         """Store a job's latest checkpoint bytes."""
-        path = self.run_dir / "checkpoints" / f"{_safe_name(job_id)}.ckpt"
-        _atomic_write(path, lambda fh: fh.write(blob))
+        write_bytes(self.run_dir / "checkpoints" / f"{_safe_name(job_id)}.ckpt", blob)
 
     def load_checkpoint(self, job_id: str) -> bytes | None:
         """The job's latest checkpoint bytes, or None."""

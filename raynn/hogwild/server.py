@@ -32,7 +32,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -42,7 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from raynn.errors import CheckpointError, OutputError
+from raynn.errors import CheckpointError
+from raynn.results import write_bytes
 
 _MAGIC = b"RAYNNPS1"
 
@@ -74,23 +74,6 @@ def decode_checkpoint(blob: bytes) -> tuple[np.ndarray, dict[str, Any]]:
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """Read and verify a server checkpoint file."""
     return decode_checkpoint(Path(path).read_bytes())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions"
-        ) from None
 
 
 @dataclass
@@ -217,7 +200,7 @@ class ParameterServer:
         """Write the weights, version and counters atomically now; False without a path."""
         if self.path is None:
             return False
-        _write_atomic(self.path, encode_checkpoint(self.w, self._meta()))
+        write_bytes(self.path, encode_checkpoint(self.w, self._meta()))
         self.checkpoints += 1
         self._last_checkpoint = time.monotonic()
         return True
