@@ -7,7 +7,8 @@ loss (``reduce``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -81,6 +82,20 @@ class LRSchedule:
             self.scheduler.step()
         elif self.step_on == "metric":
             self.scheduler.step(val_loss)
+
+    def skip(self, steps_per_epoch: Sequence[int]) -> None:
+        """Advance as if epochs of ``steps_per_epoch[i]`` batches had run (resuming a run).
+
+        Metric-driven schedules (``reduce``) cannot be replayed without the losses and stay
+        where they are.
+        """
+        if self.scheduler is None or self.step_on == "metric":
+            return
+        with warnings.catch_warnings():  # "step() before optimizer.step()": on purpose here
+            warnings.simplefilter("ignore", UserWarning)
+            for steps in steps_per_epoch:
+                for _ in range(steps if self.step_on == "batch" else 1):
+                    self.scheduler.step()
 
     def state_dict(self) -> dict[str, Any]:
         return {} if self.scheduler is None else self.scheduler.state_dict()

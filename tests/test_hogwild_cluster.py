@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -37,3 +38,36 @@ def test_two_nodes_train_sync_and_meet_the_target(two_nodes, tmp_path):
     assert set(server["staleness"]) == set(workers["node"])
     assert _final_accuracy(result.run_dir) >= 0.95
     assert set(list_segments()) <= before
+
+
+def test_a_node_removed_mid_run_costs_only_its_unpushed_steps(two_nodes, tmp_path):
+    from tests.test_hogwild import _checkpointed_samples, _run_in_thread
+
+    extra = two_nodes.add_node(num_cpus=1)
+    two_nodes.wait_for_nodes()
+    spec = _spec(
+        tmp_path,
+        training={"epochs": 60, "eval_every_seconds": 0.1},
+        hogwild={"checkpoint_seconds": 0.1, "push_every": 10},
+    )
+    thread, out = _run_in_thread(spec, executor="ray", address=two_nodes.address)
+    removed = False
+    deadline = time.monotonic() + 180
+    while thread.is_alive() and time.monotonic() < deadline and not removed:
+        if _checkpointed_samples(tmp_path / "runs") > 3 * 1437:
+            two_nodes.remove_node(extra)
+            removed = True
+        time.sleep(0.02)
+    thread.join(timeout=300)
+    assert "error" not in out, out.get("error")
+    assert removed, "the run ended before the node could be removed"
+    result = out["result"]
+    assert result.ok, result.jobs[["worker", "status", "error"]]
+    rounds = json.loads((result.run_dir / "run.json").read_text())["runs"][-1]["rounds"]
+    assert len(rounds) == 2 and len(rounds[0]["nodes"]) == 3 and len(rounds[1]["nodes"]) == 2
+    lost = set(rounds[0]["nodes"]) - set(rounds[1]["nodes"])
+    workers = pd.read_parquet(result.run_dir / "hogwild")
+    assert len(lost) == 1 and not (workers[workers["round"] == 1]["node"].isin(lost)).any()
+    assert (workers[workers["round"] == 1]["status"] == "ok").all()
+    evals = pd.read_parquet(result.run_dir / "eval")
+    assert evals["samples"].max() >= 60 * 1437 and _final_accuracy(result.run_dir) >= 0.95

@@ -122,6 +122,7 @@ HOGWILD_SCHEMA = pa.schema(
         ("staleness_hist", pa.list_(pa.int64())),
         ("start_time", pa.float64()),
         ("end_time", pa.float64()),
+        ("round", pa.int32()),
     ]
 )
 
@@ -466,6 +467,16 @@ def _release_segments(names: dict[str, tuple[str, str]], driver_node: str) -> li
     return failed
 
 
+@dataclass
+class _Round:
+    """One set of workers training until they finish or one of them fails."""
+
+    rows: list[dict]
+    util: list[dict]
+    failure: tuple[str, str] | None = None
+    restartable: bool = False  # the worker died (actor or node lost), not its training
+
+
 def _run_ray(
     p: Prepared,
     run_dir: Path,
@@ -477,14 +488,11 @@ def _run_ray(
     view: _View,
     evals: list[dict],
 ) -> tuple[list[dict], list[dict], list[dict]]:
+    """Start the server shards, then train in rounds: a worker that dies ends its round, and
+    the next round re-plans the workers over the nodes still alive and carries on from the
+    server's current weights (at most ``hogwild.max_restarts`` times)."""
     import ray
-    from ray.exceptions import RayActorError, RayTaskError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from raynn.hogwild.trainer import HogwildWorker
-
-    def on(node_id: str) -> dict[str, Any]:
-        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
 
     spec = p.spec
     entered = time.monotonic()
@@ -499,12 +507,100 @@ def _run_ray(
             _atomic_write(init, lambda fh, part=p.initial[lo:hi]: np.save(fh, part))
         kwargs = _server_kwargs(spec, run_dir, i, lo, p.param_count)
         local.append(ParameterServer(str(init), **kwargs))  # what the actor will start from
+        strategy = NodeAffinitySchedulingStrategy(driver_node, soft=False)
         shards.append(
-            server_cls.options(name=f"{SERVER_NAME}_{run_dir.name}_{i}", **on(driver_node)).remote(
-                str(init), **kwargs
-            )
+            server_cls.options(
+                name=f"{SERVER_NAME}_{run_dir.name}_{i}", scheduling_strategy=strategy
+            ).remote(str(init), **kwargs)
         )
     client = ServerClient(shards, bounds)
+    evaluator = _Evaluator(p, n, evals)
+    rows: list[dict] = []
+    util: list[dict] = []
+    rounds: list[dict[str, Any]] = attempt.setdefault("rounds", [])
+    try:
+        # The first round starts from what the shards restored (no round trip to them).
+        state = np.concatenate([srv.w for srv in local]), local[0].version, local[0].samples
+        while True:
+            record = {"start": time.time(), "workers": len(slots)}
+            rounds.append(record)
+            r = _train_round(
+                p, attempt, record, shards, client, nodes, slots, state, view, evaluator
+            )
+            rows.extend(r.rows)
+            util.extend(r.util)
+            if "startup" not in timings:
+                timings["startup"] = record["startup_seconds"]
+            if r.failure is None:
+                break
+            wid, reason = r.failure
+            record["error"] = f"worker {wid} failed: {reason}"
+            if not r.restartable or len(rounds) > spec.hogwild.max_restarts:
+                attempt["error"] = record["error"]
+                if r.restartable:
+                    attempt["error"] += f" (after {len(rounds) - 1} restart(s))"
+                for row in r.rows:
+                    row["status"] = "failed" if row["status"] == "restarted" else row["status"]
+                break
+            log.warning("%s; re-planning the workers (restart %d)", record["error"], len(rounds))
+            # the nodes still alive (a lost node's actors die with it), each with its CPUs
+            nodes = [_Node(x.node_id, x.name, list(x.cpus)) for x in executor.probe_nodes()]
+            slots = _plan_slots(spec, nodes)
+            weights, version, _, samples = client.weights()
+            state = weights, version, samples
+        timings["training"] = time.monotonic() - entered - timings.get("startup", 0.0)
+        if attempt.get("error") is None:
+            view.show(evaluator(*client.weights(), final=True))
+    finally:
+        cleanup = time.monotonic()
+        try:
+            attempt["servers"] = ray.get([s.stats.remote() for s in shards], timeout=30)
+            ray.get([s.checkpoint.remote() for s in shards], timeout=30)
+        except Exception as exc:  # noqa: BLE001 - stats are nice to have
+            log.warning("could not read server stats: %s", exc)
+        for s in shards:
+            try:
+                ray.kill(s, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        timings["cleanup"] = time.monotonic() - cleanup
+    return rows, evaluator.rows, util
+
+
+def _alive(node_id: str) -> bool:
+    import ray
+
+    return any(x["NodeID"] == node_id and x["Alive"] for x in ray.nodes())
+
+
+def _train_round(
+    p: Prepared,
+    attempt: dict[str, Any],
+    record: dict[str, Any],
+    shards: list[Any],
+    client: ServerClient,
+    nodes: list[Any],
+    slots: list[_Slot],
+    state: tuple[np.ndarray, int, int],
+    view: _View,
+    evaluator: _Evaluator,
+) -> _Round:
+    """Start one worker per slot from ``state`` (weights, version, samples), evaluate the
+    server's weights on a timer until every worker is done or one fails, then kill the
+    workers and release the shared memory."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from raynn.hogwild.trainer import HogwildWorker
+
+    def on(node_id: str) -> dict[str, Any]:
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+
+    spec = p.spec
+    entered = time.monotonic()
+    driver_node = ray.get_runtime_context().get_node_id()
+    weights, version, samples = state
     node_names = sorted({s.node.name for s in slots})
     token = uuid.uuid4().hex[:10]
     segments = {
@@ -512,27 +608,26 @@ def _run_ray(
         for i, node in enumerate(nodes)
         if any(s.node_index == i for s in slots)
     }
-    attempt.update(
+    start_epoch = _start_epoch(samples, len(p.data.y_train), spec.training.epochs)
+    record.update(
         {
-            "workers": len(slots),
-            "threads": 1,
+            "start_epoch": start_epoch,
             "nodes": {nd.name: [s.core for s in slots if s.node is nd] for nd in nodes},
             "segments": sorted(name for name, _ in segments.values()),
         }
     )
+    for key in ("workers", "start_epoch", "nodes", "segments"):
+        attempt.setdefault(key, record[key])  # the first round's, at the top level
+    attempt.setdefault("threads", 1)
     actors: dict[str, Any] = {}
     refs: dict[Any, str] = {}
     ready: dict[str, Any] = {}
     results: dict[str, dict[str, Any]] = {}
     failure: tuple[str, str] | None = None
-    evaluator = _Evaluator(p, n, evals)
+    restartable = False
     try:
-        # Servers and workers start together: the workers' starting point is read here.
-        weights = np.concatenate([srv.w for srv in local])
-        version, samples = local[0].version, local[0].samples
+        # Servers and workers start together: every node is synced at ``version`` now.
         started = [srv.start.remote(node_names) for srv in shards]
-        start_epoch = _start_epoch(samples, len(p.data.y_train), spec.training.epochs)
-        attempt["start_epoch"] = start_epoch
         data_ref, weights_ref = ray.put(p.data), ray.put(weights)
         # The driver creates every node's segment before any worker starts: workers only attach.
         creator = ray.remote(num_cpus=0, max_retries=0)(create_detached)
@@ -563,7 +658,7 @@ def _run_ray(
                 weights_ref,
                 version,
                 shards,
-                bounds,
+                client.bounds,
                 start_epoch,
             )
         ray.get(started, timeout=300)
@@ -573,14 +668,15 @@ def _run_ray(
                 info = ray.get(ref, timeout=300)
                 attempt.setdefault("workers_info", {})[wid] = info
             except (RayActorError, RayTaskError) as exc:
-                failure = (wid, _reason(exc))
+                failure, restartable = (wid, _reason(exc)), isinstance(exc, RayActorError)
                 break
         refs = {} if failure else {a.run.remote(): wid for wid, a in actors.items()}
-        timings["startup"] = time.monotonic() - entered
+        record["startup_seconds"] = time.monotonic() - entered
         view.workers = len(slots)
-        evaluator.t0 = time.time()
+        if not evaluator.rows:  # the clock starts with the first round's training
+            evaluator.t0 = time.time()
+            view.show(evaluator(weights, version, *client.weights()[2:]))
         every = spec.training.eval_every_seconds
-        view.show(evaluator(weights, version, *client.weights()[2:]))
         next_eval = time.monotonic() + every
         while refs and failure is None:
             wait = max(0.0, min(0.25, next_eval - time.monotonic()))
@@ -590,71 +686,59 @@ def _run_ray(
                 try:
                     results[wid] = ray.get(ref)
                 except (RayActorError, RayTaskError) as exc:
-                    failure = (wid, _reason(exc))
+                    # an actor that died can be replaced; an error in its training cannot
+                    failure, restartable = (wid, _reason(exc)), isinstance(exc, RayActorError)
             if failure is None and time.monotonic() >= next_eval:
                 view.show(evaluator(*client.weights()))
                 next_eval = time.monotonic() + every
             else:
                 view.show()
-        timings["training"] = time.monotonic() - entered - timings["startup"]
-        if failure is None:
-            view.show(evaluator(*client.weights(), final=True))
     finally:
-        cleanup = time.monotonic()
         for actor in actors.values():
             try:
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone
                 pass
         try:
-            leftover = _release_segments(segments, driver_node)
+            alive = {k: v for k, v in segments.items() if k == driver_node or _alive(k)}
+            leftover = _release_segments(alive, driver_node)
+            leftover += [
+                f"{label}:{name}" for k, (name, label) in segments.items() if k not in alive
+            ]
             if leftover:
-                attempt["segments_not_released"] = leftover
+                attempt.setdefault("segments_not_released", []).extend(leftover)
         except Exception as exc:  # noqa: BLE001 - Ray itself is going down (Ctrl-C)
             log.warning("could not release shared memory segments: %s", exc)
             from raynn.hogwild.shared_params import unlink_segment
 
             for name, _ in segments.values():
                 unlink_segment(name)
-        try:
-            attempt["servers"] = ray.get([s.stats.remote() for s in shards], timeout=30)
-            ray.get([s.checkpoint.remote() for s in shards], timeout=30)
-        except Exception as exc:  # noqa: BLE001 - stats are nice to have
-            log.warning("could not read server stats: %s", exc)
-        for s in shards:
-            try:
-                ray.kill(s, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
         _consume(list(refs) + list(ready.values()))
-        timings["cleanup"] = time.monotonic() - cleanup
-    if failure is not None:
-        attempt["error"] = f"worker {failure[0]} failed: {failure[1]}"
     rows, util = [], []
+    round_no = len(attempt["rounds"]) - 1
     for s in slots:
         if s.worker_id in results:
-            rows.append(results[s.worker_id]["row"])
+            rows.append({**results[s.worker_id]["row"], "round": round_no})
             util.extend(results[s.worker_id]["utilization"])
             continue
         error = failure[1] if failure and failure[0] == s.worker_id else None
         if error is None and failure:
             error = f"stopped: worker {failure[0]} failed"
-        rows.append(
-            worker_row(
-                s.worker_id,
-                s.node.name,
-                s.slot,
-                "sync" if s.slot == 0 else "worker",
-                s.core,
-                1,
-                None,
-                None,
-                evaluator.t0,
-                status="failed",
-                error=error or "did not finish",
-            )
+        row = worker_row(
+            s.worker_id,
+            s.node.name,
+            s.slot,
+            "sync" if s.slot == 0 else "worker",
+            s.core,
+            1,
+            None,
+            None,
+            evaluator.t0,
+            status="restarted" if restartable else "failed",
+            error=error or "did not finish",
         )
-    return rows, evaluator.rows, util
+        rows.append({**row, "round": round_no})
+    return _Round(rows, util, failure, restartable)
 
 
 def _consume(refs: list[Any]) -> None:
@@ -793,7 +877,7 @@ def run(
                 rows, _, util = _run_ray(
                     prepared, run_dir, attempt, n, ray_ex, nodes, slots, view, evals
                 )
-            ok = all(r["status"] == "ok" for r in rows)
+            ok = "error" not in attempt and all(r["status"] in ("ok", "restarted") for r in rows)
             attempt["status"] = "completed" if ok else "failed"
         except KeyboardInterrupt:
             attempt["status"] = "interrupted"

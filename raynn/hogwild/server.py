@@ -219,10 +219,15 @@ class ParameterServer:
         return self.version
 
     def start(self, nodes: list[str]) -> int:
-        """Begin (or resume) a run with exactly ``nodes`` active, all synced now."""
+        """Begin (or resume) a run with exactly ``nodes`` active, all synced now.
+
+        Each node's push numbering starts again (its sync role is new), so its earlier
+        sequence numbers no longer mark pushes as replays.
+        """
         self.active = set(nodes)
         for node in nodes:
             self.bases[node] = self.version
+            self.last_seq.pop(node, None)
             self.staleness.setdefault(node, Counter())
         return self.version
 

@@ -13,7 +13,7 @@ looked up in the registries. Layout (every section optional)::
     scheduler: cosine                               # optional, per worker, stepped per epoch
     training:  {epochs: 20, batch_size: 32, eval_every_seconds: 1.0}
     hogwild:   {workers_per_node: auto, push_every: 20, pull_every: 20,
-                max_staleness: null, staleness_lr: false}
+                max_staleness: null, staleness_lr: false, max_restarts: 3}
     output:    {dir: runs}
 """
 
@@ -84,6 +84,8 @@ class HogwildProtocolSpec:
         server_shards: split the flat weight vector over this many server actors.
         checkpoint_seconds: how often the server checkpoints its weights (0 = never).
         sample_interval: seconds between CPU utilisation samples.
+        max_restarts: how often a run re-plans its workers after one died (an actor killed,
+            a node lost) and carries on from the server's current weights; 0 fails the run.
     """
 
     workers_per_node: int | str = "auto"
@@ -94,6 +96,7 @@ class HogwildProtocolSpec:
     server_shards: int = 1
     checkpoint_seconds: float = 2.0
     sample_interval: float = 0.5
+    max_restarts: int = 3
 
     def __post_init__(self) -> None:
         wpn = self.workers_per_node
@@ -119,6 +122,7 @@ class HogwildProtocolSpec:
                 "use e.g. 2 (0 turns server checkpoints off)",
             )
         _positive_number("hogwild.sample_interval", self.sample_interval)
+        _non_negative_int("hogwild.max_restarts", self.max_restarts)
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,9 @@ def train(
     stats = LoopStats()
     t0 = time.perf_counter()
     n = len(data.y_train)
+    # the schedule picks up where the run left off, not at its first epoch
+    share = n // workers + (worker < n % workers)  # len(epoch_shard(...)), every epoch
+    schedule.skip([math.ceil(share / batch_size)] * start_epoch)
     for epoch in range(start_epoch, epochs):
         model.train()
         idx = epoch_shard(n, seed, epoch, worker, workers)
