@@ -88,6 +88,25 @@ def _parser() -> argparse.ArgumentParser:
         help="give up on the 'processes' mode after this many seconds",
     )
     bk.add_argument("--no-progress", action="store_true")
+    bh = bsub.add_parser(
+        "hogwild", help="HOGWILD: serial SGD, raynn, PyTorch multiprocessing, two Ray nodes"
+    )
+    bh.add_argument("--spec", required=True, help="a kind: hogwild spec")
+    bh.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
+    bh.add_argument(
+        "--modes",
+        default="serial,raynn,torch,raynn_2node",
+        help="comma-separated: serial (raynn --serial, 1 thread), raynn (HOGWILD on this "
+        "node), torch (PyTorch share_memory + multiprocessing), raynn_2node (HOGWILD over a "
+        "two-node ray.cluster_utils.Cluster, 2+ workers)",
+    )
+    bh.add_argument("--target", type=float, default=0.95, help="test accuracy for time_to_target_s")
+    bh.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    bh.add_argument(
+        "--repeats", type=int, default=1, help="runs per configuration; medians reported"
+    )
+    bh.add_argument("--output", default="bench", help="root of bench result folders")
+    bh.add_argument("--no-progress", action="store_true")
     return p
 
 
@@ -175,6 +194,8 @@ def _bench(args: argparse.Namespace) -> int:
     from raynn.spec import load_spec
 
     spec = load_spec(args.spec)
+    if args.bench == "hogwild":
+        return _bench_hogwild(args, spec)
     if spec.kind != "kfold":
         raise RaynnError(f"raynn bench kfold needs a kind: kfold spec, got {spec.kind}")
     from raynn.bench.kfold import bench_kfold
@@ -182,6 +203,25 @@ def _bench(args: argparse.Namespace) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     table, out = bench_kfold(
         spec, modes, args.output, args.num_cpus, args.timeout, progress=not args.no_progress
+    )
+    print((out / "summary.md").read_text())
+    print(f"results: {out}")
+    return 0
+
+
+def _bench_hogwild(args: argparse.Namespace, spec: object) -> int:
+    from raynn.bench.hogwild import bench_hogwild, parse_workers
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    table, out = bench_hogwild(
+        spec,
+        parse_workers(args.workers),
+        modes,
+        args.output,
+        target=args.target,
+        epochs=args.epochs,
+        repeats=args.repeats,
+        progress=not args.no_progress,
     )
     print((out / "summary.md").read_text())
     print(f"results: {out}")

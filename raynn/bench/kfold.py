@@ -253,18 +253,48 @@ def to_markdown(table: pd.DataFrame, info: dict[str, Any], spec: KFoldSpec) -> s
     lines = [
         f"### `{spec.name}`: {table['jobs'].iloc[0]} jobs on {info['cores']} cores",
         "",
-        f"{info['cpu']} ({info['host']}), {info['date']}, commit {info['commit']}",
+        machine_line(info),
         "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "---|" * len(cols),
+        *markdown_table(table, cols),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """The machine as one line of a summary: CPU, host, date, commit (from :func:`machine`)."""
+    return f"{info['cpu']} ({info['host']}), {info['date']}, commit {info['commit']}"
+
+
+def markdown_table(
+    table: pd.DataFrame, cols: Sequence[str], formats: dict[str, str] | None = None
+) -> list[str]:
+    """``table[cols]`` as markdown lines; floats as ``{:.3f}`` unless ``formats`` says."""
+    formats = formats or {}
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in table.iterrows():
         cells = []
         for c in cols:
             v = row[c]
-            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+            cells.append(formats.get(c, "{:.3f}").format(v) if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def bench_folder(output: str | Path, name: str) -> Path:
+    """Create and return a fresh ``<output>/<name>-<time>/`` for one bench run."""
+    out = Path(output) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=False)
+    return out
+
+
+def have_matplotlib(what: str) -> bool:
+    """Whether matplotlib imports; if not, say which plots (``what``) are skipped."""
+    try:
+        import matplotlib  # noqa: F401 - plots are optional where matplotlib is missing
+    except ImportError:
+        print(f"matplotlib is not installed: no {what}", flush=True)
+        return False
+    return True
 
 
 def bench_kfold(
@@ -282,8 +312,7 @@ def bench_kfold(
     plan = prepare(spec)
     cpus = usable_cpus(num_cpus)
     cores_per_job = resolve_cores_per_job(spec.scheduling.cores_per_job, len(plan.jobs), len(cpus))
-    out = Path(output) / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=False)
+    out = bench_folder(output, spec.name)
     info = machine()
     write_json(
         out / "bench.json",
@@ -295,13 +324,7 @@ def bench_kfold(
         },
     )
     runs = []
-    try:
-        import matplotlib  # noqa: F401 - plots are optional where matplotlib is missing
-    except ImportError:
-        print("matplotlib is not installed: no utilisation plots", flush=True)
-        plot = False
-    else:
-        plot = True
+    plot = have_matplotlib("utilisation plots")
     for mode in modes:
         run = run_mode(mode, plan, out, cpus, cores_per_job, timeout, progress)
         if plot:
