@@ -301,6 +301,12 @@ def test_ray_run_tables_and_no_segment_left(ray_run):
     assert len(evals) >= 2 and evals["version"].is_monotonic_increasing
     assert not pd.read_parquet(result.run_dir / "utilization").empty
     meta = json.loads((result.run_dir / "run.json").read_text())
+    # one node, the driver's: the driver evaluated the shared weights as training went
+    # (samples grow between evaluations) while the sync role pushed only every
+    # checkpoint_seconds and at the end, not every push_every steps
+    assert meta["runs"][-1]["rounds"][0]["solo"]
+    assert evals["samples"].is_monotonic_increasing and evals["samples"].max() == 20 * 1437
+    assert sync["pushes"] < sync["steps"] * 2 / 50
     assert meta["runs"][-1]["servers"][0]["version"] == sync["pushes"]
     assert set(list_segments()) <= before and not set(meta["runs"][-1]["segments"]) & set(
         list_segments()
@@ -600,6 +606,7 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
     # nothing is lost but the killed worker's unpushed steps: every epoch still runs
     evals = pd.read_parquet(result.run_dir / "eval")
     assert evals["samples"].max() >= 60 * 1437 and _final_accuracy(result.run_dir) >= 0.95
+    assert evals["samples"].nunique() >= 4  # evaluated along the way, from the shared weights
     # each round had its own segment; both are gone
     used = set(rounds[0]["segments"]) | set(rounds[1]["segments"])
     assert len(used) == 2 and not used & set(list_segments())

@@ -625,6 +625,18 @@ def _train_round(
     results: dict[str, dict[str, Any]] = {}
     failure: tuple[str, str] | None = None
     restartable = False
+    # One node, the driver's: pushes would only copy the node's weights to the server, so
+    # they are rare (see HogwildWorker's ``solo``) and the driver reads the segment instead.
+    solo = list(segments) == [driver_node]
+    record["solo"] = solo
+    mine: SharedParams | None = None
+    _, _, steps0, samples0 = client.weights() if solo else (None, version, 0, samples)
+
+    def current() -> tuple[np.ndarray, int, int, int]:
+        if mine is None:
+            return client.weights()
+        return mine.snapshot(), version, steps0 + mine.node_steps(), samples0 + mine.node_samples()
+
     try:
         # Servers and workers start together: every node is synced at ``version`` now.
         started = [srv.start.remote(node_names) for srv in shards]
@@ -635,7 +647,10 @@ def _train_round(
         for node_id, (name, _) in segments.items():
             count = sum(s.node.node_id == node_id for s in slots)
             if node_id == driver_node:  # stays in the driver's resource tracker: a safety net
-                SharedParams.create(name, weights, count).close()
+                mine = SharedParams.create(name, weights, count)
+                if not solo:
+                    mine.close()
+                    mine = None
             else:
                 created.append(creator.options(**on(node_id)).remote(name, weights_ref, count))
         ray.get(created, timeout=300)
@@ -660,6 +675,7 @@ def _train_round(
                 shards,
                 client.bounds,
                 start_epoch,
+                solo,
             )
         ray.get(started, timeout=300)
         ready = {wid: a.ready.remote() for wid, a in actors.items()}
@@ -675,7 +691,7 @@ def _train_round(
         view.workers = len(slots)
         if not evaluator.rows:  # the clock starts with the first round's training
             evaluator.t0 = time.time()
-            view.show(evaluator(weights, version, *client.weights()[2:]))
+            view.show(evaluator(*current()))
         every = spec.training.eval_every_seconds
         next_eval = time.monotonic() + every
         while refs and failure is None:
@@ -689,7 +705,7 @@ def _train_round(
                     # an actor that died can be replaced; an error in its training cannot
                     failure, restartable = (wid, _reason(exc)), isinstance(exc, RayActorError)
             if failure is None and time.monotonic() >= next_eval:
-                view.show(evaluator(*client.weights()))
+                view.show(evaluator(*current()))
                 next_eval = time.monotonic() + every
             else:
                 view.show()
@@ -699,6 +715,8 @@ def _train_round(
                 ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+        if mine is not None:
+            mine.close()  # unlinked below with the others
         try:
             alive = {k: v for k, v in segments.items() if k == driver_node or _alive(k)}
             leftover = _release_segments(alive, driver_node)

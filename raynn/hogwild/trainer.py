@@ -215,10 +215,13 @@ class NodeSync:
         client: the (possibly sharded) server.
         initial: the weights the node's segment started from (the server's at ``version``).
         version: the server version ``initial`` came from.
-        push_every: node steps between pushes.
+        push_every: node steps between pushes (None: only every ``push_seconds``).
+        push_seconds: also push when this many seconds passed since the last push (None: no).
         pull_every: node steps between pulls (0: only with pushes).
         param_count: leading entries of the flat vector that are parameters.
     """
+
+    POLL_SECONDS = 0.002
 
     def __init__(
         self,
@@ -227,9 +230,10 @@ class NodeSync:
         client: ServerClient,
         initial: np.ndarray,
         version: int,
-        push_every: int,
+        push_every: int | None,
         pull_every: int,
         param_count: int,
+        push_seconds: float | None = None,
     ) -> None:
         self.node = node
         self.shared = shared
@@ -237,23 +241,35 @@ class NodeSync:
         self.last = np.array(initial, dtype=np.float32)
         self.version = version
         self.push_every = push_every
+        self.push_seconds = push_seconds
+        self._last_push = time.monotonic()
         self.pull_every = pull_every
         self.param_count = param_count
         self.seq = 0
         self.synced_steps = self.synced_samples = self.pulled_steps = 0
         self.stats = SyncStats()
         self._pending: PendingPush | None = None
+        self._next_poll = 0.0
         self._sent: tuple[np.ndarray, int, int, float] | None = None  # snapshot, steps, samples, t
 
     def maybe_sync(self) -> None:
         """Complete an answered push, or start one (or a pull) when enough steps were taken."""
         if self._pending is not None:
+            # asking Ray whether the reply is there costs ~90 us, a sixth of a small step:
+            # ask at most every POLL_SECONDS
+            now = time.monotonic()
+            if now < self._next_poll:
+                return
+            self._next_poll = now + self.POLL_SECONDS
             reply = self._pending.poll()
             if reply is not None:
                 self._complete(reply)
             return
         steps = self.shared.node_steps()
-        if steps - self.synced_steps >= self.push_every:
+        due = self.push_every is not None and steps - self.synced_steps >= self.push_every
+        if not due and self.push_seconds is not None:
+            due = time.monotonic() - self._last_push >= self.push_seconds
+        if due:
             self._start()
         elif self.pull_every and steps - self.pulled_steps >= self.pull_every:
             self.pull()
@@ -265,6 +281,7 @@ class NodeSync:
         payload = snap - self.last
         payload[self.param_count :] = snap[self.param_count :]  # buffers: values, not deltas
         self.seq += 1
+        self._last_push = time.monotonic()
         self._sent = (snap, steps, samples, t0)
         self._pending = self.client.push_async(
             self.node,
@@ -354,6 +371,10 @@ class HogwildWorker:
         version: the server version of ``initial``.
         shards: the server shards (actor handles or objects); bounds: their ranges.
         start_epoch: first epoch to run (resume).
+        solo: this node is the run's only one and the driver's: the server's weights would
+            only ever equal the node's, so the sync role pushes just every
+            ``hogwild.checkpoint_seconds`` (for the server's checkpoint) and at the end, and
+            the driver evaluates the shared weights directly.
     """
 
     def __init__(
@@ -373,6 +394,7 @@ class HogwildWorker:
         shards: list[Any],
         bounds: list[tuple[int, int]],
         start_epoch: int = 0,
+        solo: bool = False,
     ) -> None:
         self.threads = pin_current_process((core,)) if core is not None else torch.get_num_threads()
         self.worker_id, self.node, self.slot, self.core = worker_id, node, slot, core
@@ -395,8 +417,12 @@ class HogwildWorker:
             client = ServerClient(shards, bounds)
             count = param_numel(self.model)
             h = spec.hogwild
+            if solo:
+                every, pull, seconds = None, 0, h.checkpoint_seconds or None
+            else:
+                every, pull, seconds = h.push_every, h.pull_every, None
             self.sync = NodeSync(
-                node, self.shared, client, initial, version, h.push_every, h.pull_every, count
+                node, self.shared, client, initial, version, every, pull, count, seconds
             )
             self.sampler = UtilizationSampler(node, h.sample_interval)
 
