@@ -17,13 +17,22 @@ mkdir -p "$OUT"
   python3 -c 'import os, torch, ray, sklearn, pandas, pyarrow, yaml, psutil; print("cpus", len(os.sched_getaffinity(0)), "torch", torch.__version__, "ray", ray.__version__)'
   grep -m1 "model name" /proc/cpuinfo
 } 2>&1 | tee "$OUT/machine.txt"
-for run in lenet_synthetic16:150 mixed_synthetic_cifar:200; do
+# K-fold: the mixed grid (tail bar) by default; RUNS="lenet_synthetic16:150 ..." for others
+for run in ${RUNS:-mixed_synthetic_cifar:230}; do
   spec=${run%%:*}
   set +e
   timeout "${run##*:}" python3 -m raynn bench kfold --spec "benchmarks/specs/$spec.yaml" \
-    --modes serial,serial1,raynn,tune,processes --timeout 50 --no-progress \
+    --modes serial,serial1,raynn,tune,processes --timeout 60 --no-progress \
     --output "$OUT/bench" >"$OUT/$spec.log" 2>&1
   echo "$spec: exit $?"
   set -e
   grep -vE "WARNING|INFO" "$OUT/$spec.log" | tail -15
 done
+# HOGWILD: raynn on one node against PyTorch's share_memory processes at 4 and 16 workers
+set +e
+timeout "${HOGWILD_SECONDS:-250}" python3 -m raynn bench hogwild --spec jobs/hogwild_digits.yaml \
+  --workers "${HOGWILD_WORKERS:-4,16}" --modes serial,raynn,torch --epochs 300 --repeats 2 \
+  --no-progress --output "$OUT/bench" >"$OUT/hogwild.log" 2>&1
+echo "hogwild: exit $?"
+set -e
+grep -vE "WARNING|INFO" "$OUT/hogwild.log" | tail -15
