@@ -100,8 +100,8 @@ class HogwildRun:
 
 
 def _say(progress: bool, text: str) -> None:
-    if progress:
-        print(f"[bench hogwild] {text}", flush=True)
+    """One plain line per step of the bench, live view or not (``progress`` is for the views)."""
+    print(f"[bench hogwild] {text}", flush=True)
 
 
 def parse_workers(text: str) -> list[int]:
@@ -670,12 +670,19 @@ def bench_hogwild(
             status = "done" if run.finished else f"NOT finished ({run.error})"
             _say(progress, f"{mode}, {w} worker(s): {status}, {sps:,.0f} samples/s")
             runs.append(run)
+            # the tables so far: a bench cut short still leaves what it measured
+            table = _write(runs, target, info, spec, out)
+    if have_matplotlib("loss-versus-time plot"):
+        plot_loss_vs_time(curves(runs), target, out / "loss_vs_time.png")
+    return table, out
+
+
+def _write(
+    runs: list[HogwildRun], target: float, info: dict[str, Any], spec: HogwildSpec, out: Path
+) -> pd.DataFrame:
     table = summarize(runs, target)
     run_rows(runs, target).to_parquet(out / "runs.parquet")
-    curve = curves(runs)
-    curve.to_parquet(out / "curves.parquet")
+    curves(runs).to_parquet(out / "curves.parquet")
     table.to_parquet(out / "summary.parquet")
     (out / "summary.md").write_text(to_markdown(table, info, spec, target))
-    if have_matplotlib("loss-versus-time plot"):
-        plot_loss_vs_time(curve, target, out / "loss_vs_time.png")
-    return table, out
+    return table

@@ -330,7 +330,9 @@ def bench_kfold(
         if plot:
             plot_utilization(run, out / f"utilization_{mode}.png")
         runs.append(run)
-    table = summarize(runs, len(plan.jobs), len(cpus))
-    table.to_parquet(out / "summary.parquet")
-    (out / "summary.md").write_text(to_markdown(table, info, spec))
+        # the summary so far: a bench cut short still leaves what it measured
+        table = summarize(runs, len(plan.jobs), len(cpus))
+        table.to_parquet(out / "summary.parquet")
+        (out / "summary.md").write_text(to_markdown(table, info, spec))
+        print(f"[bench kfold] {mode}: makespan {table['makespan_s'].iloc[-1]:.1f} s", flush=True)
     return table, out
