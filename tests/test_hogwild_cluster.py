@@ -71,3 +71,39 @@ def test_a_node_removed_mid_run_costs_only_its_unpushed_steps(two_nodes, tmp_pat
     assert (workers[workers["round"] == 1]["status"] == "ok").all()
     evals = pd.read_parquet(result.run_dir / "eval")
     assert evals["samples"].max() >= 60 * 1437 and _final_accuracy(result.run_dir) >= 0.95
+
+
+def test_a_node_that_joins_mid_run_gets_workers(two_nodes, tmp_path):
+    from tests.test_hogwild import _checkpointed_samples, _run_in_thread
+
+    spec = _spec(
+        tmp_path,
+        training={"epochs": 150, "eval_every_seconds": 0.2},
+        hogwild={"checkpoint_seconds": 0.1, "push_every": 10},
+    )
+    before = len(two_nodes.list_all_nodes())
+    thread, out = _run_in_thread(spec, executor="ray", address=two_nodes.address)
+    joined = None
+    deadline = time.monotonic() + 180
+    while thread.is_alive() and time.monotonic() < deadline and joined is None:
+        if _checkpointed_samples(tmp_path / "runs") > 3 * 1437:
+            joined = two_nodes.add_node(num_cpus=1)
+        time.sleep(0.02)
+    thread.join(timeout=300)
+    try:
+        assert "error" not in out, out.get("error")
+        assert joined is not None, "the run ended before a node could join"
+        result = out["result"]
+        assert result.ok, result.jobs[["worker", "status", "error"]]
+        rounds = json.loads((result.run_dir / "run.json").read_text())["runs"][-1]["rounds"]
+        assert len(rounds[0]["nodes"]) == before and "joined" in rounds[0]["ended"]
+        assert len(rounds[-1]["nodes"]) == before + 1 and "error" not in rounds[-1]
+        workers = pd.read_parquet(result.run_dir / "hogwild")
+        last = workers[workers["round"] == len(rounds) - 1]
+        assert len(last) == before + 1 and (last["status"] == "ok").all()
+        assert (last["steps"] > 0).all() and (last["pushes"] > 0).all()
+        evals = pd.read_parquet(result.run_dir / "eval")
+        assert evals["samples"].max() >= 150 * 1437 and _final_accuracy(result.run_dir) >= 0.95
+    finally:
+        if joined is not None:
+            two_nodes.remove_node(joined)

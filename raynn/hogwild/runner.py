@@ -127,6 +127,7 @@ HOGWILD_SCHEMA = pa.schema(
 )
 
 SERVER_NAME = "raynn_hogwild_server"
+JOIN_POLL_SECONDS = 2.0  # how often a round looks for nodes that joined the cluster
 
 
 @dataclass
@@ -475,6 +476,7 @@ class _Round:
     util: list[dict]
     failure: tuple[str, str] | None = None
     restartable: bool = False  # the worker died (actor or node lost), not its training
+    joined: list[str] | None = None  # the round was ended to give joining nodes workers
 
 
 def _run_ray(
@@ -518,6 +520,7 @@ def _run_ray(
     rows: list[dict] = []
     util: list[dict] = []
     rounds: list[dict[str, Any]] = attempt.setdefault("rounds", [])
+    deaths = 0  # rounds ended by a worker that died (joins do not count)
     try:
         # The first round starts from what the shards restored (no round trip to them).
         state = np.concatenate([srv.w for srv in local]), local[0].version, local[0].samples
@@ -531,19 +534,25 @@ def _run_ray(
             util.extend(r.util)
             if "startup" not in timings:
                 timings["startup"] = record["startup_seconds"]
+            if r.failure is None and not r.joined:
+                break
             if r.failure is None:
-                break
-            wid, reason = r.failure
-            record["error"] = f"worker {wid} failed: {reason}"
-            if not r.restartable or len(rounds) > spec.hogwild.max_restarts:
-                attempt["error"] = record["error"]
-                if r.restartable:
-                    attempt["error"] += f" (after {len(rounds) - 1} restart(s))"
-                for row in r.rows:
-                    row["status"] = "failed" if row["status"] == "restarted" else row["status"]
-                break
-            log.warning("%s; re-planning the workers (restart %d)", record["error"], len(rounds))
-            # the nodes still alive (a lost node's actors die with it), each with its CPUs
+                record["ended"] = f"node(s) joined: {', '.join(r.joined or [])}"
+                log.info("%s; re-planning the workers", record["ended"])
+            else:
+                wid, reason = r.failure
+                record["error"] = f"worker {wid} failed: {reason}"
+                deaths += 1
+                if not r.restartable or deaths > spec.hogwild.max_restarts:
+                    attempt["error"] = record["error"]
+                    if r.restartable:
+                        attempt["error"] += f" (after {deaths - 1} restart(s))"
+                    for row in r.rows:
+                        if row["status"] == "restarted":
+                            row["status"] = "failed"
+                    break
+                log.warning("%s; re-planning the workers (restart %d)", record["error"], deaths)
+            # the nodes alive now (a lost node's actors die with it), each with its CPUs
             nodes = [_Node(x.node_id, x.name, list(x.cpus)) for x in executor.probe_nodes()]
             slots = _plan_slots(spec, nodes)
             weights, version, _, samples = client.weights()
@@ -625,6 +634,7 @@ def _train_round(
     results: dict[str, dict[str, Any]] = {}
     failure: tuple[str, str] | None = None
     restartable = False
+    joined: list[str] = []
     # One node, the driver's: pushes would only copy the node's weights to the server, so
     # they are rare (see HogwildWorker's ``solo``) and the driver reads the segment instead.
     solo = list(segments) == [driver_node]
@@ -694,7 +704,8 @@ def _train_round(
             view.show(evaluator(*current()))
         every = spec.training.eval_every_seconds
         next_eval = time.monotonic() + every
-        while refs and failure is None:
+        next_look = time.monotonic() + JOIN_POLL_SECONDS
+        while refs and failure is None and not joined:
             wait = max(0.0, min(0.25, next_eval - time.monotonic()))
             done, _ = ray.wait(list(refs), num_returns=1, timeout=wait)
             for ref in done:
@@ -709,6 +720,9 @@ def _train_round(
                 next_eval = time.monotonic() + every
             else:
                 view.show()
+            if failure is None and refs and time.monotonic() >= next_look:  # joins get workers
+                joined = _joined_nodes(nodes)
+                next_look = time.monotonic() + JOIN_POLL_SECONDS
     finally:
         for actor in actors.values():
             try:
@@ -742,6 +756,8 @@ def _train_round(
         error = failure[1] if failure and failure[0] == s.worker_id else None
         if error is None and failure:
             error = f"stopped: worker {failure[0]} failed"
+        elif error is None and joined:
+            error, restartable = "stopped: node(s) joined, workers re-planned", True
         row = worker_row(
             s.worker_id,
             s.node.name,
@@ -756,7 +772,19 @@ def _train_round(
             error=error or "did not finish",
         )
         rows.append({**row, "round": round_no})
-    return _Round(rows, util, failure, restartable)
+    return _Round(rows, util, failure, restartable, joined or None)
+
+
+def _joined_nodes(nodes: list[Any]) -> list[str]:
+    """Ids of alive nodes with a CPU that ``nodes`` lacks (they joined during the round)."""
+    import ray
+
+    known = {n.node_id for n in nodes}
+    return [
+        x["NodeID"]
+        for x in ray.nodes()
+        if x["Alive"] and x["Resources"].get("CPU", 0) >= 1 and x["NodeID"] not in known
+    ]
 
 
 def _consume(refs: list[Any]) -> None:
