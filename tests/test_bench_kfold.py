@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 
 import pandas as pd
 import pytest
@@ -27,11 +28,13 @@ def test_every_mode_runs_the_same_jobs_and_the_summary_compares_them(tmp_path, c
 
     if ray.is_initialized():  # the raynn and tune modes start their own local Ray
         ray.shutdown()
+    sigint = signal.getsignal(signal.SIGINT)
     spec = _spec_file(tmp_path)
     out_root = tmp_path / "bench"
     argv = ["bench", "kfold", "--spec", str(spec), "--output", str(out_root), "--no-progress"]
     assert main([*argv, "--modes", "serial,serial1,raynn,tune,processes", "--timeout", "300"]) == 0
     printed = capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is sigint  # Ctrl-C still interrupts the caller
     (out,) = out_root.iterdir()
     table = pd.read_parquet(out / "summary.parquet").set_index("mode")
     assert list(table.index) == ["serial", "serial1", "raynn", "tune", "processes"]

@@ -39,8 +39,13 @@ def _train_and_write(
 def run_tune(
     jobs: list[Job], data: ArrayDataset, run_dir: Path, cores_per_job: int, num_cpus: int
 ) -> None:
-    """Run ``jobs`` as Ray Tune trials (starts and stops its own local Ray)."""
+    """Run ``jobs`` as Ray Tune trials (starts and stops its own local Ray).
+
+    Tune installs its own Ctrl-C handler and leaves it behind; the caller's is put back, so
+    Ctrl-C still interrupts this process afterwards.
+    """
     import os
+    import signal
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no progress tables on stdout
     import ray
@@ -69,7 +74,11 @@ def run_tune(
                 storage_path=tempfile.mkdtemp(prefix="raynn-tune-"), verbose=0
             ),
         )
-        tuner.fit()
+        sigint = signal.getsignal(signal.SIGINT)
+        try:
+            tuner.fit()
+        finally:
+            signal.signal(signal.SIGINT, sigint)
     finally:
         ray.shutdown()
 
