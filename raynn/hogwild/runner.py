@@ -69,6 +69,7 @@ from raynn.results import (
     write_table,
 )
 from raynn.scheduler.cores import usable_cpus
+from raynn.scheduler.executor import alive_node_ids
 from raynn.scheduler.monitor import Progress, UtilizationSampler, _fmt_seconds
 from raynn.scheduler.queue import QueueStats
 from raynn.spec import spec_from_dict
@@ -523,7 +524,12 @@ def _run_ray(
     deaths = 0  # rounds ended by a worker that died (joins do not count)
     try:
         # The first round starts from what the shards restored (no round trip to them).
-        state = np.concatenate([srv.w for srv in local]), local[0].version, local[0].samples
+        state = (
+            np.concatenate([srv.w for srv in local]),
+            local[0].version,
+            local[0].steps,
+            local[0].samples,
+        )
         while True:
             record = {"start": time.time(), "workers": len(slots)}
             rounds.append(record)
@@ -555,8 +561,7 @@ def _run_ray(
             # the nodes alive now (a lost node's actors die with it), each with its CPUs
             nodes = [_Node(x.node_id, x.name, list(x.cpus)) for x in executor.probe_nodes()]
             slots = _plan_slots(spec, nodes)
-            weights, version, _, samples = client.weights()
-            state = weights, version, samples
+            state = client.weights()
         timings["training"] = time.monotonic() - entered - timings.get("startup", 0.0)
         if attempt.get("error") is None:
             view.show(evaluator(*client.weights(), final=True))
@@ -576,12 +581,6 @@ def _run_ray(
     return rows, evaluator.rows, util
 
 
-def _alive(node_id: str) -> bool:
-    import ray
-
-    return any(x["NodeID"] == node_id and x["Alive"] for x in ray.nodes())
-
-
 def _train_round(
     p: Prepared,
     attempt: dict[str, Any],
@@ -590,11 +589,11 @@ def _train_round(
     client: ServerClient,
     nodes: list[Any],
     slots: list[_Slot],
-    state: tuple[np.ndarray, int, int],
+    state: tuple[np.ndarray, int, int, int],
     view: _View,
     evaluator: _Evaluator,
 ) -> _Round:
-    """Start one worker per slot from ``state`` (weights, version, samples), evaluate the
+    """Start one worker per slot from ``state`` (weights, version, steps, samples), evaluate the
     server's weights on a timer until every worker is done or one fails, then kill the
     workers and release the shared memory."""
     import ray
@@ -609,7 +608,7 @@ def _train_round(
     spec = p.spec
     entered = time.monotonic()
     driver_node = ray.get_runtime_context().get_node_id()
-    weights, version, samples = state
+    weights, version, steps0, samples0 = state
     node_names = sorted({s.node.name for s in slots})
     token = uuid.uuid4().hex[:10]
     segments = {
@@ -617,7 +616,7 @@ def _train_round(
         for i, node in enumerate(nodes)
         if any(s.node_index == i for s in slots)
     }
-    start_epoch = _start_epoch(samples, len(p.data.y_train), spec.training.epochs)
+    start_epoch = _start_epoch(samples0, len(p.data.y_train), spec.training.epochs)
     record.update(
         {
             "start_epoch": start_epoch,
@@ -640,7 +639,6 @@ def _train_round(
     solo = list(segments) == [driver_node]
     record["solo"] = solo
     mine: SharedParams | None = None
-    _, _, steps0, samples0 = client.weights() if solo else (None, version, 0, samples)
 
     def current() -> tuple[np.ndarray, int, int, int]:
         if mine is None:
@@ -721,7 +719,7 @@ def _train_round(
             else:
                 view.show()
             if failure is None and refs and time.monotonic() >= next_look:  # joins get workers
-                joined = _joined_nodes(nodes)
+                joined = sorted(alive_node_ids(with_cpu=True) - {n.node_id for n in nodes})
                 next_look = time.monotonic() + JOIN_POLL_SECONDS
     finally:
         for actor in actors.values():
@@ -732,7 +730,8 @@ def _train_round(
         if mine is not None:
             mine.close()  # unlinked below with the others
         try:
-            alive = {k: v for k, v in segments.items() if k == driver_node or _alive(k)}
+            up = alive_node_ids() | {driver_node}
+            alive = {k: v for k, v in segments.items() if k in up}
             leftover = _release_segments(alive, driver_node)
             leftover += [
                 f"{label}:{name}" for k, (name, label) in segments.items() if k not in alive
@@ -773,18 +772,6 @@ def _train_round(
         )
         rows.append({**row, "round": round_no})
     return _Round(rows, util, failure, restartable, joined or None)
-
-
-def _joined_nodes(nodes: list[Any]) -> list[str]:
-    """Ids of alive nodes with a CPU that ``nodes`` lacks (they joined during the round)."""
-    import ray
-
-    known = {n.node_id for n in nodes}
-    return [
-        x["NodeID"]
-        for x in ray.nodes()
-        if x["Alive"] and x["Resources"].get("CPU", 0) >= 1 and x["NodeID"] not in known
-    ]
 
 
 def _consume(refs: list[Any]) -> None:

@@ -270,6 +270,17 @@ class RayExecutor(Executor):
         return run.run()
 
 
+def alive_node_ids(with_cpu: bool = False) -> set[str]:
+    """Ids of the Ray nodes alive now (``with_cpu``: only those with a CPU to run workers)."""
+    import ray
+
+    return {
+        n["NodeID"]
+        for n in ray.nodes()
+        if n["Alive"] and (not with_cpu or n["Resources"].get("CPU", 0) >= 1)
+    }
+
+
 EXECUTORS: dict[str, type[Executor]] = {"serial": SerialExecutor, "ray": RayExecutor}
 
 

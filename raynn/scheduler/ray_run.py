@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from raynn.errors import RaynnError
 from raynn.records import JobResult
 from raynn.results import ResultsCollector
+from raynn.scheduler.executor import alive_node_ids
 from raynn.scheduler.monitor import Progress, UtilizationSampler
 from raynn.scheduler.queue import JobQueue
 from raynn.scheduler.workers import CoreGroupWorker
@@ -130,11 +131,6 @@ class RayRun:
 
         return ray.get(self.queue.stats.remote())
 
-    def _alive_node_ids(self) -> set[str]:
-        import ray
-
-        return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-
     def _worker_died(self, worker_id: str, slot: Slot) -> None:
         import ray
 
@@ -145,7 +141,7 @@ class RayRun:
             )
             ray.get(self.collector.write_job.remote(failed))
         node = slot[0]
-        if node.node_id not in self._alive_node_ids():
+        if node.node_id not in alive_node_ids():
             self.dead_nodes.add(node.node_id)
         budget = len(self.jobs) * self.scheduling.max_attempts
         if not self._stats().pending or self.restarts >= budget:
