@@ -33,6 +33,7 @@ class Job:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     cost: float = 0.0
     max_threads: int = 0  # most threads worth giving this job (0 = no limit known)
+    cores: int = 0  # cores to run on (0: the worker's group); set by ``cores_per_job: auto``
 
 
 def job_seed(run_seed: int, model: str, scheduler: str, fold: int) -> int:

@@ -11,7 +11,7 @@ import platform
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from raynn.results import SCHEMA_VERSION, RunLock, create_run_dir, read_table, w
 from raynn.scheduler.cores import usable_cpus
 from raynn.scheduler.executor import Executor, get_executor
 from raynn.scheduler.monitor import Progress
-from raynn.scheduler.probe import auto_group_size, calibrate
+from raynn.scheduler.probe import auto_group_sizes, calibrate
 from raynn.spec import KFoldSpec, spec_from_dict
 
 
@@ -60,12 +60,16 @@ def schedule(
     ex: Executor, spec: KFoldSpec, jobs: list[Job], data: ArrayDataset
 ) -> tuple[list[Job], int]:
     """Probe the models (parallel executors, ``scheduling.probe``), then let the executor
-    connect and resolve ``cores_per_job``. Returns the jobs in run order and the group size."""
+    connect and resolve ``cores_per_job`` (with ``auto``, per model: ``Job.cores``).
+    Returns the jobs in run order and the workers' group size."""
     choose = None
     if ex.name != "serial" and spec.scheduling.probe and jobs:
         jobs, speeds = calibrate(jobs, data, len(usable_cpus()))
-        choose = partial(auto_group_size, jobs, speeds)
-    return jobs, ex.prepare(len(jobs), spec.scheduling.cores_per_job, choose)
+        choose = partial(auto_group_sizes, jobs, speeds)
+    size = ex.prepare(len(jobs), spec.scheduling.cores_per_job, choose)
+    if ex.cores_by_model:
+        jobs = [replace(j, cores=ex.cores_by_model[j.model.label]) for j in jobs]
+    return jobs, size
 
 
 def _versions() -> dict[str, str]:

@@ -87,6 +87,9 @@ def summarize(run_dir: str | os.PathLike[str]) -> str:
             f"core(s); nodes: {', '.join(sorted(set(jobs['node'])))}; mean CPU "
             f"utilisation: {'-' if util is None else f'{util:.1f}%'}"
         )
+        if last.get("cores_by_model"):
+            chosen = ", ".join(f"{m} {c}" for m, c in sorted(last["cores_by_model"].items()))
+            lines.append(f"- cores per job (auto, per model): {chosen}")
     lines += [
         "",
         "| model | scheduler | ok | val accuracy | test accuracy | train s/job |",

@@ -241,11 +241,13 @@ CoresPerJob = int | str
 class SchedulingSpec:
     """How jobs map onto cores.
 
-    ``cores_per_job``: group size, or ``auto`` (from the probe when it runs, else 1 when jobs
-    >= cores, else cores // jobs). ``probe``: time a few training steps of each model at 1, 2
-    and 4 threads before the run, to order jobs longest-first by measured cost and to know how
-    far each model profits from more threads. ``tail_widening``: when no job is pending,
-    running jobs take over freed cores of their node at their next epoch boundary.
+    ``cores_per_job``: cores per job for every job, or ``auto``: with the probe, each model
+    its own (1, 2 or 4, by simulated makespan; :func:`raynn.scheduler.probe.auto_group_sizes`),
+    without it 1 when jobs >= cores, else cores // jobs. ``probe``: time a few training steps
+    of each model at 1, 2 and 4 threads before the run, to order jobs longest-first by
+    measured cost and to know how far each model profits from more threads.
+    ``tail_widening``: when no job is pending, running jobs take over freed cores of their
+    node at their next epoch boundary.
     """
 
     cores_per_job: CoresPerJob = "auto"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -65,6 +66,11 @@ def test_concurrent_workers_never_share_a_core(runs):
     assert jobs["worker"].nunique() == 2
     by_worker = jobs.groupby("worker")["cores"].agg(lambda c: {tuple(x) for x in c})
     assert all(len(cores) == 1 for cores in by_worker)  # a worker stays on its group
+    assert _overlaps_on_disjoint_cores(jobs) > 0  # the jobs really ran side by side
+
+
+def _overlaps_on_disjoint_cores(jobs: pd.DataFrame) -> int:
+    """Assert that jobs running at the same time held disjoint cores; count such pairs."""
     rows = jobs.to_dict("records")
     overlapping = 0
     for i, a in enumerate(rows):
@@ -72,7 +78,57 @@ def test_concurrent_workers_never_share_a_core(runs):
             if a["start_time"] < b["end_time"] and b["start_time"] < a["end_time"]:
                 overlapping += 1
                 assert not set(a["cores"]) & set(b["cores"]), (a["job_id"], b["job_id"])
-    assert overlapping > 0  # the jobs really ran side by side
+    return overlapping
+
+
+def test_auto_gives_each_model_its_own_cores_per_job(ray_local, tmp_path, monkeypatch):
+    import raynn.kfold
+
+    asked = []
+
+    def choose(jobs, speeds, nodes):  # the probe's choice, fixed so the test is exact
+        asked.append((sorted(speeds), list(nodes)))
+        return {"lenet": 2, "mlp": 1}
+
+    monkeypatch.setattr(raynn.kfold, "auto_group_sizes", choose)
+    spec = make_spec(tmp_path, folds=3, scheduling={"probe": True, "tail_widening": False})
+    result = run(spec, executor=RayExecutor(), progress=False)
+    assert asked == [(["lenet", "mlp"], [2])]
+    jobs = pd.read_parquet(result.run_dir / "jobs")
+    assert result.ok and len(jobs) == 6
+    threads = jobs.groupby("model")["threads"].agg(set).to_dict()
+    assert threads == {"lenet": {2}, "mlp": {1}}
+    assert (jobs["cores"].map(len) == jobs["threads"]).all()
+    _overlaps_on_disjoint_cores(jobs)
+    last = json.loads((result.run_dir / "run.json").read_text())["runs"][-1]
+    assert last["cores_by_model"] == {"lenet": 2, "mlp": 1}
+    assert (last["cores_per_job"], last["workers"]) == (1, 2)  # groups of the smallest size
+    assert (
+        "cores per job (auto, per model): lenet 2, mlp 1"
+        in (result.run_dir / "report.md").read_text()
+    )
+    # a job run on 1 thread gives exactly the serial single-thread results
+    ref = run(spec, executor=SerialExecutor(threads=1), progress=False)
+    ref_jobs = pd.read_parquet(ref.run_dir / "jobs").set_index("job_id")
+    mlp = jobs[jobs["model"] == "mlp"].set_index("job_id")
+    assert (mlp[METRICS] == ref_jobs.loc[mlp.index, METRICS]).all().all()
+
+
+def test_jobs_wider_than_every_node_fail_clearly_and_resume(ray_local, tmp_path, monkeypatch):
+    import raynn.kfold
+    from raynn.errors import RaynnError
+
+    # as if the node that fit 4-core jobs had left: lenet's jobs fit no node now
+    monkeypatch.setattr(raynn.kfold, "auto_group_sizes", lambda *a: {"lenet": 4, "mlp": 1})
+    spec = make_spec(tmp_path, scheduling={"probe": True})
+    with pytest.raises(RaynnError, match="2 job.s. need more cores than any node left has"):
+        run(spec, executor=RayExecutor(), progress=False)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    done = pd.read_parquet(run_dir / "jobs")
+    assert set(done["model"]) == {"mlp"} and (done["status"] == "ok").all()  # kept
+    monkeypatch.undo()  # the probe's own choice again
+    result = run(resume=run_dir, executor=RayExecutor(), progress=False)
+    assert result.ok and len(result.jobs) == 4 and (result.jobs["status"] == "ok").all()
 
 
 def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, runs, tmp_path):

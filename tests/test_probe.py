@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from raynn.kfold import prepare
-from raynn.scheduler.probe import auto_group_size, calibrate, predicted_makespan, useful_threads
+from raynn.scheduler.probe import auto_group_sizes, calibrate, predicted_makespan, useful_threads
 from tests.conftest import make_spec
 
 
@@ -23,11 +25,43 @@ def test_calibrate_orders_by_measured_cost(tmp_path):
     assert sorted(j.job_id for j in jobs) == sorted(j.job_id for j in plan.jobs)
 
 
-def test_auto_group_size_prefers_packing_when_threads_do_not_scale(tmp_path):
+def test_auto_prefers_packing_when_threads_do_not_scale(tmp_path):
     plan = prepare(make_spec(tmp_path, folds=4, models=["mlp"]))
     jobs, _ = calibrate(plan.jobs, plan.data, cores=1)
     flat = {"mlp": {1: 100.0, 2: 105.0, 4: 110.0}}
     scaling = {"mlp": {1: 100.0, 2: 200.0, 4: 400.0}}
-    assert auto_group_size(jobs, flat, cores=4) == 1
-    assert predicted_makespan(jobs, scaling, 4, 4) < predicted_makespan(jobs, flat, 4, 4)
-    assert auto_group_size(jobs[:1], scaling, cores=4) == 4  # one job: give it every core
+    assert auto_group_sizes(jobs, flat, [4]) == {"mlp": 1}
+    four = {"mlp": 4}
+    assert predicted_makespan(jobs, scaling, four, [4]) < predicted_makespan(jobs, flat, four, [4])
+    assert auto_group_sizes(jobs[:1], scaling, [4]) == {"mlp": 4}  # one job: every core
+
+
+def _mixed_jobs(tmp_path, long_jobs: int, short_jobs: int):
+    plan = prepare(make_spec(tmp_path, folds=2, models=["mlp"]))
+    base = plan.jobs[0]
+    wide = dataclasses.replace(base.model, name="wide", label="wide")
+    jobs = [
+        dataclasses.replace(base, job_id=f"wide{i}", model=wide, cost=100.0)
+        for i in range(long_jobs)
+    ] + [dataclasses.replace(base, job_id=f"mlp{i}", cost=10.0) for i in range(short_jobs)]
+    return jobs
+
+
+def test_auto_picks_a_size_per_model(tmp_path):
+    # two long jobs of a model that scales, many short ones of a model that does not
+    jobs = _mixed_jobs(tmp_path, long_jobs=2, short_jobs=16)
+    speeds = {"wide": {1: 10.0, 2: 19.0, 4: 36.0}, "mlp": {1: 100.0, 2: 110.0, 4: 115.0}}
+    sizes = auto_group_sizes(jobs, speeds, [8])
+    assert sizes == {"wide": 4, "mlp": 1}
+    uniform = [predicted_makespan(jobs, speeds, {"wide": g, "mlp": g}, [8]) for g in (1, 2, 4)]
+    assert predicted_makespan(jobs, speeds, sizes, [8]) < 0.9 * min(uniform)
+
+
+def test_predicted_makespan_follows_the_queue_policy(tmp_path):
+    jobs = _mixed_jobs(tmp_path, long_jobs=1, short_jobs=2)
+    speeds = {"wide": {1: 1.0, 2: 2.0}, "mlp": {1: 1.0, 2: 1.0}}
+    # 2 cores: the wide job (100 s at 2 threads: 50 s) first, then the two short ones
+    assert predicted_makespan(jobs, speeds, {"wide": 2, "mlp": 1}, [2]) == 60.0
+    # first fit: the short jobs run beside the wide job on a second node
+    assert predicted_makespan(jobs, speeds, {"wide": 2, "mlp": 1}, [2, 1]) == 50.0
+    assert predicted_makespan(jobs, speeds, {"wide": 4, "mlp": 1}, [2]) == float("inf")

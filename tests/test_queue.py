@@ -9,11 +9,11 @@ import pytest
 from raynn.errors import SpecError
 from raynn.grid import Job
 from raynn.scheduler.cores import check_cores_per_job, core_groups, resolve_cores_per_job
-from raynn.scheduler.queue import JobQueue
+from raynn.scheduler.queue import WAIT_SECONDS, JobQueue
 from raynn.spec import Component, TrainingSpec
 
 
-def _jobs(n: int, max_threads: int = 0) -> list[Job]:
+def _jobs(n: int, max_threads: int = 0, cores: int = 0) -> list[Job]:
     return [
         Job(
             f"j{i}",
@@ -24,6 +24,7 @@ def _jobs(n: int, max_threads: int = 0) -> list[Job]:
             i,
             training=TrainingSpec(epochs=5),
             max_threads=max_threads,
+            cores=cores,
         )
         for i in range(n)
     ]
@@ -32,8 +33,8 @@ def _jobs(n: int, max_threads: int = 0) -> list[Job]:
 def test_leases_in_order_then_none():
     q = JobQueue(_jobs(2))
     assert q.lease("w0")[0].job_id == "j0"
-    job, attempt, waited = q.lease("w1")
-    assert (job.job_id, attempt) == ("j1", 1) and waited >= 0
+    job, attempt, waited, cores = q.lease("w1")
+    assert (job.job_id, attempt, cores) == ("j1", 1, ()) and waited >= 0
     assert q.lease("w0") is None
     q.complete("j0")
     q.complete("j1", ok=False, error="boom")
@@ -46,7 +47,7 @@ def test_dead_worker_job_goes_back_to_the_front_until_max_attempts():
     q = JobQueue(_jobs(3), max_attempts=2)
     q.lease("w0")
     assert q.release_worker("w0") == []
-    job, attempt, _ = q.lease("w1")
+    job, attempt, _, _ = q.lease("w1")
     assert (job.job_id, attempt) == ("j0", 2)
     exhausted = q.release_worker("w1")
     assert [(j.job_id, a) for j, a in exhausted] == [("j0", 2)]
@@ -84,8 +85,15 @@ def test_widening_respects_max_threads_pending_jobs_and_the_switch():
     q.lease("w0")
     q.lease("w1")
     q.complete("j1")
-    q._give_back("w1", keep_base=False)  # cores free, but j2 is still pending
+    q.lease("w1")  # w1 takes j2: nothing is free
     assert q.progress("j0", 1) is None
+    q = _two_workers(jobs=3)
+    q.lease("w0")
+    q.lease("w1")
+    q.complete("j1")
+    q.release_worker("w2")
+    q.register("w1", "n", (2, 3))  # w1 holds nothing: cores 2, 3 free, but j2 is pending
+    assert q.free_cores("n") == [2, 3] and q.progress("j0", 1) is None
     q = JobQueue(_jobs(2))
     q.register("w0", "n", (0,))
     q.register("w1", "n", (1,))
@@ -108,6 +116,70 @@ def test_a_widened_worker_shrinks_back_when_it_leases_again():
     q.complete("j0")
     q.lease("w0")
     assert q.cores_of("w0") == (0, 1)
+
+
+def _sized(sizes: list[int]) -> list[Job]:
+    return [dataclasses.replace(j, cores=c) for j, c in zip(_jobs(len(sizes)), sizes, strict=True)]
+
+
+def _one_core_workers(q: JobQueue, n: int, node: str = "n") -> None:
+    for i in range(n):
+        q.register(f"w{i}", node, (i,))
+
+
+def test_a_lease_grants_the_job_its_cores_worker_group_first():
+    q = JobQueue(_sized([2, 1, 1]))
+    _one_core_workers(q, 4)
+    grant = q.lease("w1")
+    assert (grant.job.job_id, grant.cores) == ("j0", (0, 1))  # its own core 1, then core 0
+    assert q.lease("w0").cores == (2,)  # core 0 is taken: the lowest free one
+    assert q.lease("w3").cores == (3,)
+    assert q.free_cores("n") == [] and q.cores_of("w1") == (0, 1)
+
+
+def test_jobs_wait_for_cores_and_never_share_one():
+    q = JobQueue(_sized([4, 4, 1]))
+    _one_core_workers(q, 4)
+    assert q.lease("w0").cores == (0, 1, 2, 3)
+    # j1 needs 4 cores and j2 one: none is free, so both wait
+    assert q.lease("w1") == pytest.approx(WAIT_SECONDS)
+    q.complete("j0")
+    assert q.lease("w0").job.job_id == "j1"  # w0 gave its cores back: the longest job fits
+    assert q.lease("w2") == pytest.approx(WAIT_SECONDS)
+    q.complete("j1")
+    assert q.lease("w2").job.job_id == "j2"
+    assert q.lease("w0") is None and q.lease("w1") is None  # nothing pending: retire
+
+
+def test_smaller_jobs_fill_cores_a_wide_job_cannot_use():
+    q = JobQueue(_sized([2, 4, 1, 1]))
+    _one_core_workers(q, 4)
+    assert q.lease("w0").job.job_id == "j0"  # cores 0, 1
+    assert q.lease("w2").job.job_id == "j2"  # j1 needs 4, 2 are free: first fit is j2
+    assert q.lease("w3").job.job_id == "j3"
+    assert q.lease("w1") == pytest.approx(WAIT_SECONDS)
+    held = [q.cores_of(w) for w in ("w0", "w2", "w3")]
+    assert sorted(c for cores in held for c in cores) == [0, 1, 2, 3]
+
+
+def test_a_worker_retires_when_no_pending_job_fits_its_node():
+    q = JobQueue(_sized([4, 1]))
+    q.register("small", "two-core", (0,))
+    q.register("small2", "two-core", (1,))
+    q.register("big", "four-core", (0, 1, 2, 3))
+    assert q.lease("small").job.job_id == "j1"  # j0 can never fit two cores: j1 goes
+    assert q.lease("small2") is None  # only j0 is left and it needs 4 cores
+    assert q.lease("big").cores == (0, 1, 2, 3)
+
+
+def test_a_dead_workers_cores_are_free_for_the_others():
+    q = JobQueue(_sized([2, 2]))
+    _one_core_workers(q, 2)
+    assert q.lease("w0").cores == (0, 1)
+    assert q.lease("w1") == pytest.approx(WAIT_SECONDS)
+    q.release_worker("w0")  # j0 goes back to the front
+    grant = q.lease("w1")
+    assert (grant.job.job_id, grant.attempt, grant.cores) == ("j0", 2, (0, 1))
 
 
 @pytest.mark.parametrize(

@@ -45,21 +45,31 @@ class Execution:
     cores_per_job: int
     nodes: dict[str, list[int]] = field(default_factory=dict)
     worker_restarts: int = 0
+    cores_by_model: dict[str, int] = field(default_factory=dict)  # ``auto``'s choice
+
+
+Chooser = Callable[[list[int]], dict[str, int]]
 
 
 class Executor(ABC):
-    """Runs a list of jobs and writes each result through a collector."""
+    """Runs a list of jobs and writes each result through a collector.
+
+    Attributes:
+        cores_by_model: per-model cores per job that ``prepare`` chose for
+            ``cores_per_job: auto`` (empty: every job runs on one group of the returned size).
+    """
 
     name: str = ""
+    cores_by_model: dict[str, int]
 
     @abstractmethod
-    def prepare(
-        self, n_jobs: int, cores_per_job: int | str, choose: Callable[[int], int] | None = None
-    ) -> int:
-        """Connect to compute and check the core setting; returns the resolved group size.
+    def prepare(self, n_jobs: int, cores_per_job: int | str, choose: Chooser | None = None) -> int:
+        """Connect to compute and check the core setting; returns the workers' group size.
 
-        With ``cores_per_job == "auto"``, ``choose(cores of the largest node)`` picks the size
-        when given (the probe's choice); otherwise the contract's default rule applies.
+        With ``cores_per_job == "auto"`` and ``choose`` given (the probe's choice),
+        ``choose(cores of each node)`` picks each model's cores per job into
+        :attr:`cores_by_model`, and the groups are the smallest of those; otherwise the
+        contract's default rule picks one size for every job.
         """
 
     @abstractmethod
@@ -85,6 +95,7 @@ class SerialExecutor(Executor):
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
+        self.cores_by_model = {}
 
     def prepare(self, n_jobs, cores_per_job, choose=None):
         self.threads = self.threads or len(usable_cpus())
@@ -153,6 +164,7 @@ class RayExecutor(Executor):
         self._owns_ray = False
         self._nodes: list[_Node] = []
         self._cores_per_job = 1
+        self.cores_by_model = {}
 
     # -- connection and nodes ---------------------------------------------------------------
     def _connect(self) -> None:
@@ -240,7 +252,8 @@ class RayExecutor(Executor):
         if cores_per_job != "auto":
             check_cores_per_job(int(cores_per_job), sizes)
         if cores_per_job == "auto" and choose is not None:
-            size = choose(max(sizes))
+            self.cores_by_model = choose(sizes)
+            size = min(self.cores_by_model.values(), default=1)
         else:
             size = resolve_cores_per_job(cores_per_job, n_jobs, sum(sizes))
         self._cores_per_job = min(size, max(sizes))

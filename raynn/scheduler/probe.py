@@ -1,13 +1,15 @@
 """A short probe of each model: training steps per second at 1, 2 and 4 threads.
 
 It calibrates the cost model (jobs run longest-expected-first by measured seconds, not by a
-FLOP count that misjudges depthwise convolutions and batch norm), picks ``cores_per_job:
-auto`` from predicted makespans, and caps how far tail widening gives a job more threads.
+FLOP count that misjudges depthwise convolutions and batch norm), picks each model's cores
+per job for ``cores_per_job: auto`` from simulated makespans, and caps how far tail
+widening gives a job more threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 import time
 from collections.abc import Sequence
@@ -100,27 +102,84 @@ def calibrate(
     return out, speeds
 
 
+def job_seconds(job: Job, speeds: dict[str, dict[int, float]], cores: int) -> float:
+    """Expected seconds of ``job`` on ``cores`` threads (the probe's speed at that count)."""
+    s = speeds[job.model.label]
+    return job.cost * s[1] / s.get(cores, s[max(s)])
+
+
 def predicted_makespan(
-    jobs: Sequence[Job], speeds: dict[str, dict[int, float]], group: int, cores: int
+    jobs: Sequence[Job],
+    speeds: dict[str, dict[int, float]],
+    sizes: dict[str, int],
+    nodes: Sequence[int],
 ) -> float:
-    """Greedy LPT simulation of the run at ``group`` cores per job."""
-    slots = max(1, cores // group)
-    finish = [0.0] * min(slots, len(jobs))
-    for job in jobs:  # already longest first
-        s = speeds[job.model.label]
-        seconds = job.cost * s[1] / s.get(group, s[max(s)])
-        i = finish.index(min(finish))
-        finish[i] += seconds
-    return max(finish, default=0.0)
+    """Simulate the queue: seconds until every job is done with ``sizes[model]`` cores each.
+
+    The queue's own policy (:meth:`raynn.scheduler.queue.JobQueue.lease`): jobs in the given
+    (longest-first) order; whenever cores free up, each pending job that fits a node's free
+    cores starts there, first fit. ``nodes``: the cores of each node. Tail widening is left
+    out, so the prediction errs long for the last jobs.
+    """
+    free = list(nodes)
+    pending = [(j, sizes[j.model.label]) for j in jobs]
+    running: list[tuple[float, int, int]] = []  # (end, node, cores)
+    now = 0.0
+    while pending:
+        waiting = []
+        for job, need in pending:
+            node = next((n for n, f in enumerate(free) if f >= need), None)
+            if node is None:
+                waiting.append((job, need))
+            else:
+                free[node] -= need
+                heapq.heappush(running, (now + job_seconds(job, speeds, need), node, need))
+        pending = waiting
+        if not running:  # what is left fits no node
+            return math.inf
+        now, node, need = heapq.heappop(running)
+        free[node] += need
+    return max([now] + [end for end, _, _ in running])
 
 
-def auto_group_size(jobs: Sequence[Job], speeds: dict[str, dict[int, float]], cores: int) -> int:
-    """The group size in (1, 2, 4) with the shortest predicted makespan."""
-    best, best_time = 1, math.inf
-    for group in sorted({t for s in speeds.values() for t in s}):
-        if group > cores:
-            continue
-        predicted = predicted_makespan(jobs, speeds, group, cores)
-        if predicted < best_time * 0.95:  # prefer fewer threads unless clearly better
-            best, best_time = group, predicted
+def auto_group_sizes(
+    jobs: Sequence[Job], speeds: dict[str, dict[int, float]], nodes: Sequence[int]
+) -> dict[str, int]:
+    """Cores per job for each model (``cores_per_job: auto``), from the probe's speeds.
+
+    Starts from the best uniform size, then tries each model (most work first) at every
+    probed size that fits the largest node, keeping a change that shortens the predicted
+    makespan (:func:`predicted_makespan`) by 5% or more, or a smaller size that is no worse:
+    fewer threads per job are preferred unless clearly better. Repeats until nothing changes.
+    """
+    labels = list(dict.fromkeys(j.model.label for j in jobs))
+    if not labels:
+        return {}
+    work = {m: sum(j.cost for j in jobs if j.model.label == m) for m in labels}
+    labels.sort(key=lambda m: -work[m])
+    options = sorted({t for m in labels for t in speeds[m] if t <= max(nodes)}) or [1]
+
+    def makespan(sizes: dict[str, int]) -> float:
+        return predicted_makespan(jobs, speeds, sizes, nodes)
+
+    def better(new: float, old: float, grows: bool) -> bool:
+        return new < old * 0.95 if grows else new <= old
+
+    best = {m: options[0] for m in labels}
+    best_time = makespan(best)
+    for size in options[1:]:
+        trial = {m: size for m in labels}
+        if better(t := makespan(trial), best_time, grows=True):
+            best, best_time = trial, t
+    for _ in range(3):
+        changed = False
+        for m in labels:
+            for size in options:
+                if size == best[m]:
+                    continue
+                trial = {**best, m: size}
+                if better(t := makespan(trial), best_time, grows=size > best[m]):
+                    best, best_time, changed = trial, t, True
+        if not changed:
+            break
     return best

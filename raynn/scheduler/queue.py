@@ -4,9 +4,14 @@ A plain class (unit-testable without Ray); the Ray executor runs it as an actor.
 (``lease``); a worker that dies has its lease returned by ``release_worker`` and the job runs
 again (its next attempt resumes from the last checkpoint) until ``max_attempts``.
 
-The queue also keeps the core map of every node: which worker holds which cores, and which
-cores are free because their worker found the queue empty and retired. With
-``tail_widening``, once nothing is pending a running job asks at each epoch boundary
+The queue also keeps the core map of every node: the cores its workers registered, and which
+worker holds which of them. A lease grants the job its cores (``job.cores``, or the worker's
+own group): the worker's group first, then the node's lowest free cores. Jobs go out longest
+first; when the next one needs more cores than are free, the first pending job that fits
+goes instead, and when none fits the worker waits (``lease`` returns seconds to wait) until a
+running job gives its cores back. Two jobs never share a core.
+
+With ``tail_widening``, once nothing is pending a running job asks at each epoch boundary
 (``progress``) for a share of its node's free cores, up to the job's ``max_threads``.
 """
 
@@ -16,8 +21,11 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from raynn.grid import Job
+
+WAIT_SECONDS = 0.2  # how long a worker waits for cores before asking again
 
 
 @dataclass
@@ -31,13 +39,22 @@ class Lease:
     epoch: int = 0
 
 
+class Grant(NamedTuple):
+    """A lease as the worker sees it: the job, its attempt, and the cores to pin to."""
+
+    job: Job
+    attempt: int
+    queue_wait: float  # seconds since the queue was created
+    cores: tuple[int, ...]  # empty for a worker that registered no cores
+
+
 @dataclass
 class _Holder:
-    """The cores a worker holds: its own group plus any it widened onto."""
+    """A registered worker: the group it was started on, and the cores it holds now."""
 
     node: str
     base: tuple[int, ...]
-    cores: tuple[int, ...]
+    cores: tuple[int, ...] = ()  # nothing between jobs
 
 
 @dataclass
@@ -73,35 +90,40 @@ class JobQueue:
         self.max_attempts = max_attempts
         self.tail_widening = tail_widening
         self._holders: dict[str, _Holder] = {}
-        self._free: dict[str, list[int]] = {}  # node -> cores of retired workers
+        self._node_cores: dict[str, list[int]] = {}  # node -> every core registered there
         self.created = time.time()
 
     # -- cores ---------------------------------------------------------------------------------
     def register(self, worker: str, node: str, cores: Iterable[int]) -> None:
-        """A worker pinned to ``cores`` of ``node`` is up."""
+        """A worker pinned to ``cores`` of ``node`` is up; those cores join the node's map."""
         cores = tuple(cores)
-        self._holders[worker] = _Holder(node, cores, cores)
+        self._holders[worker] = _Holder(node, cores)
+        known = self._node_cores.setdefault(node, [])
+        known.extend(c for c in cores if c not in known)
+        known.sort()
 
-    def _give_back(self, worker: str, keep_base: bool) -> None:
-        holder = self._holders.get(worker)
-        if holder is None:
-            return
-        extra = [c for c in holder.cores if c not in holder.base]
-        back = extra if keep_base else list(holder.cores)
-        self._free.setdefault(holder.node, []).extend(back)
-        if keep_base:
-            holder.cores = holder.base
-        else:
-            del self._holders[worker]
+    def free_cores(self, node: str) -> list[int]:
+        """Cores of ``node`` that no worker holds now."""
+        held = {c for h in self._holders.values() if h.node == node for c in h.cores}
+        return [c for c in self._node_cores.get(node, []) if c not in held]
 
     def cores_of(self, worker: str) -> tuple[int, ...] | None:
         """The cores ``worker`` holds now (None for an unregistered worker)."""
         holder = self._holders.get(worker)
         return holder.cores if holder else None
 
+    def _need(self, job: Job, holder: _Holder) -> int:
+        return job.cores or len(holder.base)
+
+    def _grant_cores(self, holder: _Holder, need: int) -> tuple[int, ...]:
+        free = self.free_cores(holder.node)
+        mine = [c for c in holder.base if c in free]
+        others = [c for c in free if c not in mine]
+        return tuple(sorted((mine + others)[:need]))
+
     def _widen(self, worker: str, job: Job) -> tuple[int, ...] | None:
         holder = self._holders.get(worker)
-        free = self._free.get(holder.node, []) if holder else []
+        free = self.free_cores(holder.node) if holder else []
         if not (self.tail_widening and holder and free) or self._pending:
             return None
         busy = {lease.worker for lease in self._leases.values()}
@@ -111,26 +133,43 @@ class JobQueue:
         need = target - len(holder.cores)
         if need <= 0:
             return None
-        holder.cores += tuple(free[:need])
-        self._free[holder.node] = free[need:]
+        holder.cores = tuple(sorted(holder.cores + tuple(free[:need])))
         return holder.cores
 
     # -- jobs ----------------------------------------------------------------------------------
-    def lease(self, worker: str) -> tuple[Job, int, float] | None:
-        """Next job for ``worker`` as ``(job, attempt, queue_wait_seconds)``.
+    def lease(self, worker: str) -> Grant | float | None:
+        """The next job for ``worker``, seconds to wait for cores, or None to retire.
 
-        None when nothing is pending: the worker retires and its cores become free.
+        A registered worker gives back the cores it held, then gets the first pending job (in
+        longest-first order) whose cores are free on its node. If jobs are pending but none
+        fits now, it is told to wait; if none could ever fit its node, or nothing is pending,
+        it retires (None) and its cores stay free for tail widening. An unregistered worker
+        (the serial executor) gets the next job with no cores.
         """
+        holder = self._holders.get(worker)
+        if holder is not None:
+            holder.cores = ()
         if not self._pending:
-            self._give_back(worker, keep_base=False)
+            self._holders.pop(worker, None)
             return None
-        self._give_back(worker, keep_base=True)  # a widened worker starts over on its group
-        job = self._pending.popleft()
+        if holder is None:
+            job, cores = self._pending[0], ()
+        else:
+            capacity = len(self._node_cores.get(holder.node, ()))
+            free = len(self.free_cores(holder.node))
+            if all(self._need(j, holder) > capacity for j in self._pending):
+                self._holders.pop(worker)
+                return None
+            job = next((j for j in self._pending if self._need(j, holder) <= free), None)
+            if job is None:
+                return WAIT_SECONDS
+            cores = holder.cores = self._grant_cores(holder, self._need(job, holder))
+        self._pending.remove(job)
         attempt = self._attempts.get(job.job_id, 0) + 1
         self._attempts[job.job_id] = attempt
         now = time.time()
         self._leases[job.job_id] = Lease(job, worker, attempt, now)
-        return job, attempt, now - self.created
+        return Grant(job, attempt, now - self.created, cores)
 
     def progress(self, job_id: str, epoch: int) -> tuple[int, ...] | None:
         """A worker finished ``epoch`` of its leased job.
@@ -147,9 +186,14 @@ class JobQueue:
         return self._widen(lease.worker, lease.job)
 
     def complete(self, job_id: str, ok: bool = True, error: str | None = None) -> None:
-        """The job ended: ``ok`` or failed with ``error`` (not retried: it is deterministic)."""
+        """The job ended: ``ok`` or failed with ``error`` (not retried: it is deterministic).
+
+        Its worker's cores are free from now on."""
         lease = self._leases.pop(job_id, None)
         seconds = time.time() - lease.leased_at if lease else 0.0
+        holder = self._holders.get(lease.worker) if lease else None
+        if holder is not None:
+            holder.cores = ()  # free for the next lease, its own or a waiting worker's
         if ok:
             self._done[job_id] = seconds
         else:
@@ -162,8 +206,7 @@ class JobQueue:
         failed instead, so the caller can record them.
         """
         exhausted = []
-        self._give_back(worker, keep_base=True)  # its group is kept for the replacement
-        self._holders.pop(worker, None)
+        self._holders.pop(worker, None)  # its cores are free again
         for job_id, lease in list(self._leases.items()):
             if lease.worker != worker:
                 continue

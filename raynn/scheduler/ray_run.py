@@ -206,7 +206,14 @@ class RayRun:
                     self._poll_new_nodes()
                     next_poll = time.monotonic() + NODE_POLL_SECONDS
                 self.progress.update(self._stats())
-            self.progress.close(self._stats())
+            stats = self._stats()
+            self.progress.close(stats)
+            if stats.pending:  # every worker retired: what is left fits no node
+                raise RaynnError(
+                    f"{stats.pending} job(s) need more cores than any node left has; add "
+                    "nodes, or finish them with 'raynn run --resume RUN_DIR' (cores_per_job: "
+                    "auto sizes them again for the nodes there are)"
+                )
         finally:
             self._shutdown()
         return Execution(
@@ -215,6 +222,7 @@ class RayRun:
             self.executor._cores_per_job,
             {n.name: n.cpus for n in self.nodes if n.node_id not in self.dead_nodes},
             self.restarts,
+            dict(self.executor.cores_by_model),
         )
 
     def _shutdown(self) -> None:

@@ -8,6 +8,7 @@ actor handles. :func:`call` hides that difference, so both paths run this same l
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,11 +45,13 @@ class _CollectorCheckpoints:
 
 
 class CoreGroupWorker:
-    """Pulls jobs from the queue and trains them on its own cores.
+    """Pulls jobs from the queue and trains each on the cores the queue grants it.
 
     Args:
         worker_id: a name unique within the run.
-        cores: the CPUs to pin to (threads = their count); None leaves affinity alone.
+        cores: the CPUs it starts pinned to (threads = their count), registered with the
+            queue as its group; each job then runs on the cores its lease grants. None leaves
+            affinity alone (the serial executor).
         data: the dataset with fold indices.
         queue: a :class:`~raynn.scheduler.queue.JobQueue` or its actor handle.
         collector: a :class:`~raynn.results.ResultsCollector` or its actor handle.
@@ -104,9 +107,12 @@ class CoreGroupWorker:
         base = self.cores
         if base:
             call(self.queue, "register", self.worker_id, self.node, base)
-        while (lease := call(self.queue, "lease", self.worker_id)) is not None:
-            job, attempt, waited = lease
-            self._repin(base)
+        while (grant := call(self.queue, "lease", self.worker_id)) is not None:
+            if isinstance(grant, float):  # jobs pending, but their cores are busy
+                time.sleep(grant)
+                continue
+            job, attempt, waited, cores = grant
+            self._repin(cores or base)
             try:
                 result = train_job(
                     job,
