@@ -28,10 +28,19 @@ for run in ${RUNS:-mixed_synthetic_cifar:230}; do
   set -e
   grep -vE "WARNING|INFO" "$OUT/$spec.log" | tail -15
 done
+# cores_per_job: auto (a size per model) against each single size (AUTO_SECONDS=0 skips)
+if [ "${AUTO_SECONDS:-200}" != 0 ]; then
+  set +e
+  timeout "${AUTO_SECONDS:-200}" python3 benchmarks/kfold_auto_sizes.py --output "$OUT/bench" \
+    >"$OUT/auto_sizes.log" 2>&1
+  echo "auto sizes: exit $?"
+  set -e
+  grep -vE "WARNING|INFO" "$OUT/auto_sizes.log" | tail -12
+fi
 # HOGWILD: raynn on one node against PyTorch's share_memory processes at 4 and 16 workers
 set +e
 timeout "${HOGWILD_SECONDS:-250}" python3 -m raynn bench hogwild --spec jobs/hogwild_digits.yaml \
-  --workers "${HOGWILD_WORKERS:-4,16}" --modes serial,raynn,torch --epochs 300 --repeats 2 \
+  --workers "${HOGWILD_WORKERS:-4,16}" --modes serial,raynn,torch,torch_ray --epochs 300 --repeats 2 \
   --no-progress --output "$OUT/bench" >"$OUT/hogwild.log" 2>&1
 echo "hogwild: exit $?"
 set -e

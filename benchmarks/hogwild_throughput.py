@@ -4,7 +4,9 @@ own serial baseline and against PyTorch's own HOGWILD pattern (``model.share_mem
 epochs and per-epoch partitioning, and do they reach the same test accuracy?
 
 Issue 4's bar: raynn's single-node samples/s is at least 0.9 of PyTorch's multiprocessing
-HOGWILD at the same worker count (the ``vs_torch`` column).
+HOGWILD at the same worker count (the ``vs_torch`` column). The ``torch_ray`` mode runs
+PyTorch's HOGWILD again while an idle embedded Ray is up: ``vs_torch_ray`` tells what raynn
+costs beyond Ray's mere presence on the machine.
 
 A thin wrapper over ``raynn bench hogwild`` (:func:`raynn.bench.hogwild.bench_hogwild`, where
 the modes and columns are described): every contender trains the same model (``mlp`` on
@@ -17,7 +19,7 @@ Each configuration runs ``--repeats`` times, interleaved; the medians are report
 Usage::
 
     python benchmarks/hogwild_throughput.py [--epochs 60] [--repeats 3] [--workers 1,2]
-        [--modes serial,raynn,torch] [--output DIR]
+        [--modes serial,raynn,torch,torch_ray] [--output DIR]
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", default="1,2")
-    parser.add_argument("--modes", default="serial,raynn,torch", help="see raynn bench hogwild")
+    parser.add_argument(
+        "--modes", default="serial,raynn,torch,torch_ray", help="see raynn bench hogwild"
+    )
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--output", default=str(REPO / "bench"))
     args = parser.parse_args()
@@ -63,9 +67,11 @@ def main() -> int:
             continue
         ok = row.vs_torch >= BAR
         missed += not ok
+        beside = row.vs_torch_ray
         print(
             f"{'PASS' if ok else 'MISS'}  raynn / torch samples/s at {row.workers} worker(s) "
             f">= {BAR}: {row.vs_torch:.3f}"
+            + ("" if math.isnan(beside) else f" (raynn / torch beside Ray: {beside:.3f})")
         )
     print(f"results: {out}")
     return 1 if missed else 0

@@ -97,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         "--modes",
         default="serial,raynn,torch,raynn_2node",
         help="comma-separated: serial (raynn --serial, 1 thread), raynn (HOGWILD on this "
-        "node), torch (PyTorch share_memory + multiprocessing), raynn_2node (HOGWILD over a "
+        "node), torch (PyTorch share_memory + multiprocessing), torch_ray (torch beside an "
+        "idle embedded Ray: Ray's own cost), raynn_2node (HOGWILD over a "
         "two-node ray.cluster_utils.Cluster, 2+ workers)",
     )
     bh.add_argument("--target", type=float, default=0.95, help="test accuracy for time_to_target_s")

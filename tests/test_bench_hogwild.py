@@ -97,6 +97,19 @@ def test_worker_counts_without_ray(tmp_path):
     assert json.loads((folder / "bench.json").read_text())["spec"]["training"]["epochs"] == 3
 
 
+def test_torch_beside_an_idle_ray(tmp_path):
+    import ray
+
+    code, folder = _bench(tmp_path, "--workers", "1", "--modes", "torch,torch_ray")
+    assert code == 0 and folder is not None and not ray.is_initialized()  # Ray stopped again
+    table = pd.read_parquet(folder / "summary.parquet")
+    assert list(table["mode"]) == ["torch", "torch_ray"]
+    _check_rows(table)
+    sps = table.set_index("mode")["samples_per_second"]
+    vs = table.set_index("mode")["vs_torch_ray"]
+    assert vs["torch_ray"] == 1.0 and math.isclose(vs["torch"], sps["torch"] / sps["torch_ray"])
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

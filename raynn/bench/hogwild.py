@@ -20,6 +20,10 @@ partitioning and the same step code, :func:`raynn.hogwild.trainer.train`):
     ``torch.multiprocessing`` processes of one thread each (not pinned), no Ray; the driver
     evaluates the shared weights every ``training.eval_every_seconds`` meanwhile, as raynn's
     driver evaluates the server's.
+``torch_ray``
+    ``torch`` again while an idle embedded Ray (started as raynn's run starts it) is up: the
+    cost of Ray's mere presence (its daemons' timers and threads) to any training process on
+    this machine. ``vs_torch_ray`` compares each mode with it; the bar stays ``vs_torch``.
 ``raynn_2node``
     raynn HOGWILD across a two-node :class:`ray.cluster_utils.Cluster` on this machine:
     ``ceil(W/2)`` workers on the head node and ``floor(W/2)`` on the second, each node with its
@@ -62,7 +66,7 @@ from raynn.hogwild.spec import HogwildSpec, hogwild_spec_from_dict
 from raynn.results import write_json
 from raynn.scheduler.cores import usable_cpus
 
-MODES = ("serial", "raynn", "torch", "raynn_2node")
+MODES = ("serial", "raynn", "torch", "torch_ray", "raynn_2node")
 CURVE_COLUMNS = ["time", "loss", "accuracy", "final"]
 SUMMARY_COLUMNS = [
     "mode",
@@ -72,6 +76,7 @@ SUMMARY_COLUMNS = [
     "seconds",
     "samples_per_second",
     "vs_torch",
+    "vs_torch_ray",
     "speedup_vs_serial",
     "time_to_target_s",
     "final_accuracy",
@@ -444,6 +449,22 @@ def _run_torch(
     )
 
 
+def _run_torch_beside_ray(
+    spec: HogwildSpec, workers: int, repeat: int, data: Any, progress: bool
+) -> HogwildRun:
+    """``torch`` mode while an idle embedded Ray, started as raynn's executor starts it, is up."""
+    from raynn.scheduler.executor import RayExecutor
+
+    executor = RayExecutor()
+    executor.prepare(1, 1)  # starts the embedded Ray (or joins RAY_ADDRESS's cluster)
+    try:
+        run = _run_torch(spec, workers, repeat, data, progress)
+    finally:
+        executor.close()
+    run.mode = "torch_ray"
+    return run
+
+
 # -- summary ----------------------------------------------------------------------------------
 def _time_to_target(run: HogwildRun, target: float) -> float:
     c = run.curve
@@ -517,11 +538,12 @@ def summarize(runs: Sequence[HogwildRun], target: float) -> pd.DataFrame:
             row[col] = _median(g[col]) if worst_nan else float(g[col].median())
         rows.append(row)
     table = pd.DataFrame(rows)
-    torch_sps = table[table["mode"] == "torch"].set_index("workers")["samples_per_second"]
-    table["vs_torch"] = [
-        row.samples_per_second / torch_sps[row.workers] if row.workers in torch_sps else math.nan
-        for row in table.itertuples()
-    ]
+    for peer in ("torch", "torch_ray"):
+        sps = table[table["mode"] == peer].set_index("workers")["samples_per_second"]
+        table[f"vs_{peer}"] = [
+            row.samples_per_second / sps[row.workers] if row.workers in sps else math.nan
+            for row in table.itertuples()
+        ]
     serial = table.loc[table["mode"] == "serial", "samples_per_second"]
     table["speedup_vs_serial"] = (
         table["samples_per_second"] / float(serial.iloc[0]) if not serial.empty else math.nan
@@ -664,6 +686,8 @@ def bench_hogwild(
                 run = _run_raynn(_spec_for(base, w), mode, w, r, out, data, progress)
             elif mode == "torch":
                 run = _run_torch(_spec_for(base, w), w, r, data, progress)
+            elif mode == "torch_ray":
+                run = _run_torch_beside_ray(_spec_for(base, w), w, r, data, progress)
             else:
                 run = _run_two_node(base, w, r, out, data, progress)
             sps = run.samples / run.seconds if run.seconds > 0 else math.nan
