@@ -251,11 +251,15 @@ def _run_two_node(
     from ray.cluster_utils import Cluster
 
     from raynn.hogwild.runner import run
+    from raynn.scheduler.executor import LOCAL_RAY_SYSTEM_CONFIG
 
     head, second = two_node_split(workers)
     if ray.is_initialized():  # the cluster's driver connection must be the only one
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": head})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": head, "_system_config": LOCAL_RAY_SYSTEM_CONFIG},
+    )
     try:
         cluster.add_node(num_cpus=second)
         cluster.wait_for_nodes()

@@ -35,6 +35,12 @@ from raynn.scheduler.queue import JobQueue
 from raynn.scheduler.workers import CoreGroupWorker
 from raynn.spec import SchedulingSpec
 
+# Ray starts its worker processes at nice 15, below its own daemons and every other process,
+# so any wakeup on a training core preempts the training at once. raynn's workers own their
+# cores: the Ray it starts runs them at the default priority, as plain processes run. (On a
+# cluster started with `ray start`, set RAY_worker_niceness=0 there; cluster/ does.)
+LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {"worker_niceness": 0}
+
 
 @dataclass
 class Execution:
@@ -179,6 +185,7 @@ class RayExecutor(Executor):
                     address="local",
                     num_cpus=self.num_cpus or len(usable_cpus()),
                     include_dashboard=False,
+                    _system_config=LOCAL_RAY_SYSTEM_CONFIG,
                     **quiet,
                 )
             else:
