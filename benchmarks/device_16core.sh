@@ -37,6 +37,13 @@ if [ "${AUTO_SECONDS:-200}" != 0 ]; then
   set -e
   grep -vE "WARNING|INFO" "$OUT/auto_sizes.log" | tail -12
 fi
+# the cost of being a Ray actor: one training loop per core in actors vs plain processes
+set +e
+timeout "${TAX_SECONDS:-120}" python3 benchmarks/ray_actor_tax.py --seconds 6 --repeats 2 \
+  >"$OUT/actor_tax.log" 2>&1
+echo "actor tax: exit $?"
+set -e
+grep -vE "WARNING|INFO" "$OUT/actor_tax.log" | tail -5
 # HOGWILD: raynn on one node against PyTorch's share_memory processes at 4 and 16 workers
 set +e
 timeout "${HOGWILD_SECONDS:-250}" python3 -m raynn bench hogwild --spec jobs/hogwild_digits.yaml \
