@@ -104,8 +104,8 @@ class HogwildRun:
     error: str | None = None
 
 
-def _say(progress: bool, text: str) -> None:
-    """One plain line per step of the bench, live view or not (``progress`` is for the views)."""
+def _say(text: str) -> None:
+    """One plain line per step of the bench, live view or not."""
     print(f"[bench hogwild] {text}", flush=True)
 
 
@@ -657,7 +657,7 @@ def bench_hogwild(
                 continue
             plan.append((mode, w))
     for note in skipped:
-        _say(progress, f"skipped {note}")
+        _say(f"skipped {note}")
     if not plan:
         raise RaynnError(
             "nothing to run: raynn_2node needs --workers of 2 or more; add a worker count or mode"
@@ -682,7 +682,6 @@ def bench_hogwild(
     for r in range(repeats):  # interleaved, so load drift hits every mode alike
         for mode, w in plan:
             _say(
-                progress,
                 f"{len(runs) + 1}/{total}: {mode}, {w} worker(s)"
                 + (f", repeat {r + 1}/{repeats}" if repeats > 1 else ""),
             )
@@ -696,7 +695,7 @@ def bench_hogwild(
                 run = _run_two_node(base, w, r, out, data, progress)
             sps = run.samples / run.seconds if run.seconds > 0 else math.nan
             status = "done" if run.finished else f"NOT finished ({run.error})"
-            _say(progress, f"{mode}, {w} worker(s): {status}, {sps:,.0f} samples/s")
+            _say(f"{mode}, {w} worker(s): {status}, {sps:,.0f} samples/s")
             runs.append(run)
             # the tables so far: a bench cut short still leaves what it measured
             table = _write(runs, target, info, spec, out)

@@ -115,8 +115,7 @@ class JobQueue:
     def _need(self, job: Job, holder: _Holder) -> int:
         return job.cores or len(holder.base)
 
-    def _grant_cores(self, holder: _Holder, need: int) -> tuple[int, ...]:
-        free = self.free_cores(holder.node)
+    def _grant_cores(self, holder: _Holder, free: list[int], need: int) -> tuple[int, ...]:
         mine = [c for c in holder.base if c in free]
         others = [c for c in free if c not in mine]
         return tuple(sorted((mine + others)[:need]))
@@ -156,14 +155,14 @@ class JobQueue:
             job, cores = self._pending[0], ()
         else:
             capacity = len(self._node_cores.get(holder.node, ()))
-            free = len(self.free_cores(holder.node))
+            free = self.free_cores(holder.node)
             if all(self._need(j, holder) > capacity for j in self._pending):
                 self._holders.pop(worker)
                 return None
-            job = next((j for j in self._pending if self._need(j, holder) <= free), None)
+            job = next((j for j in self._pending if self._need(j, holder) <= len(free)), None)
             if job is None:
                 return WAIT_SECONDS
-            cores = holder.cores = self._grant_cores(holder, self._need(job, holder))
+            cores = holder.cores = self._grant_cores(holder, free, self._need(job, holder))
         self._pending.remove(job)
         attempt = self._attempts.get(job.job_id, 0) + 1
         self._attempts[job.job_id] = attempt

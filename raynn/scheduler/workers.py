@@ -104,15 +104,14 @@ class CoreGroupWorker:
     def run(self) -> int:
         """Train leased jobs until the queue is empty; returns how many this worker ran."""
         count = 0
-        base = self.cores
-        if base:
-            call(self.queue, "register", self.worker_id, self.node, base)
+        if self.cores:
+            call(self.queue, "register", self.worker_id, self.node, self.cores)
         while (grant := call(self.queue, "lease", self.worker_id)) is not None:
             if isinstance(grant, float):  # jobs pending, but their cores are busy
                 time.sleep(grant)
                 continue
             job, attempt, waited, cores = grant
-            self._repin(cores or base)
+            self._repin(cores)
             try:
                 result = train_job(
                     job,
