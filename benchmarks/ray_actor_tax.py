@@ -1,14 +1,26 @@
 """Question: does the same single-thread training loop step as fast in a pinned Ray actor as
 in a pinned plain process, with one per core and every core busy? Whatever separates them is
-a cost every raynn worker pays for being a Ray actor, beyond raynn's own code.
+a cost every raynn worker pays for being a Ray actor, beyond raynn's own code. Where does it
+come from: Ray running on the machine at all, or the actor's own process?
 
-Both kinds run the same loop (raynn's HOGWILD step, :func:`raynn.hogwild.trainer.sgd_step`,
-on an ``mlp`` over scikit-learn's digits, batch 32, each process its own model), pinned with
-:func:`raynn.scheduler.cores.pin_current_process`, for ``--seconds`` each. The actors live in
-the Ray that raynn starts for itself (:class:`raynn.scheduler.executor.RayExecutor`); the
-processes are ``spawn``-ed with no Ray running. ``--repeats`` rounds, interleaved; medians.
+Every kind runs the same loop (raynn's HOGWILD step, :func:`raynn.hogwild.trainer.sgd_step`,
+on an ``mlp`` over scikit-learn's digits, batch 32, about 0.7 ms a step, each process its own
+model), pinned with :func:`raynn.scheduler.cores.pin_current_process`, for ``--seconds``:
 
-    python benchmarks/ray_actor_tax.py [--seconds 8] [--repeats 3]
+``process``
+    ``spawn``-ed plain processes, no Ray running.
+``process_ray``
+    the same processes while raynn's own Ray (:class:`raynn.scheduler.executor.RayExecutor`)
+    is up with one idle actor per core: the cost of Ray's presence.
+``actor``
+    the loop in those actors.
+``actor_child``
+    the loop in a process each actor ``spawn``s (pinned like it): the actor's process
+    left out, Ray's presence kept.
+
+``--repeats`` rounds, the kinds interleaved; medians.
+
+    python benchmarks/ray_actor_tax.py [--seconds 8] [--repeats 3] [--kinds process,actor]
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ def _process_main(core: int, seconds: float, out: mp.Queue) -> None:
 
 
 def run_processes(cores: list[int], seconds: float) -> list[float]:
+    """One spawned process per core, each running the loop; their steps/s."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_process_main, args=(c, seconds, out)) for c in cores]
@@ -68,7 +81,25 @@ def run_processes(cores: list[int], seconds: float) -> list[float]:
     return rates
 
 
-def run_actors(cores: list[int], seconds: float) -> list[float]:
+class Stepper:
+    """An actor per core: runs the loop itself, or in a process it spawns."""
+
+    def ready(self) -> bool:
+        return True
+
+    def run(self, core: int, seconds: float) -> float:
+        return steps_per_second(core, seconds)
+
+    def run_child(self, core: int, seconds: float) -> float:
+        # by module, not by value: the spawned child must import its target
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import ray_actor_tax
+
+        return ray_actor_tax.run_processes([core], seconds)[0]
+
+
+def run_in_ray(kind: str, cores: list[int], seconds: float) -> list[float]:
+    """Start raynn's Ray with one idle actor per core, then run ``kind`` there; steps/s."""
     import ray
 
     from raynn.scheduler.executor import RayExecutor
@@ -76,20 +107,20 @@ def run_actors(cores: list[int], seconds: float) -> list[float]:
     executor = RayExecutor(num_cpus=len(cores))
     executor.prepare(1, 1)
     try:
-
-        class Stepper:
-            def ready(self) -> bool:
-                return True
-
-            def run(self, core: int, seconds: float) -> float:
-                return steps_per_second(core, seconds)
-
         actor_cls = ray.remote(num_cpus=1)(Stepper)
         actors = [actor_cls.remote() for _ in cores]
         ray.get([a.ready.remote() for a in actors])  # every process up before any starts
-        return ray.get([a.run.remote(c, seconds) for a, c in zip(actors, cores, strict=True)])
+        if kind == "process_ray":
+            return run_processes(cores, seconds)
+        pairs = zip(actors, cores, strict=True)
+        if kind == "actor":
+            return ray.get([a.run.remote(c, seconds) for a, c in pairs])
+        return ray.get([a.run_child.remote(c, seconds) for a, c in pairs])
     finally:
         executor.close()
+
+
+KINDS = ("process", "process_ray", "actor", "actor_child")
 
 
 def main() -> int:
@@ -98,21 +129,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="of: " + ", ".join(KINDS))
     args = parser.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not kinds or set(kinds) - set(KINDS):
+        parser.error(f"--kinds {args.kinds!r}: choose from {', '.join(KINDS)}")
     cores = usable_cpus()
-    rates: dict[str, list[float]] = {"process": [], "actor": []}
-    for r in range(args.repeats):  # interleaved, so load drift hits both alike
-        for kind, fn in (("process", run_processes), ("actor", run_actors)):
-            per_worker = fn(cores, args.seconds)
+    rates: dict[str, list[float]] = {k: [] for k in kinds}
+    for r in range(args.repeats):  # interleaved, so load drift hits all alike
+        for kind in kinds:
+            if kind == "process":
+                per_worker = run_processes(cores, args.seconds)
+            else:
+                per_worker = run_in_ray(kind, cores, args.seconds)
             rates[kind].append(sum(per_worker))
             shown = ", ".join(f"{x:,.0f}" for x in per_worker)
             print(f"[actor tax] round {r + 1}, {kind}: {sum(per_worker):,.0f} steps/s ({shown})")
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(" ".join(__doc__.split("\n\n")[0].split()))
     print(f"{len(cores)} cores, {args.seconds:g} s per run, median of {args.repeats} rounds:")
-    print(f"  plain processes: {med['process']:,.0f} steps/s")
-    print(f"  Ray actors:      {med['actor']:,.0f} steps/s")
-    print(f"  actor / process: {med['actor'] / med['process']:.3f}")
+    base = med.get("process")
+    for kind in kinds:
+        ratio = f"  {med[kind] / base:.3f} of process" if base else ""
+        print(f"  {kind:<12} {med[kind]:9,.0f} steps/s{ratio}")
+    if "actor" in med and "actor_child" in med:
+        print(f"  actor_child / actor: {med['actor_child'] / med['actor']:.3f}")
     return 0
 
 
