@@ -666,7 +666,11 @@ def _train_round(
         # its threads (raynn.scheduler.cores.pin_current_process) before any heavy torch work.
         worker_cls = ray.remote(num_cpus=1, max_restarts=0)(HogwildWorker)
         per_node = {s.node_index: sum(x.node_index == s.node_index for x in slots) for s in slots}
-        for s in slots:
+        # Each node's sync worker (slot 0) is created last. The first actors get the worker
+        # processes Ray started before the job, which trained ~4% slower here (cause unknown,
+        # benchmarks/RESULTS.md); on top of the sync role's own cost, that made slot 0 the
+        # node's straggler, and with a static split the other workers idle at the end.
+        for s in sorted(slots, key=lambda x: -x.slot):
             actors[s.worker_id] = worker_cls.options(**on(s.node.node_id)).remote(
                 s.worker_id,
                 s.node.name,
@@ -686,7 +690,7 @@ def _train_round(
                 solo,
             )
         ray.get(started, timeout=300)
-        ready = {wid: a.ready.remote() for wid, a in actors.items()}
+        ready = {s.worker_id: actors[s.worker_id].ready.remote() for s in slots}
         for wid, ref in ready.items():
             try:
                 info = ray.get(ref, timeout=300)
@@ -694,7 +698,7 @@ def _train_round(
             except (RayActorError, RayTaskError) as exc:
                 failure, restartable = (wid, _reason(exc)), isinstance(exc, RayActorError)
                 break
-        refs = {} if failure else {a.run.remote(): wid for wid, a in actors.items()}
+        refs = {} if failure else {actors[s.worker_id].run.remote(): s.worker_id for s in slots}
         record["startup_seconds"] = time.monotonic() - entered
         view.workers = len(slots)
         if not evaluator.rows:  # the clock starts with the first round's training
