@@ -7,7 +7,7 @@ Two workloads, each a spec in ``benchmarks/specs/``, run one after the other:
 
 ``lenet`` (``hogwild_lenet_synthetic.yaml``)
     LeNet on MNIST-shaped synthetic data, batch 64: DESIGN.md section 4's HOGWILD workload
-    (about 7 ms a step on one core here). Issue 4's bar is judged on it: raynn's single-node
+    (about 9 ms a step on one core here). Issue 4's bar is judged on it: raynn's single-node
     samples/s at least 0.9 of PyTorch's at the same worker count (the ``vs_torch`` column).
 ``mlp`` (``hogwild_mlp_digits.yaml``)
     An MLP on scikit-learn's digits, batch 32: the small-step case (about 0.7 ms a step).
