@@ -95,7 +95,7 @@ def main() -> int:
         if unknown:
             parser.error(f"unknown workload(s) {unknown}; valid: {', '.join(WORKLOADS)}")
         runs = [(name, *WORKLOADS[name]) for name in names]
-    missed, lines = 0, []
+    missed, verdicts = 0, []
     for label, path, held in runs:
         table, out = bench_hogwild(
             load_spec(path),
@@ -108,8 +108,8 @@ def main() -> int:
         )
         print((out / "summary.md").read_text())
         print(f"results: {out}")
-        lines.append((table, label, held))
-    for table, label, held in lines:  # the verdicts together, at the end
+        verdicts.append((table, label, held))
+    for table, label, held in verdicts:  # the verdicts together, at the end
         missed += check_bar(table, label, held)
     return 1 if missed else 0
 

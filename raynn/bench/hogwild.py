@@ -364,9 +364,7 @@ class _SharedEvaluator:
         )
 
 
-def _run_torch(
-    spec: HogwildSpec, workers: int, repeat: int, data: Any, progress: bool
-) -> HogwildRun:
+def _run_torch(spec: HogwildSpec, workers: int, repeat: int, data: Any) -> HogwildRun:
     import torch.multiprocessing as mp
 
     from raynn.hogwild.trainer import build
@@ -453,16 +451,14 @@ def _run_torch(
     )
 
 
-def _run_torch_beside_ray(
-    spec: HogwildSpec, workers: int, repeat: int, data: Any, progress: bool
-) -> HogwildRun:
+def _run_torch_beside_ray(spec: HogwildSpec, workers: int, repeat: int, data: Any) -> HogwildRun:
     """``torch`` mode while an idle embedded Ray, started as raynn's executor starts it, is up."""
     from raynn.scheduler.executor import RayExecutor
 
     executor = RayExecutor()
     executor.prepare(1, 1)  # starts the embedded Ray (or joins RAY_ADDRESS's cluster)
     try:
-        run = _run_torch(spec, workers, repeat, data, progress)
+        run = _run_torch(spec, workers, repeat, data)
     finally:
         executor.close()
     run.mode = "torch_ray"
@@ -688,9 +684,9 @@ def bench_hogwild(
             if mode in ("serial", "raynn"):
                 run = _run_raynn(_spec_for(base, w), mode, w, r, out, data, progress)
             elif mode == "torch":
-                run = _run_torch(_spec_for(base, w), w, r, data, progress)
+                run = _run_torch(_spec_for(base, w), w, r, data)
             elif mode == "torch_ray":
-                run = _run_torch_beside_ray(_spec_for(base, w), w, r, data, progress)
+                run = _run_torch_beside_ray(_spec_for(base, w), w, r, data)
             else:
                 run = _run_two_node(base, w, r, out, data, progress)
             sps = run.samples / run.seconds if run.seconds > 0 else math.nan
