@@ -109,7 +109,11 @@ down() {
   local deadline=$((SECONDS + 30))
   for p in "${pids[@]}"; do
     while group_alive "$p" && (( SECONDS < deadline )); do sleep 0.5; done
-    group_alive "$p" && kill -KILL -- "-$p" 2>/dev/null || true
+    if group_alive "$p"; then  # SIGKILL is not instant either: wait until the group is gone
+      kill -KILL -- "-$p" 2>/dev/null || true
+      local gone=$((SECONDS + 10))
+      while group_alive "$p" && (( SECONDS < gone )); do sleep 0.2; done
+    fi
   done
   rm -f "$STATE"/*.pid
   echo "cluster down (${#pids[@]} node(s) stopped)"
