@@ -41,7 +41,7 @@ def steps_per_second(core: int, seconds: float) -> float:
     import numpy as np
     import torch
 
-    from raynn.data import load_dataset, to_tensor
+    from raynn.data import load_dataset
     from raynn.grid import build_model
     from raynn.hogwild.trainer import sgd_step
     from raynn.scheduler.cores import pin_current_process
@@ -53,12 +53,12 @@ def steps_per_second(core: int, seconds: float) -> float:
     model = build_model(Component("mlp"), data.in_shape, data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
-    norm = (torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1))
+    norm = data.normalizer()
     rng = np.random.default_rng(core)
     steps, t0 = 0, time.perf_counter()
     while steps % 100 or time.perf_counter() - t0 < seconds:
         idx = rng.integers(0, len(data.y_train), 32)
-        xb, yb = to_tensor(data.x_train, idx, *norm), torch.from_numpy(data.y_train[idx])
+        xb, yb = norm(data.x_train, idx), torch.from_numpy(data.y_train[idx])
         sgd_step(model, opt, loss_fn, xb, yb)
         steps += 1
     return steps / (time.perf_counter() - t0)

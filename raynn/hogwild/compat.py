@@ -311,19 +311,17 @@ class DistributedTester:
 
     def __call__(self, model: nn.Module, batch_size: int = 1024) -> dict[str, Any]:
         """Loss, accuracy and per-class accuracy of ``model``; also written to JSON."""
+        from raynn.data import Normalizer
         from raynn.training import evaluate
 
         x, y = _loader_arrays(self.test_loader)
         pre = getattr(model, "raynn_preprocess", None)
         if pre is not None:
             x8 = _to_uint8(x, tuple(pre["scale"]))
-            norm = (
-                torch.tensor(pre["mean"]).view(1, -1, 1, 1),
-                torch.tensor(pre["std"]).view(1, -1, 1, 1),
-            )
+            norm = Normalizer(tuple(pre["mean"]), tuple(pre["std"]))
         else:  # not trained by DistributedTrainer: feed the loader's values as they are
             x8 = _to_uint8(x, (0.0, 255.0)) if x.dtype == np.uint8 else None
-            norm = (torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1) / 255.0)
+            norm = Normalizer((0.0,), (1.0 / 255.0,))  # the identity
         classes = max(int(y.max()) + 1, 2)
         if x8 is None:
             model.eval()

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raynn.data import ArrayDataset, to_tensor
+from raynn.data import ArrayDataset, Normalizer
 from raynn.errors import TrainingError
 from raynn.grid import build_model
 from raynn.hogwild.server import PendingPush, PushReply, ServerClient, staleness_summary
@@ -39,15 +39,10 @@ from raynn.registry import OPTIMIZERS, SCHEDULERS
 from raynn.scheduler.cores import pin_current_process
 from raynn.scheduler.monitor import UtilizationSampler
 
-Norm = tuple[torch.Tensor, torch.Tensor]
 
-
-def normalizer(data: ArrayDataset) -> Norm:
-    """Per-channel mean and std tensors for :func:`raynn.data.to_tensor`."""
-    return (
-        torch.tensor(data.mean).view(1, -1, 1, 1),
-        torch.tensor(data.std).view(1, -1, 1, 1),
-    )
+def normalizer(data: ArrayDataset) -> Normalizer:
+    """The dataset's normalisation (:meth:`raynn.data.ArrayDataset.normalizer`)."""
+    return data.normalizer()
 
 
 def build(spec: HogwildSpec, data: ArrayDataset) -> nn.Module:
@@ -166,7 +161,7 @@ def train(
             if before_step is not None:
                 before_step(stats)
             bi = idx[b : b + batch_size]
-            xb, yb = to_tensor(data.x_train, bi, *norm), torch.from_numpy(data.y_train[bi])
+            xb, yb = norm(data.x_train, bi), torch.from_numpy(data.y_train[bi])
             value, hits = sgd_step(model, opt, loss_fn, xb, yb)
             if not math.isfinite(value):
                 raise TrainingError(
@@ -448,7 +443,7 @@ class HogwildWorker:
         bs = self.spec.training.batch_size
         for i in range(count):
             bi = idx[(i * bs) % max(len(idx), 1) :][:bs]
-            xb = to_tensor(self.data.x_train, bi, *norm)
+            xb = norm(self.data.x_train, bi)
             sgd_step(self.model, self.opt, loss_fn, xb, torch.from_numpy(self.data.y_train[bi]))
         return count
 

@@ -4,24 +4,36 @@ It calibrates the cost model (jobs run longest-expected-first by measured second
 FLOP count that misjudges depthwise convolutions and batch norm), picks each model's cores
 per job for ``cores_per_job: auto`` from simulated makespans, and caps how far tail
 widening gives a job more threads.
+
+A probe takes about half a second a model, all of it before the first job can start, and
+its answer depends only on the model, its input, the batch, the thread counts and the
+machine. So it is kept in a cache (:class:`ProbeCache`, ``$RAYNN_CACHE_DIR/probe.json``,
+default ``~/.cache/raynn``), keyed by all of those plus the CPU model and the torch and
+raynn versions; only models it does not hold are probed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import heapq
+import json
 import math
+import os
+import platform
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from raynn.data import ArrayDataset, to_tensor
+from raynn.data import ArrayDataset
 from raynn.grid import Job, build_model
 from raynn.spec import Component
 
 THREADS = (1, 2, 4)
+PROBE_VERSION = 1  # bump when probe_model measures differently: old entries no longer match
 
 
 def probe_model(
@@ -43,9 +55,8 @@ def probe_model(
     torch.manual_seed(0)
     model = build_model(component, data.in_shape, data.num_classes)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    norm = (torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1))
     idx = np.arange(min(batch_size, max_batch, len(data.y_train)))
-    xb, yb = to_tensor(data.x_train, idx, *norm), torch.from_numpy(data.y_train[idx])
+    xb, yb = data.normalizer()(data.x_train, idx), torch.from_numpy(data.y_train[idx])
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def step() -> None:
@@ -83,16 +94,112 @@ def useful_threads(speeds: dict[int, float], min_gain: float = 1.15) -> int:
     return best
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class ProbeCache:
+    """Probe results on disk, one entry per (model, input, batch, threads, machine, versions).
+
+    Models given as Python callables (``Component.factory``) are never cached: nothing
+    names them across runs. A cache that cannot be read or written is ignored.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        root = os.environ.get("RAYNN_CACHE_DIR") or Path.home() / ".cache" / "raynn"
+        self.path = Path(path) if path is not None else Path(root) / "probe.json"
+        try:
+            self.entries: dict[str, dict[str, float]] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    @staticmethod
+    def key(
+        component: Component, data: ArrayDataset, batch_size: int, threads: Sequence[int]
+    ) -> str | None:
+        if component.factory is not None:
+            return None
+        import raynn
+
+        ident = {
+            "model": component.name,
+            "args": sorted(component.args.items()),
+            "in_shape": list(data.in_shape),
+            "classes": data.num_classes,
+            "batch": min(batch_size, 16, len(data.y_train)),
+            "threads": list(threads),
+            "cpu": _cpu_model(),
+            "torch": torch.__version__,
+            "raynn": raynn.__version__,
+            "probe": PROBE_VERSION,
+        }
+        blob = json.dumps(ident, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
+
+    def get(self, key: str | None) -> dict[int, float] | None:
+        entry = self.entries.get(key) if key else None
+        return {int(t): float(v) for t, v in entry.items()} if entry else None
+
+    def put(self, key: str | None, speeds: dict[int, float]) -> None:
+        if key:
+            self.entries[key] = {str(t): v for t, v in speeds.items()}
+
+    def save(self) -> None:
+        from raynn.errors import OutputError
+        from raynn.files import write_json
+
+        try:
+            write_json(self.path, self.entries)
+        except OutputError:  # no writable cache: the next run probes again
+            pass
+
+
+@dataclasses.dataclass
+class ProbeReport:
+    """What a calibration did: models read from the cache, models probed, seconds spent."""
+
+    cached: list[str] = dataclasses.field(default_factory=list)
+    measured: list[str] = dataclasses.field(default_factory=list)
+    seconds: float = 0.0
+
+
 def calibrate(
-    jobs: Sequence[Job], data: ArrayDataset, cores: int
+    jobs: Sequence[Job],
+    data: ArrayDataset,
+    cores: int,
+    cache: ProbeCache | None = None,
+    report: ProbeReport | None = None,
 ) -> tuple[list[Job], dict[str, dict[int, float]]]:
-    """Probe each model once; return jobs with measured costs (seconds at one thread) and
-    ``max_threads``, ordered longest first, plus the probe's speeds per model label."""
+    """Probe each model once (or read it from ``cache``); return jobs with measured costs
+    (seconds at one thread) and ``max_threads``, ordered longest first, plus the probe's
+    speeds per model label. ``report`` (if given) says what was cached and what probed."""
+    t0 = time.perf_counter()
+    report = report if report is not None else ProbeReport()
     threads = [t for t in THREADS if t <= max(cores, 1)]
     speeds: dict[str, dict[int, float]] = {}
     for job in jobs:
-        if job.model.label not in speeds:
-            speeds[job.model.label] = probe_model(job.model, data, job.training.batch_size, threads)
+        label = job.model.label
+        if label in speeds:
+            continue
+        key = cache.key(job.model, data, job.training.batch_size, threads) if cache else None
+        found = cache.get(key) if cache else None
+        if found is not None:
+            speeds[label] = found
+            report.cached.append(label)
+            continue
+        speeds[label] = probe_model(job.model, data, job.training.batch_size, threads)
+        report.measured.append(label)
+        if cache is not None:
+            cache.put(key, speeds[label])
+    if cache is not None and report.measured:
+        cache.save()
+    report.seconds = time.perf_counter() - t0
     out = []
     for job in jobs:
         s = speeds[job.model.label]
