@@ -115,6 +115,8 @@ class AsyncKFold:
         from raynn.kfold import run
 
         params = dict(trainer_params or {})
+        # the seed's epoch cadence: 0 turns checkpoints off, anything else keeps raynn's
+        # time-based cadence (training.checkpoint_seconds)
         every = params.get("save_checkpoint_frequency", 1)
         spec = KFoldSpec(
             name="async_kfold",
@@ -127,7 +129,7 @@ class AsyncKFold:
                 epochs=int(params.get("epochs", 10)),
                 batch_size=self.batch_size,
                 evaluate_test=False,
-                checkpoint_every=max(0, min(int(every), 1_000_000)),
+                checkpoint_seconds=TrainingSpec.checkpoint_seconds if int(every) else 0.0,
             ),
             output=OutputSpec(dir=str(self.root_dir)),
         )

@@ -209,29 +209,25 @@ class OptimizerSpec:
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """How each job trains: epochs, batch sizes, test evaluation, checkpoint cadence."""
+    """How each job trains: epochs, batch sizes, test evaluation, checkpoint cadence.
+
+    ``checkpoint_seconds``: a job saves a checkpoint at the first epoch boundary after this
+    many seconds of training since its last one (0 turns checkpoints off). A retry resumes
+    from it; a job shorter than this never pays for one.
+    """
 
     epochs: int = 10
     batch_size: int = 64
     eval_batch_size: int = 1024
     evaluate_test: bool = True
-    checkpoint_every: int = 1
+    checkpoint_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         _positive_int("training.epochs", self.epochs)
         _positive_int("training.batch_size", self.batch_size)
         _positive_int("training.eval_batch_size", self.eval_batch_size)
         _bool("training.evaluate_test", self.evaluate_test)
-        if (
-            isinstance(self.checkpoint_every, bool)
-            or not isinstance(self.checkpoint_every, int)
-            or (self.checkpoint_every < 0)
-        ):
-            raise _fail(
-                "training.checkpoint_every",
-                f"must be an integer >= 0, got {self.checkpoint_every!r}",
-                "0 turns checkpoints off",
-            )
+        _non_negative_number("training.checkpoint_seconds", self.checkpoint_seconds)
 
 
 CoresPerJob = int | str

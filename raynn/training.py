@@ -2,17 +2,25 @@
 
 ``train_job(job, data, threads=...)`` builds the model from the job's seed, trains it on the
 job's fold with index-sliced batches, validates every epoch, checkpoints, and returns a
-:class:`JobResult`. It knows nothing of Ray: the serial executor and the Ray workers call the
-very same function, so a job gives bit-identical metrics at the same thread count wherever
-it runs, including after a retry that resumes from a checkpoint.
+:class:`JobResult`. It knows nothing of Ray or of processes: every executor calls the very
+same function, so a job gives bit-identical metrics at the same thread count wherever it
+runs, including after a retry that resumes from a checkpoint.
+
+What a job costs beyond its training steps is kept small: the last epoch's validation is
+the job's validation (it is not run twice), losses and hits stay tensors until the end of
+an epoch (no ``.item()`` per step), batches are normalised in one conversion and two
+in-place passes, and checkpoints are taken by training time (``checkpoint_seconds``) and
+encoded and saved by a background thread while training goes on.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,7 +29,7 @@ import torch
 from torch import nn
 
 from raynn import checkpoint
-from raynn.data import ArrayDataset, to_tensor
+from raynn.data import ArrayDataset, Normalizer
 from raynn.errors import CheckpointError
 from raynn.grid import Job, build_model
 from raynn.optim import LRSchedule
@@ -45,7 +53,7 @@ def evaluate(
     x: np.ndarray,
     y: np.ndarray,
     idx: np.ndarray | None,
-    norm: tuple[torch.Tensor, torch.Tensor],
+    norm: Normalizer,
     num_classes: int,
     batch_size: int = 1024,
 ) -> Evaluation:
@@ -57,7 +65,7 @@ def evaluate(
     with torch.no_grad():
         for start in range(0, len(idx), batch_size):
             bi = idx[start : start + batch_size]
-            logits = model(to_tensor(x, bi, *norm))
+            logits = model(norm(x, bi))
             target = torch.from_numpy(y[bi])
             loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
             hits = (logits.argmax(1) == target).numpy()
@@ -92,11 +100,53 @@ def _restore(job: Job, store: checkpoint.CheckpointStore | None) -> dict[str, An
     return state if state.get("job_id") == job.job_id else None
 
 
+class _CheckpointWriter:
+    """Encodes and saves a job's checkpoints in a background thread, one at a time.
+
+    The state is copied on the training thread (a memory copy); ``torch.save``, the checksum
+    and the store's write happen in the background while the next epoch trains. A new
+    checkpoint waits for the one before it. :meth:`close` waits for the last one, so that no
+    checkpoint lands after the job's result.
+    """
+
+    def __init__(self, store: checkpoint.CheckpointStore, job_id: str) -> None:
+        self.store, self.job_id = store, job_id
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, state: dict[str, Any]) -> None:
+        self.close()
+        self._thread = threading.Thread(
+            target=self._save, args=(state,), name="raynn-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _save(self, state: dict[str, Any]) -> None:
+        try:
+            self.store.save_checkpoint(self.job_id, checkpoint.encode(state))
+        except BaseException as exc:  # raised again on the training thread by close()
+            self._error = exc
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def _epoch_threads(threads: int | Sequence[int], epoch: int) -> int:
+    if isinstance(threads, int):
+        return threads
+    return threads[min(epoch, len(threads) - 1)]
+
+
 def train_job(
     job: Job,
     data: ArrayDataset,
     *,
-    threads: int | None = None,
+    threads: int | Sequence[int] | None = None,
     checkpoints: checkpoint.CheckpointStore | None = None,
     on_epoch: EpochCallback | None = None,
     attempt: int = 1,
@@ -106,7 +156,9 @@ def train_job(
     Args:
         job: the job (model, scheduler, fold, seed, optimizer and training settings).
         data: the dataset with its fold indices (``data.folds``).
-        threads: torch intra-op threads to use; None keeps the current setting.
+        threads: torch intra-op threads to use; a sequence gives the threads of each epoch
+            (replaying a job that tail widening gave more threads); None keeps the current
+            setting.
         checkpoints: where epoch checkpoints are saved and resumed from; None disables them.
         on_epoch: called as ``on_epoch(job_id, epoch_done, epochs)`` after each epoch.
         attempt: the attempt number recorded in the result.
@@ -115,12 +167,19 @@ def train_job(
         The job's result; ``status == "failed"`` with the reason if the loss became NaN/inf.
     """
     if threads is not None:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(_epoch_threads(threads, 0))
     start = time.time()
     cfg = job.training
     train_idx, val_idx = data.folds[job.fold]
-    norm = (torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std).view(1, -1, 1, 1))
+    norm = data.normalizer()
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    sizes = torch.tensor(
+        [
+            len(train_idx[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+            for b in range(steps_per_epoch)
+        ],
+        dtype=torch.float64,
+    )
 
     torch.manual_seed(job.seed)
     model = build_model(job.model, data.in_shape, data.num_classes)
@@ -150,84 +209,101 @@ def train_job(
         result.train_seconds, result.eval_seconds = state["seconds"]
         first_epoch = result.resumed_from_epoch = state["epoch"]
 
+    writer = _CheckpointWriter(checkpoints, job.job_id) if checkpoints is not None else None
+    since_checkpoint = 0.0
     loss_fn = nn.CrossEntropyLoss()
-    for epoch in range(first_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        order = train_idx[np.random.default_rng([job.seed, epoch]).permutation(len(train_idx))]
-        loss_sum, correct = 0.0, 0
-        lr = opt.param_groups[0]["lr"]
-        for b in range(steps_per_epoch):
-            bi = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            xb, yb = to_tensor(data.x_train, bi, *norm), torch.from_numpy(data.y_train[bi])
-            opt.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = loss_fn(logits, yb)
-            value = loss.item()
-            if not math.isfinite(value):
+    val: Evaluation | None = None
+    try:
+        for epoch in range(first_epoch, cfg.epochs):
+            if isinstance(threads, Sequence):  # a replayed schedule: each epoch its own
+                torch.set_num_threads(_epoch_threads(threads, epoch))
+            t0 = time.perf_counter()
+            model.train()
+            order = train_idx[np.random.default_rng([job.seed, epoch]).permutation(len(train_idx))]
+            losses = torch.empty(steps_per_epoch)
+            correct = torch.zeros((), dtype=torch.int64)
+            lr = opt.param_groups[0]["lr"]
+            for b in range(steps_per_epoch):
+                bi = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                xb, yb = norm(data.x_train, bi), torch.from_numpy(data.y_train[bi])
+                opt.zero_grad(set_to_none=True)
+                logits = model(xb)
+                loss = loss_fn(logits, yb)
+                losses[b] = loss.detach()
+                loss.backward()
+                opt.step()
+                schedule.after_batch()
+                correct += (logits.argmax(1) == yb).sum()
+            finite = torch.isfinite(losses)
+            if not bool(finite.all()):
+                bad = int((~finite).nonzero()[0])
                 result.status = "failed"
                 result.error = (
-                    f"loss became {value} at epoch {epoch + 1}, batch {b + 1}; "
+                    f"loss became {float(losses[bad])} at epoch {epoch + 1}, batch {bad + 1}; "
                     "lower optimizer.lr or check the data"
                 )
                 result.end_time = time.time()
                 return result
-            loss.backward()
-            opt.step()
-            schedule.after_batch()
-            loss_sum += value * len(bi)
-            correct += int((logits.argmax(1) == yb).sum())
-        train_s = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        val = evaluate(
-            model, data.x_train, data.y_train, val_idx, norm, data.num_classes, cfg.eval_batch_size
-        )
-        result.eval_seconds += time.perf_counter() - t1
-        result.train_seconds += train_s
-        schedule.after_epoch(val.loss)
-        result.history.append(
-            EpochRecord(
-                job.job_id,
-                epoch + 1,
-                loss_sum / len(train_idx),
-                correct / len(train_idx),
-                val.loss,
-                val.accuracy,
-                lr,
-                train_s,
-                len(train_idx) / max(train_s, 1e-9),
-                torch.get_num_threads(),
+            train_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            val = evaluate(
+                model,
+                data.x_train,
+                data.y_train,
+                val_idx,
+                norm,
+                data.num_classes,
+                cfg.eval_batch_size,
             )
-        )
-        every = cfg.checkpoint_every
-        if (
-            checkpoints is not None
-            and every
-            and (epoch + 1) % every == 0
-            and epoch + 1 < cfg.epochs
-        ):
-            checkpoints.save_checkpoint(
-                job.job_id,
-                checkpoint.encode(
+            result.eval_seconds += time.perf_counter() - t1
+            result.train_seconds += train_s
+            schedule.after_epoch(val.loss)
+            result.history.append(
+                EpochRecord(
+                    job.job_id,
+                    epoch + 1,
+                    float((losses.double() * sizes).sum()) / len(train_idx),
+                    int(correct) / len(train_idx),
+                    val.loss,
+                    val.accuracy,
+                    lr,
+                    train_s,
+                    len(train_idx) / max(train_s, 1e-9),
+                    torch.get_num_threads(),
+                )
+            )
+            since_checkpoint += train_s
+            every = cfg.checkpoint_seconds
+            if (
+                writer is not None
+                and every
+                and since_checkpoint >= every
+                and epoch + 1 < cfg.epochs
+            ):
+                writer.submit(
                     {
                         "job_id": job.job_id,
                         "epoch": epoch + 1,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "schedule": schedule.state_dict(),
+                        "model": copy.deepcopy(model.state_dict()),
+                        "optimizer": copy.deepcopy(opt.state_dict()),
+                        "schedule": copy.deepcopy(schedule.state_dict()),
                         "torch_rng": torch.get_rng_state(),
                         "history": [asdict(r) for r in result.history],
                         "seconds": (result.train_seconds, result.eval_seconds),
                     }
-                ),
-            )
-        if on_epoch is not None:
-            on_epoch(job.job_id, epoch + 1, cfg.epochs)
+                )
+                since_checkpoint = 0.0
+            if on_epoch is not None:
+                on_epoch(job.job_id, epoch + 1, cfg.epochs)
+    finally:
+        if writer is not None:
+            writer.close()
 
     t1 = time.perf_counter()
-    val = evaluate(
-        model, data.x_train, data.y_train, val_idx, norm, data.num_classes, cfg.eval_batch_size
-    )
+    if val is None:  # resumed after its last epoch: nothing trained here
+        val = evaluate(
+            model, data.x_train, data.y_train, val_idx, norm, data.num_classes, cfg.eval_batch_size
+        )
     result.val_loss, result.val_accuracy, result.per_class_accuracy = (
         val.loss,
         val.accuracy,

@@ -59,7 +59,7 @@ def test_a_node_removed_mid_run_costs_only_its_running_job(cluster, tmp_path):
         models=["lenet"],
         folds=4,
         dataset=SLOW_DATA,
-        training={"epochs": 4},
+        training={"epochs": 4, "checkpoint_seconds": 1e-9},
         scheduling={"probe": False},
     )
     executor = RayExecutor(address=cluster.address)
@@ -74,7 +74,8 @@ def test_a_node_removed_mid_run_costs_only_its_running_job(cluster, tmp_path):
             on_node = {
                 w for w, _, s in list(current.workers.values()) if s[0].node_id == node.node_id
             }
-            return any(w in on_node and epoch >= 1 for w, _, epoch in leases.values())
+            # epoch 2 is reported after the epoch-1 checkpoint is saved
+            return any(w in on_node and epoch >= 2 for w, _, epoch in leases.values())
 
         if _wait_for(busy_on_node):
             cluster.remove_node(node)
@@ -117,7 +118,8 @@ def test_a_node_that_joins_mid_run_gets_workers(cluster, tmp_path):
     assert jobs["node"].nunique() == 2, jobs["node"].tolist()
 
 
-def test_driver_killed_then_resume_finishes_only_the_missing_jobs(tmp_path):
+@pytest.mark.parametrize("how", [["--serial", "--threads", "1"], ["--executor", "local"]])
+def test_driver_killed_then_resume_finishes_only_the_missing_jobs(tmp_path, how):
     spec_path = tmp_path / "spec.json"
     raw = make_spec(
         tmp_path, models=["lenet"], folds=4, dataset=SLOW_DATA, training={"epochs": 3}
@@ -125,17 +127,7 @@ def test_driver_killed_then_resume_finishes_only_the_missing_jobs(tmp_path):
     spec_path.write_text(json.dumps(raw))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "raynn",
-            "run",
-            str(spec_path),
-            "--serial",
-            "--threads",
-            "1",
-            "--no-progress",
-        ],
+        [sys.executable, "-m", "raynn", "run", str(spec_path), *how, "--no-progress"],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -149,7 +141,7 @@ def test_driver_killed_then_resume_finishes_only_the_missing_jobs(tmp_path):
     (run_dir,) = list(runs.iterdir())
     before = pd.read_parquet(run_dir / "jobs")
     assert 1 <= len(before) < 4
-    assert main(["run", "--resume", str(run_dir), "--serial", "--no-progress"]) == 0
+    assert main(["run", "--resume", str(run_dir), *how, "--no-progress"]) == 0
     after = pd.read_parquet(run_dir / "jobs")
     assert len(after) == 4 and after["job_id"].is_unique and (after["status"] == "ok").all()
     kept = after.set_index("job_id").loc[before["job_id"], "end_time"]
@@ -160,7 +152,7 @@ def test_driver_killed_then_resume_finishes_only_the_missing_jobs(tmp_path):
 
 
 def test_a_corrupt_checkpoint_restarts_the_job_from_scratch(tmp_path):
-    spec = make_spec(tmp_path, models=["mlp"], training={"epochs": 4})
+    spec = make_spec(tmp_path, models=["mlp"], training={"epochs": 4, "checkpoint_seconds": 1e-9})
     first = run(spec, executor="serial", progress=False)
     jobs = pd.read_parquet(first.run_dir / "jobs").set_index("job_id")
     good, bad = sorted(jobs.index)
@@ -171,10 +163,9 @@ def test_a_corrupt_checkpoint_restarts_the_job_from_scratch(tmp_path):
     by_id = {j.job_id: j for j in plan.jobs}
     collector = ResultsCollector(first.run_dir)
     for job_id in (good, bad):  # as if the driver died after epoch 2 of both
-        store = MemoryStore(stop_after=2)
-        with pytest.raises(KeyboardInterrupt):
-            train_job(by_id[job_id], plan.data, threads=1, checkpoints=store)
-        collector.save_checkpoint(job_id, store.blobs[job_id])
+        store = MemoryStore(resume_at=2)
+        train_job(by_id[job_id], plan.data, threads=1, checkpoints=store)
+        collector.save_checkpoint(job_id, store.load_checkpoint(job_id))
         (first.run_dir / "jobs" / f"{job_id}.parquet").unlink()
     ckpt = first.run_dir / "checkpoints" / f"{bad}.ckpt"
     blob = bytearray(ckpt.read_bytes())
@@ -204,17 +195,18 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_full_output_disk_fails_clearly_and_keeps_written_rows(tiny_disk, tmp_path, capsys):
+@pytest.mark.parametrize("how", [["--serial"], ["--executor", "local"]])
+def test_a_full_output_disk_fails_clearly_and_keeps_written_rows(tiny_disk, tmp_path, capsys, how):
     spec = make_spec(
         tmp_path,
         models=["mlp", "lenet"],
         folds=4,
         schedulers=["cosine", "warm"],
-        training={"epochs": 2, "checkpoint_every": 0},
+        training={"epochs": 2, "checkpoint_seconds": 0},
     )
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec.to_dict()))
-    code = main(["run", str(spec_path), "--serial", "--no-progress", "--output", str(tiny_disk)])
+    code = main(["run", str(spec_path), *how, "--no-progress", "--output", str(tiny_disk)])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "cannot write" in err
     assert "--resume" in err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import threading
 
 import pytest
 
@@ -13,19 +15,30 @@ from tests.conftest import make_spec
 
 
 class MemoryStore:
-    """A dict-backed checkpoint store that can stop a job after a given epoch."""
+    """A dict-backed checkpoint store that keeps every checkpoint it was given.
 
-    def __init__(self, stop_after: int | None = None) -> None:
-        self.blobs: dict[str, bytes] = {}
-        self.stop_after = stop_after
+    ``load_checkpoint`` returns the one taken after epoch ``resume_at`` (the latest when
+    None), as if the job had died right after it.
+    """
+
+    def __init__(self, resume_at: int | None = None) -> None:
+        self.saved: dict[str, dict[int, bytes]] = {}
+        self.resume_at = resume_at
+        self.threads: set[str] = set()
+
+    @property
+    def blobs(self) -> dict[str, bytes]:
+        return {j: by_epoch[max(by_epoch)] for j, by_epoch in self.saved.items()}
 
     def load_checkpoint(self, job_id):
-        return self.blobs.get(job_id)
+        by_epoch = self.saved.get(job_id, {})
+        if not by_epoch:
+            return None
+        return by_epoch[self.resume_at if self.resume_at is not None else max(by_epoch)]
 
     def save_checkpoint(self, job_id, blob):
-        self.blobs[job_id] = blob
-        if self.stop_after is not None and decode(blob)["epoch"] >= self.stop_after:
-            raise KeyboardInterrupt("simulated crash after checkpoint")
+        self.threads.add(threading.current_thread().name)
+        self.saved.setdefault(job_id, {})[decode(blob)["epoch"]] = blob
 
 
 def _metrics(result):
@@ -34,10 +47,13 @@ def _metrics(result):
     ]
 
 
+EVERY_EPOCH = {"epochs": 4, "checkpoint_seconds": 1e-9}
+
+
 @pytest.fixture(scope="module")
 def plan(tmp_path_factory):
     spec = make_spec(
-        tmp_path_factory.mktemp("t"), models=["lenet"], schedulers=["warm"], training={"epochs": 4}
+        tmp_path_factory.mktemp("t"), models=["lenet"], schedulers=["warm"], training=EVERY_EPOCH
     )
     return prepare(spec)
 
@@ -56,28 +72,71 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(plan):
     from raynn.training import train_job
 
     job = plan.jobs[1]
-    full = train_job(job, plan.data, threads=1)
-    store = MemoryStore(stop_after=2)
-    with pytest.raises(KeyboardInterrupt):
-        train_job(job, plan.data, threads=1, checkpoints=store)
-    store.stop_after = None
+    store = MemoryStore()
+    full = train_job(job, plan.data, threads=1, checkpoints=store)
+    # a checkpoint after every epoch but the last, saved off the training thread
+    assert sorted(store.saved[job.job_id]) == [1, 2, 3]
+    assert store.threads == {"raynn-checkpoint"}
+    store.resume_at = 2  # as if the job had died during epoch 3
     resumed = train_job(job, plan.data, threads=1, checkpoints=store, attempt=2)
     assert resumed.resumed_from_epoch == 2 and resumed.attempt == 2
     assert _metrics(resumed) == _metrics(full)
+    assert _metrics(full) == _metrics(train_job(job, plan.data, threads=1))
+
+
+def test_checkpoints_follow_training_time(tmp_path):
+    from raynn.training import train_job
+
+    for seconds, expected in ((0.0, []), (1e9, []), (1e-9, [1, 2])):
+        spec = make_spec(
+            tmp_path,
+            models=["mlp"],
+            training={"epochs": 3, "checkpoint_seconds": seconds},
+        )
+        plan = prepare(spec)
+        store = MemoryStore()
+        train_job(plan.jobs[0], plan.data, threads=1, checkpoints=store)
+        assert sorted(store.saved.get(plan.jobs[0].job_id, {})) == expected, seconds
+
+
+def test_each_epoch_validates_once_and_the_test_split_once(plan, monkeypatch):
+    import raynn.training
+
+    calls = []
+    real = raynn.training.evaluate
+
+    def counting(model, x, y, idx, *rest):
+        calls.append(len(y) if idx is None else len(idx))
+        return real(model, x, y, idx, *rest)
+
+    monkeypatch.setattr(raynn.training, "evaluate", counting)
+    result = raynn.training.train_job(plan.jobs[0], plan.data, threads=1)
+    val, test = len(plan.data.folds[0][1]), len(plan.data.y_test)
+    assert calls == [val] * 4 + [test]  # the last epoch's validation is the job's
+    assert result.val_loss == result.history[-1].val_loss
+
+
+def test_a_thread_schedule_replays_a_widened_job(plan):
+    from raynn.training import train_job
+
+    job = plan.jobs[0]
+    widened = train_job(job, plan.data, threads=[1, 1, 2, 2])
+    assert [r.threads for r in widened.history] == [1, 1, 2, 2]
+    again = train_job(job, plan.data, threads=[1, 1, 2, 2])
+    assert _metrics(widened) == _metrics(again)
 
 
 def test_corrupt_checkpoint_is_detected_and_job_restarts(plan):
     from raynn.training import train_job
 
     job = plan.jobs[0]
-    store = MemoryStore(stop_after=2)
-    with pytest.raises(KeyboardInterrupt):
-        train_job(job, plan.data, threads=1, checkpoints=store)
-    blob = bytearray(store.blobs[job.job_id])
+    store = MemoryStore(resume_at=2)
+    train_job(job, plan.data, threads=1, checkpoints=store)
+    blob = bytearray(store.saved[job.job_id][2])
     blob[-100] ^= 0xFF
     with pytest.raises(CheckpointError, match="checksum"):
         decode(bytes(blob))
-    store.blobs[job.job_id], store.stop_after = bytes(blob), None
+    store.saved[job.job_id] = {2: bytes(blob)}
     result = train_job(job, plan.data, threads=1, checkpoints=store)
     assert result.status == "ok" and result.resumed_from_epoch == 0
     assert _metrics(result) == _metrics(train_job(job, plan.data, threads=1))
@@ -98,6 +157,7 @@ def test_nan_loss_fails_the_job_with_its_reason(tmp_path):
     result = train_job(plan.jobs[0], plan.data, threads=1)
     assert result.status == "failed"
     assert "loss became" in result.error and "optimizer.lr" in result.error
+    assert re.search(r"at epoch 1, batch [0-9]+;", result.error)
     assert math.isnan(result.val_accuracy)
 
 
