@@ -56,6 +56,8 @@ class JobResult:
     cores: list[int] = field(default_factory=list)
     threads: int = 0
     params: int = 0
+    affinity: list[int] = field(default_factory=list)
+    thread_pools: list[str] = field(default_factory=list)
     history: list[EpochRecord] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,9 +28,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raynn.errors import OutputError
+from raynn.files import CheckpointDir, atomic_write, safe_name, write_bytes, write_json
 from raynn.records import JobResult
 
-SCHEMA_VERSION = 1
+__all__ = ["write_bytes", "write_json"]  # re-exported: the run directory's writers
+
+SCHEMA_VERSION = 2
 
 JOBS_SCHEMA = pa.schema(
     [
@@ -60,6 +62,8 @@ JOBS_SCHEMA = pa.schema(
         ("cores", pa.list_(pa.int32())),
         ("threads", pa.int32()),
         ("params", pa.int64()),
+        ("affinity", pa.list_(pa.int32())),
+        ("thread_pools", pa.list_(pa.string())),
     ]
 )
 
@@ -88,44 +92,10 @@ UTILIZATION_SCHEMA = pa.schema(
 )
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write a file via a temporary sibling and ``os.replace``; OSError -> OutputError."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                write(fh)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions, then "
-            f"continue with 'raynn run --resume {path.parent.parent}'"
-        ) from None
-
-
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``, atomically."""
-    _atomic_write(path, lambda fh: fh.write(data))
-
-
 def write_table(path: Path, rows: Iterable[Mapping[str, Any]], schema: pa.Schema) -> None:
     """Write ``rows`` as one Parquet file with ``schema``, atomically."""
     table = pa.Table.from_pylist(list(rows), schema=schema)
-    _atomic_write(path, lambda fh: pq.write_table(table, fh))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
-    _atomic_write(path, lambda fh: fh.write(data))
-
-
-def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    atomic_write(path, lambda fh: pq.write_table(table, fh))
 
 
 class ResultsCollector:
@@ -133,10 +103,11 @@ class ResultsCollector:
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.run_dir = Path(run_dir)
+        self.checkpoints = CheckpointDir(run_dir)
 
     def write_job(self, result: JobResult) -> None:
         """Write (or replace) the job's row and its epoch rows; drop its checkpoint if done."""
-        name = _safe_name(result.job_id)
+        name = safe_name(result.job_id)
         write_table(
             self.run_dir / "epochs" / f"{name}.parquet",
             [vars(r) for r in result.history],
@@ -144,25 +115,21 @@ class ResultsCollector:
         )
         write_table(self.run_dir / "jobs" / f"{name}.parquet", [result.row()], JOBS_SCHEMA)
         if result.status == "ok":
-            (self.run_dir / "checkpoints" / f"{name}.ckpt").unlink(missing_ok=True)
+            self.checkpoints.drop(result.job_id)
 
     def write_utilization(self, node: str, rows: list[dict[str, Any]]) -> None:
         """Write (or replace) one node's utilisation samples."""
         if rows:
-            path = self.run_dir / "utilization" / f"{_safe_name(node)}.parquet"
+            path = self.run_dir / "utilization" / f"{safe_name(node)}.parquet"
             write_table(path, rows, UTILIZATION_SCHEMA)
 
     def save_checkpoint(self, job_id: str, blob: bytes) -> None:
         """Store a job's latest checkpoint bytes."""
-        write_bytes(self.run_dir / "checkpoints" / f"{_safe_name(job_id)}.ckpt", blob)
+        self.checkpoints.save_checkpoint(job_id, blob)
 
     def load_checkpoint(self, job_id: str) -> bytes | None:
         """The job's latest checkpoint bytes, or None."""
-        path = self.run_dir / "checkpoints" / f"{_safe_name(job_id)}.ckpt"
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
+        return self.checkpoints.load_checkpoint(job_id)
 
     def node(self) -> str:
         """The host this collector writes on."""
@@ -235,9 +202,9 @@ def create_run_dir(root: str | os.PathLike[str], name: str) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         for n in range(1000):
             path = (
-                root / f"{_safe_name(name)}-{stamp}"
+                root / f"{safe_name(name)}-{stamp}"
                 if n == 0
-                else root / f"{_safe_name(name)}-{stamp}-{n}"
+                else root / f"{safe_name(name)}-{stamp}-{n}"
             )
             try:
                 path.mkdir()

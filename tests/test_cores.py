@@ -1,7 +1,9 @@
-"""Worker process set-up: heap settings that keep large blocks (raynn.scheduler.cores)."""
+"""Worker process set-up (raynn.scheduler.cores): pinning every thread, pools, the heap."""
 
 from __future__ import annotations
 
+import ast
+import os
 import subprocess
 import sys
 
@@ -37,3 +39,44 @@ def test_kept_large_blocks_are_reused_instead_of_faulted_in_again():
     # by default every 40 MiB block is mapped afresh and faulted in again on every cycle
     assert default > 20 * 100
     assert kept < default / 10, (kept, default)
+
+
+PIN = """
+import os, sys
+import torch
+from raynn.scheduler.cores import pin_threads, thread_masks
+torch.set_num_threads(2)
+x = torch.randn(256, 256)
+for _ in range(20):
+    x @ x  # torch starts its OpenMP pool under the process's two-core mask
+os.sched_setaffinity(0, {0})  # binds the calling thread only
+after_one = thread_masks()
+pin_threads([0])
+print(repr((after_one, thread_masks())))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_pinning_binds_every_thread_not_only_the_caller():
+    out = subprocess.run(
+        [sys.executable, "-c", PIN], capture_output=True, text=True, check=True
+    ).stdout
+    after_one, after_all = ast.literal_eval(out.strip())
+    assert len(after_one) > 1  # the pool's threads exist
+    assert any(mask != [0] for mask in after_one.values())  # and kept their old mask
+    assert set(after_all) >= set(after_one) and all(m == [0] for m in after_all.values())
+
+
+def test_the_pools_are_capped_and_reported():
+    code = (
+        "import os\n"
+        "from raynn.scheduler.cores import affinity_in_force, pin_current_process, thread_pools\n"
+        "cpu = min(os.sched_getaffinity(0))\n"
+        "print(repr((pin_current_process([cpu]), thread_pools(), affinity_in_force() == [cpu])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    threads, pools, pinned = ast.literal_eval(out.strip())
+    assert threads == 1 and pinned
+    assert any(p.startswith("openmp/") for p in pools) and all(p.endswith("=1") for p in pools)

@@ -40,6 +40,7 @@ import torch
 
 from raynn.data import ArrayDataset, load_dataset
 from raynn.errors import OutputError, RaynnError, SpecError
+from raynn.files import atomic_write
 from raynn.hogwild.server import ParameterServer, ServerClient, read_checkpoint, shard_bounds
 from raynn.hogwild.shared_params import (
     SharedParams,
@@ -63,7 +64,6 @@ from raynn.kfold import RunResult, _check_writable, _versions
 from raynn.results import (
     SCHEMA_VERSION,
     UTILIZATION_SCHEMA,
-    _atomic_write,
     create_run_dir,
     write_json,
     write_table,
@@ -507,7 +507,7 @@ def _run_ray(
     for i, (lo, hi) in enumerate(bounds):
         init = run_dir / "checkpoints" / f"server-{i}.init.npy"
         if not init.is_file():
-            _atomic_write(init, lambda fh, part=p.initial[lo:hi]: np.save(fh, part))
+            atomic_write(init, lambda fh, part=p.initial[lo:hi]: np.save(fh, part))
         kwargs = _server_kwargs(spec, run_dir, i, lo, p.param_count)
         local.append(ParameterServer(str(init), **kwargs))  # what the actor will start from
         strategy = NodeAffinitySchedulingStrategy(driver_node, soft=False)

@@ -72,19 +72,81 @@ def keep_large_blocks() -> bool:
         return False
 
 
-def pin_current_process(cores: Sequence[int]) -> int:
-    """Pin this process to ``cores`` and cap every thread pool to their count.
+def thread_ids(pid: int | str = "self") -> list[int]:
+    """The ids of every thread of process ``pid`` (``/proc/<pid>/task``)."""
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except FileNotFoundError:  # the process is gone
+        return []
 
-    Sets the OMP/MKL/OpenBLAS variables (for pools not yet started) and
-    ``torch.set_num_threads``, and keeps large blocks in the heap
-    (:func:`keep_large_blocks`). Returns the thread count torch reports afterwards.
+
+def pin_threads(cores: Sequence[int], pid: int | str = "self") -> None:
+    """Bind every thread of process ``pid`` to ``cores``.
+
+    ``os.sched_setaffinity(0, ...)`` binds only the calling thread: pool threads that
+    OpenMP, MKL or Ray started earlier keep their old mask. This sets each thread's mask,
+    again until no new thread has appeared meanwhile (a thread that starts later inherits
+    the mask of the thread that starts it, which is then already bound).
+    """
+    mask = set(cores)
+    done: set[int] = set()
+    for _ in range(10):
+        todo = [t for t in thread_ids(pid) if t not in done]
+        if not todo:
+            return
+        for tid in todo:
+            try:
+                os.sched_setaffinity(tid, mask)
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
+            done.add(tid)
+
+
+def thread_masks(pid: int | str = "self") -> dict[int, list[int]]:
+    """Each thread's CPU mask: ``{tid: sorted cpus}`` (threads that end meanwhile are left out)."""
+    masks = {}
+    for tid in thread_ids(pid):
+        try:
+            masks[tid] = sorted(os.sched_getaffinity(tid))
+        except (ProcessLookupError, PermissionError):
+            pass
+    return masks
+
+
+def affinity_in_force(pid: int | str = "self") -> list[int]:
+    """The union of every thread's mask: the CPUs this process can really run on."""
+    return sorted({c for mask in thread_masks(pid).values() for c in mask})
+
+
+def thread_pools() -> list[str]:
+    """The BLAS/OpenMP pools loaded in this process, as threadpoolctl sees them.
+
+    One ``"user_api/internal_api=threads"`` entry per pool, e.g. ``"openmp/openmp=1"``.
+    """
+    from threadpoolctl import threadpool_info
+
+    return sorted(
+        f"{p.get('user_api')}/{p.get('internal_api')}={p.get('num_threads')}"
+        for p in threadpool_info()
+    )
+
+
+def pin_current_process(cores: Sequence[int]) -> int:
+    """Pin every thread of this process to ``cores`` and cap every thread pool to their count.
+
+    Sets the OMP/MKL/OpenBLAS variables (for pools not yet started), the limits of the pools
+    already loaded (threadpoolctl) and ``torch.set_num_threads`` (in the calling thread, the
+    one that trains), and keeps large blocks in the heap (:func:`keep_large_blocks`). Returns
+    the thread count torch reports afterwards.
     """
     import torch
+    from threadpoolctl import threadpool_limits
 
     keep_large_blocks()
     n = len(cores)
-    os.sched_setaffinity(0, set(cores))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
     torch.set_num_threads(n)
+    threadpool_limits(limits=n)
+    pin_threads(cores)
     return torch.get_num_threads()
