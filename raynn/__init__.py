@@ -3,7 +3,9 @@
 Public API::
 
     from raynn import load_spec, run
-    result = run(load_spec("jobs/kfold_digits.yaml"))          # Ray, embedded local
+    result = run(load_spec("jobs/kfold_digits.yaml"))          # this machine's cores
+    result = run(spec, executor="ray")                         # an embedded local Ray
+    result = run(spec, executor="ray", address="auto")         # a running Ray cluster
     result = run(spec, executor="serial")                      # the serial baseline
 """
 

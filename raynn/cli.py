@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,9 +22,17 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a job spec (K-fold) and write runs/<run-id>/")
     r.add_argument("spec", nargs="?", help="YAML/JSON job spec (omit with --resume)")
     r.add_argument(
+        "--executor",
+        choices=["auto", "local", "ray", "serial"],
+        default="auto",
+        help="local: forked, pinned worker processes on this machine; ray: a Ray cluster "
+        "(--address, RAY_ADDRESS) or an embedded local Ray; serial: one job at a time "
+        "in-process; auto (default): ray given a cluster address, else local",
+    )
+    r.add_argument(
         "--serial",
         action="store_true",
-        help="baseline: one job at a time in-process, all cores to torch",
+        help="baseline: one job at a time in-process, all cores to torch (= --executor serial)",
     )
     r.add_argument(
         "--threads",
@@ -34,13 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--address",
         default=None,
-        help="Ray cluster to use ('auto', host:port); default: embedded local Ray",
+        help="Ray cluster to use ('auto', host:port); implies --executor ray",
     )
     r.add_argument(
         "--num-cpus",
         type=int,
         default=None,
-        help="CPUs of the embedded local Ray (default: this process's affinity)",
+        help="CPUs to use on this machine (default: this process's affinity)",
     )
     r.add_argument("--output", default=None, help="root for run directories (default: runs)")
     r.add_argument(
@@ -76,16 +85,18 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument("--spec", required=True, help="a K-fold job spec")
     bk.add_argument(
         "--modes",
-        default="serial,serial1,raynn,tune,processes",
-        help="comma-separated: serial, serial1, raynn, tune, processes",
+        default="serial,serial1,raynn,pool,tune,multi_instance",
+        help="comma-separated: serial, serial1, raynn, raynn_cold, raynn_ray, pool, tune, "
+        "tune_fresh, multi_instance, processes (benchmarks/README.md)",
     )
+    bk.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved")
     bk.add_argument("--output", default="bench", help="root of bench result folders")
     bk.add_argument("--num-cpus", type=int, default=None, help="CPUs to use (default: all)")
     bk.add_argument(
         "--timeout",
         type=float,
         default=None,
-        help="give up on the 'processes' mode after this many seconds",
+        help="give up on a mode's run after this many seconds (default: 1800)",
     )
     bk.add_argument("--no-progress", action="store_true")
     bh = bsub.add_parser(
@@ -122,20 +133,57 @@ def _run_dir_kind(run_dir: str) -> str:
         return "kfold"  # the K-fold path reports the unreadable run.json properly
 
 
+def _peek_kind(path: str) -> str:
+    """The ``kind`` a spec file declares (``kfold`` when unreadable: validation says why)."""
+    import json
+    from pathlib import Path
+
+    try:
+        import yaml
+
+        text = Path(path).read_text()
+        raw = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        return str(raw.get("kind", "kfold")) if isinstance(raw, dict) else "kfold"
+    except Exception:  # noqa: BLE001 - load_spec reports the problem properly
+        return "kfold"
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.resume is None and args.spec is None:
+        raise RaynnError("raynn run needs a SPEC (e.g. jobs/kfold_digits.yaml) or --resume RUN_DIR")
+    kind = _peek_kind(args.spec) if args.resume is None else _run_dir_kind(args.resume)
+    executor = "serial" if args.serial else args.executor
+    if executor == "auto":
+        executor = "ray" if args.address or os.environ.get("RAY_ADDRESS") else "local"
+    zygote = None
+    if executor == "local" and kind == "kfold":
+        # start the workers' zygote now: its import of torch runs beside ours
+        from raynn.scheduler.processes import ZYGOTE_PRELOAD, Zygote
+
+        zygote = Zygote(ZYGOTE_PRELOAD)
+    try:
+        return _run_spec(args, kind, executor, zygote)
+    finally:
+        if zygote is not None:
+            zygote.close()
+
+
+def _run_spec(args: argparse.Namespace, kind: str, executor: str, zygote: object) -> int:
     from raynn.kfold import run
     from raynn.spec import load_spec
 
-    if args.resume is None and args.spec is None:
-        raise RaynnError("raynn run needs a SPEC (e.g. jobs/kfold_digits.yaml) or --resume RUN_DIR")
     spec = load_spec(args.spec) if args.spec and args.resume is None else None
-    kind = spec.kind if spec is not None else _run_dir_kind(args.resume)
+    if spec is not None:
+        kind = spec.kind
     if kind == "hogwild":
         from raynn.hogwild.runner import run as run_hogwild
 
         run = run_hogwild
-    if args.serial:
+        executor = "ray" if executor == "local" else executor  # HOGWILD: serial or Ray
+    if executor == "serial":
         options = {"executor": "serial", "threads": args.threads}
+    elif executor == "local":
+        options = {"executor": "local", "num_cpus": args.num_cpus, "zygote": zygote}
     else:
         options = {"executor": "ray", "address": args.address, "num_cpus": args.num_cpus}
     result = run(
@@ -203,7 +251,13 @@ def _bench(args: argparse.Namespace) -> int:
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     table, out = bench_kfold(
-        spec, modes, args.output, args.num_cpus, args.timeout, progress=not args.no_progress
+        spec,
+        modes,
+        args.output,
+        args.num_cpus,
+        args.timeout,
+        progress=not args.no_progress,
+        repeats=args.repeats,
     )
     print((out / "summary.md").read_text())
     print(f"results: {out}")
@@ -251,5 +305,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:  # pragma: no cover - the console script
+    """``raynn``: :func:`main`, then exit at once.
+
+    Everything a command produces is written and flushed when :func:`main` returns; the
+    interpreter's own teardown (torch's and the libraries' exit handlers, freeing every
+    object) would only add time before the shell gets its prompt back.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

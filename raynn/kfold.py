@@ -6,6 +6,7 @@ checked before any job starts and before a run directory is created.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import socket
@@ -23,7 +24,7 @@ from raynn.results import SCHEMA_VERSION, RunLock, create_run_dir, read_table, w
 from raynn.scheduler.cores import usable_cpus
 from raynn.scheduler.executor import Executor, get_executor
 from raynn.scheduler.monitor import Progress
-from raynn.scheduler.probe import auto_group_sizes, calibrate
+from raynn.scheduler.probe import ProbeCache, ProbeReport, auto_group_sizes, calibrate
 from raynn.spec import KFoldSpec, spec_from_dict
 
 
@@ -49,27 +50,38 @@ class RunResult:
         return self.status == "completed"
 
 
-def prepare(spec: KFoldSpec, data: ArrayDataset | None = None) -> Plan:
-    """Load the data (unless given), make folds and the job list; raise on anything invalid."""
-    data = (data or load_dataset(spec.dataset)).with_folds(spec.folds, spec.seed)
+def load_data(spec: KFoldSpec, data: ArrayDataset | None = None) -> ArrayDataset:
+    """The spec's dataset (or ``data``) with its folds; raise on anything invalid."""
+    return (data or load_dataset(spec.dataset)).with_folds(spec.folds, spec.seed)
+
+
+def plan_jobs(spec: KFoldSpec, data: ArrayDataset) -> Plan:
+    """The job list of ``spec`` on ``data`` (folds made), longest expected first."""
     jobs = make_jobs(spec, data.in_shape, data.num_classes, len(data.folds[0][0]))
     return Plan(spec, data, jobs)
 
 
+def prepare(spec: KFoldSpec, data: ArrayDataset | None = None) -> Plan:
+    """Load the data (unless given), make folds and the job list; raise on anything invalid."""
+    return plan_jobs(spec, load_data(spec, data))
+
+
 def schedule(
     ex: Executor, spec: KFoldSpec, jobs: list[Job], data: ArrayDataset
-) -> tuple[list[Job], int]:
-    """Probe the models (parallel executors, ``scheduling.probe``), then let the executor
-    connect and resolve ``cores_per_job`` (with ``auto``, per model: ``Job.cores``).
-    Returns the jobs in run order and the workers' group size."""
+) -> tuple[list[Job], int, ProbeReport]:
+    """Probe the models (parallel executors, ``scheduling.probe``; read from the probe cache
+    where it holds them), then let the executor connect and resolve ``cores_per_job`` (with
+    ``auto``, per model: ``Job.cores``). Returns the jobs in run order, the workers' group
+    size and what the probe did."""
     choose = None
+    report = ProbeReport()
     if ex.name != "serial" and spec.scheduling.probe and jobs:
-        jobs, speeds = calibrate(jobs, data, len(usable_cpus()))
+        jobs, speeds = calibrate(jobs, data, len(usable_cpus()), ProbeCache(), report)
         choose = partial(auto_group_sizes, jobs, speeds)
     size = ex.prepare(len(jobs), spec.scheduling.cores_per_job, choose)
     if ex.cores_by_model:
         jobs = [replace(j, cores=ex.cores_by_model[j.model.label]) for j in jobs]
-    return jobs, size
+    return jobs, size, report
 
 
 def _versions() -> dict[str, str]:
@@ -93,6 +105,21 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def process_start() -> float:
+    """When this process started, as ``time.time()`` (the start of the command).
+
+    From ``/proc/self/stat`` against the boot-time clock (10 ms steps); psutil's
+    ``create_time`` can be a second off, as it counts from a boot time in whole seconds.
+    """
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
+
+
 def _execute(
     ex: Executor,
     spec: KFoldSpec,
@@ -102,14 +129,23 @@ def _execute(
     meta: dict[str, Any],
     cores_per_job: int,
     progress: bool,
+    stages: dict[str, float],
+    probe: ProbeReport,
 ) -> dict[str, Any]:
-    """Execute ``jobs``, keeping this invocation's entry of ``run.json`` current."""
+    """Execute ``jobs``, keeping this invocation's entry of ``run.json`` current.
+
+    ``stages``: when each step before the execution ended (``time.time()``), recorded as
+    seconds since the process started, with the probe's report.
+    """
+    t0 = stages.get("process_start", time.time())
     attempt: dict[str, Any] = {
         "executor": ex.name,
         "jobs": len(jobs),
         "cores_per_job": cores_per_job,
         "start": time.time(),
         "status": "running",
+        "stages": {k: round(v - t0, 3) for k, v in stages.items() if k != "process_start"},
+        "probe": dataclasses.asdict(probe),
     }
     meta["runs"].append(attempt)
     write_json(run_dir / "run.json", meta)
@@ -150,7 +186,7 @@ def _check_writable(root: Path) -> None:
 def run(
     spec: KFoldSpec | None = None,
     *,
-    executor: str | Executor = "ray",
+    executor: str | Executor = "auto",
     output: str | None = None,
     resume: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -161,7 +197,9 @@ def run(
 
     Args:
         spec: the K-fold spec; omitted when resuming.
-        executor: ``"ray"`` (default), ``"serial"``, or an :class:`Executor` instance.
+        executor: ``"auto"`` (default: ``"ray"`` given a cluster ``address`` or
+            ``RAY_ADDRESS``, else ``"local"``), ``"local"``, ``"ray"``, ``"serial"``, or an
+            :class:`Executor` instance.
         output: root folder for run directories (default: the spec's ``output.dir``).
         resume: an existing run directory: run only its jobs that have no ok row.
         progress: show the live progress view.
@@ -189,18 +227,24 @@ def run(
         spec = spec_from_dict(meta["spec"])
     elif spec is None:
         raise RaynnError("run() needs a spec or resume=RUN_DIR")
-    plan = prepare(spec, data)
-    jobs = plan.jobs
-    lock = None
-    if resume is not None:
-        lock = RunLock(run_dir)
-        lock.acquire()
-        table = read_table(run_dir, "jobs")
-        done = set(table.loc[table["status"] == "ok", "job_id"])
-        jobs = [j for j in jobs if j.job_id not in done]
+    stages = {"process_start": process_start()}
     ex = executor if isinstance(executor, Executor) else get_executor(executor, **executor_options)
+    lock = None
     try:
-        jobs, cores_per_job = schedule(ex, spec, jobs, plan.data)
+        dataset = load_data(spec, data)
+        ex.stage(dataset)  # the local executor's zygote takes the data now
+        stages["data_loaded"] = time.time()
+        plan = plan_jobs(spec, dataset)
+        stages["jobs_planned"] = time.time()
+        jobs = plan.jobs
+        if resume is not None:
+            lock = RunLock(run_dir)
+            lock.acquire()
+            table = read_table(run_dir, "jobs")
+            done = set(table.loc[table["status"] == "ok", "job_id"])
+            jobs = [j for j in jobs if j.job_id not in done]
+        jobs, cores_per_job, probe = schedule(ex, spec, jobs, plan.data)
+        stages["scheduled"] = time.time()
         if resume is None:
             root = Path(output or spec.output.dir)
             _check_writable(root)
@@ -216,7 +260,9 @@ def run(
                 "data": "in-memory" if data is not None else "spec",
                 "runs": [],
             }
-        attempt = _execute(ex, spec, jobs, plan.data, run_dir, meta, cores_per_job, progress)
+        attempt = _execute(
+            ex, spec, jobs, plan.data, run_dir, meta, cores_per_job, progress, stages, probe
+        )
     finally:
         ex.close()
         if lock is not None:

@@ -26,6 +26,14 @@ TINY: dict[str, Any] = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_probe_cache(tmp_path_factory):
+    """The suite's probe cache: its own folder, not the user's ~/.cache/raynn."""
+    import os
+
+    os.environ["RAYNN_CACHE_DIR"] = str(tmp_path_factory.mktemp("raynn-cache"))
+
+
 def make_spec(tmp_path: Path, **overrides: Any) -> Any:
     """A tiny digits spec writing under ``tmp_path``; sections are merged one level deep."""
     raw = copy.deepcopy(TINY)

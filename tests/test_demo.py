@@ -14,12 +14,24 @@ from raynn.cli import main
 from tests.conftest import REPO, make_spec
 
 
+def _readme_demo_args() -> list[str]:
+    """The arguments of the README's first command (``raynn run ...``), as written there."""
+    first = next(
+        line for line in (REPO / "README.md").read_text().splitlines() if "raynn run" in line
+    )
+    run = first.split("&&", 1)[1].split("#", 1)[0].split()
+    assert run[:2] == ["raynn", "run"], first
+    return run[1:]
+
+
 @pytest.mark.slow
 def test_readme_demo_spec_completes(tmp_path):
     out = tmp_path / "runs"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = _readme_demo_args()
+    assert "jobs/kfold_digits.yaml" in args
     proc = subprocess.run(
-        [sys.executable, "-m", "raynn", "run", "jobs/kfold_digits.yaml", "--output", str(out)],
+        [sys.executable, "-m", "raynn", *args, "--output", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -4,33 +4,31 @@ from __future__ import annotations
 
 import json
 import threading
-import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from raynn.kfold import run
-from raynn.scheduler.executor import RayExecutor, SerialExecutor
+from raynn.scheduler.executor import SerialExecutor
 from tests.conftest import make_spec
+from tests.executors import ALL, PARALLEL, kill_worker, leases, make_executor, wait_for, workers
 
 pytestmark = pytest.mark.ray
 
 METRICS = ["val_loss", "val_accuracy", "test_loss", "test_accuracy"]
 EPOCH_METRICS = ["loss", "accuracy", "val_loss", "val_accuracy", "lr"]
-
-
-def _executor(name):
-    return SerialExecutor(threads=1) if name == "serial" else RayExecutor()
+SLOW_DATA = {"name": "synthetic", "shape": [1, 24, 24], "samples": 3000, "limit": None}
 
 
 @pytest.fixture(scope="module")
 def runs(ray_local, tmp_path_factory):
     """The tiny spec run once by each executor (the serial one at one thread per job)."""
     spec = make_spec(tmp_path_factory.mktemp("exec"), schedulers=["cosine", "warm"])
-    return {name: run(spec, executor=_executor(name), progress=False) for name in ("serial", "ray")}
+    return {name: run(spec, executor=make_executor(name), progress=False) for name in ALL}
 
 
-@pytest.mark.parametrize("name", ["serial", "ray"])
+@pytest.mark.parametrize("name", ALL)
 def test_every_job_has_one_ok_row_and_readable_tables(runs, name):
     result = runs[name]
     jobs = pd.read_parquet(result.run_dir / "jobs")
@@ -42,31 +40,39 @@ def test_every_job_has_one_ok_row_and_readable_tables(runs, name):
     assert not util.empty and util["percent"].between(0, 100).all()
     assert (result.run_dir / "run.json").is_file() and (result.run_dir / "report.md").is_file()
     assert not list((result.run_dir / "checkpoints").glob("*.ckpt"))
+    attempt = json.loads((result.run_dir / "run.json").read_text())["runs"][-1]
+    assert attempt["executor"] == name
+    assert 0 < attempt["stages"]["data_loaded"] <= attempt["stages"]["scheduled"]
 
 
-def test_serial_and_ray_metrics_are_bit_identical(runs):
+@pytest.mark.parametrize("name", PARALLEL)
+def test_parallel_and_serial_metrics_are_bit_identical(runs, name):
     a, b = (
         pd.read_parquet(runs[n].run_dir / "jobs").set_index("job_id").sort_index()
-        for n in ("serial", "ray")
+        for n in ("serial", name)
     )
     pd.testing.assert_frame_equal(a[METRICS], b[METRICS], check_exact=True)
     ea, eb = (
         pd.read_parquet(runs[n].run_dir / "epochs")
         .sort_values(["job_id", "epoch"])
         .reset_index(drop=True)
-        for n in ("serial", "ray")
+        for n in ("serial", name)
     )
     pd.testing.assert_frame_equal(ea[EPOCH_METRICS], eb[EPOCH_METRICS], check_exact=True)
 
 
-def test_concurrent_workers_never_share_a_core(runs):
-    jobs = pd.read_parquet(runs["ray"].run_dir / "jobs")
+@pytest.mark.parametrize("name", PARALLEL)
+def test_concurrent_workers_never_share_a_core(runs, name):
+    jobs = pd.read_parquet(runs[name].run_dir / "jobs")
     assert (jobs["threads"] == 1).all()
     assert (jobs["cores"].map(len) == jobs["threads"]).all()
     assert jobs["worker"].nunique() == 2
     by_worker = jobs.groupby("worker")["cores"].agg(lambda c: {tuple(x) for x in c})
     assert all(len(cores) == 1 for cores in by_worker)  # a worker stays on its group
     assert _overlaps_on_disjoint_cores(jobs) > 0  # the jobs really ran side by side
+    # what was in force for every thread of the worker, and its thread pools, at one thread
+    assert (jobs["affinity"].map(list) == jobs["cores"].map(list)).all()
+    assert jobs["thread_pools"].map(lambda pools: all(p.endswith("=1") for p in pools)).all()
 
 
 def _overlaps_on_disjoint_cores(jobs: pd.DataFrame) -> int:
@@ -81,7 +87,58 @@ def _overlaps_on_disjoint_cores(jobs: pd.DataFrame) -> int:
     return overlapping
 
 
-def test_auto_gives_each_model_its_own_cores_per_job(ray_local, tmp_path, monkeypatch):
+def _allowed(pid: int) -> dict[int, set[int]]:
+    """Every thread of ``pid`` and the CPUs it may run on, read from outside (/proc)."""
+    from raynn.scheduler.topology import parse_cpu_list
+
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        line = next(x for x in status.splitlines() if x.startswith("Cpus_allowed_list:"))
+        out[int(task.name)] = set(parse_cpu_list(line.split(":", 1)[1]))
+    return out
+
+
+@pytest.mark.parametrize("name", PARALLEL)
+def test_every_thread_of_every_worker_stays_on_its_own_cores(ray_local, tmp_path, name):
+    spec = make_spec(
+        tmp_path,
+        models=["lenet"],
+        folds=2,
+        dataset=SLOW_DATA,
+        training={"epochs": 4},
+        scheduling={"probe": False, "tail_widening": False},
+    )
+    executor = make_executor(name)
+    seen: list[dict] = []
+
+    def watch() -> None:
+        def both_training():
+            if sum(epoch >= 1 for _, _, epoch in leases(executor).values()) < 2:
+                return None
+            return [(pid, set(cpus), _allowed(pid)) for _, pid, cpus in workers(executor)]
+
+        found = wait_for(both_training)
+        if found:
+            seen.extend({"cpus": cpus, "threads": threads} for _, cpus, threads in found)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    result = run(spec, executor=executor, progress=False)
+    thread.join()
+    assert result.ok and len(seen) == 2, seen
+    for worker in seen:
+        # the training threads, the OpenMP pool and Ray's own threads alike
+        assert len(worker["threads"]) >= 1
+        assert all(mask <= worker["cpus"] for mask in worker["threads"].values()), worker
+    assert not seen[0]["cpus"] & seen[1]["cpus"]
+
+
+@pytest.mark.parametrize("name", PARALLEL)
+def test_auto_gives_each_model_its_own_cores_per_job(ray_local, tmp_path, monkeypatch, name):
     import raynn.kfold
 
     asked = []
@@ -92,13 +149,14 @@ def test_auto_gives_each_model_its_own_cores_per_job(ray_local, tmp_path, monkey
 
     monkeypatch.setattr(raynn.kfold, "auto_group_sizes", choose)
     spec = make_spec(tmp_path, folds=3, scheduling={"probe": True, "tail_widening": False})
-    result = run(spec, executor=RayExecutor(), progress=False)
+    result = run(spec, executor=make_executor(name), progress=False)
     assert asked == [(["lenet", "mlp"], [2])]
     jobs = pd.read_parquet(result.run_dir / "jobs")
     assert result.ok and len(jobs) == 6
     threads = jobs.groupby("model")["threads"].agg(set).to_dict()
     assert threads == {"lenet": {2}, "mlp": {1}}
     assert (jobs["cores"].map(len) == jobs["threads"]).all()
+    assert (jobs["affinity"].map(list) == jobs["cores"].map(list)).all()
     _overlaps_on_disjoint_cores(jobs)
     last = json.loads((result.run_dir / "run.json").read_text())["runs"][-1]
     assert last["cores_by_model"] == {"lenet": 2, "mlp": 1}
@@ -114,51 +172,52 @@ def test_auto_gives_each_model_its_own_cores_per_job(ray_local, tmp_path, monkey
     assert (mlp[METRICS] == ref_jobs.loc[mlp.index, METRICS]).all().all()
 
 
-def test_jobs_wider_than_every_node_fail_clearly_and_resume(ray_local, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", PARALLEL)
+def test_jobs_wider_than_every_node_fail_clearly_and_resume(
+    ray_local, tmp_path, monkeypatch, name
+):
     import raynn.kfold
     from raynn.errors import RaynnError
 
     # as if the node that fit 4-core jobs had left: lenet's jobs fit no node now
     monkeypatch.setattr(raynn.kfold, "auto_group_sizes", lambda *a: {"lenet": 4, "mlp": 1})
     spec = make_spec(tmp_path, scheduling={"probe": True})
-    with pytest.raises(RaynnError, match="2 job.s. need more cores than any node left has"):
-        run(spec, executor=RayExecutor(), progress=False)
+    with pytest.raises(RaynnError, match="2 job.s. need more cores than"):
+        run(spec, executor=make_executor(name), progress=False)
     (run_dir,) = (tmp_path / "runs").iterdir()
     done = pd.read_parquet(run_dir / "jobs")
     assert set(done["model"]) == {"mlp"} and (done["status"] == "ok").all()  # kept
     monkeypatch.undo()  # the probe's own choice again
-    result = run(resume=run_dir, executor=RayExecutor(), progress=False)
+    result = run(resume=run_dir, executor=make_executor(name), progress=False)
     assert result.ok and len(result.jobs) == 4 and (result.jobs["status"] == "ok").all()
 
 
-def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, runs, tmp_path):
-    import ray
-
+@pytest.mark.parametrize("name", PARALLEL)
+def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, tmp_path, name):
     spec = make_spec(
         tmp_path,
         models=["lenet"],
         folds=2,
         schedulers=["cosine"],
-        dataset={"name": "synthetic", "shape": [1, 24, 24], "samples": 3000, "limit": None},
-        training={"epochs": 5},
+        dataset=SLOW_DATA,
+        training={"epochs": 5, "checkpoint_seconds": 1e-9},
     )
-    executor = RayExecutor()
+    executor = make_executor(name)
     killed: list[str] = []
 
     def killer() -> None:
-        deadline = time.time() + 120
-        while time.time() < deadline and not killed:
-            current = getattr(executor, "current", None)
-            if current is not None:
-                queue = current.queue
-                for job_id, (worker, _, epoch) in ray.get(queue.leases.remote()).items():
-                    if 1 <= epoch <= 3:
-                        actors = [a for w, a, _ in list(current.workers.values()) if w == worker]
-                        if actors:
-                            ray.kill(actors[0], no_restart=True)
-                            killed.append(job_id)
-                            return
-            time.sleep(0.05)
+        # a job reports epoch 2 only after its epoch-1 checkpoint is saved (a checkpoint is
+        # saved in the background, and the next one waits for it): kill it then
+        def mid_job():
+            return next(
+                ((j, w) for j, (w, _, epoch) in leases(executor).items() if 2 <= epoch <= 3),
+                None,
+            )
+
+        found = wait_for(mid_job)
+        if found:
+            kill_worker(executor, found[1])
+            killed.append(found[0])
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
@@ -177,11 +236,12 @@ def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, runs, tmp_p
     assert victim[METRICS].tolist() == ref.loc[killed[0], METRICS].tolist()
 
 
-def test_nan_job_fails_alone(ray_local, tmp_path):
+@pytest.mark.parametrize("name", PARALLEL)
+def test_nan_job_fails_alone(ray_local, tmp_path, name):
     spec = make_spec(
         tmp_path, models=["mlp", {"name": "tests.helpers:exploding_mlp", "label": "boom"}]
     )
-    result = run(spec, executor=RayExecutor(), progress=False)
+    result = run(spec, executor=make_executor(name), progress=False)
     jobs = pd.read_parquet(result.run_dir / "jobs").set_index("job_id")
     assert len(jobs) == 4
     assert (jobs.loc[jobs["model"] == "mlp", "status"] == "ok").all()
@@ -190,7 +250,8 @@ def test_nan_job_fails_alone(ray_local, tmp_path):
     assert boom["error"].str.contains("loss became").all()
 
 
-def test_tail_widening_gives_the_last_job_the_freed_core(ray_local, tmp_path):
+@pytest.mark.parametrize("name", PARALLEL)
+def test_tail_widening_gives_the_last_job_the_freed_core(ray_local, tmp_path, name):
     spec = make_spec(
         tmp_path,
         models=["lenet"],
@@ -199,7 +260,7 @@ def test_tail_widening_gives_the_last_job_the_freed_core(ray_local, tmp_path):
         training={"epochs": 6},
         scheduling={"probe": False, "tail_widening": True},
     )
-    result = run(spec, executor=RayExecutor(), progress=False)
+    result = run(spec, executor=make_executor(name), progress=False)
     jobs = pd.read_parquet(result.run_dir / "jobs").set_index("job_id")
     epochs = pd.read_parquet(result.run_dir / "epochs").sort_values(["job_id", "epoch"])
     threads = epochs.groupby("job_id")["threads"].agg(list)
@@ -208,6 +269,8 @@ def test_tail_widening_gives_the_last_job_the_freed_core(ray_local, tmp_path):
     # once a worker retires, the job still running takes its core at an epoch boundary
     assert widened, threads.to_dict()
     assert all(t == sorted(t) for t in threads)  # widening only ever adds threads
+    # every thread of the widened worker moved with it
+    assert all(sorted(jobs.loc[j, "affinity"]) == [0, 1] for j in widened)
     reference = run(spec, executor=SerialExecutor(threads=1), progress=False)
     ref = pd.read_parquet(reference.run_dir / "jobs").set_index("job_id")
     untouched = [j for j in jobs.index if j not in widened]

@@ -65,3 +65,34 @@ def test_predicted_makespan_follows_the_queue_policy(tmp_path):
     # first fit: the short jobs run beside the wide job on a second node
     assert predicted_makespan(jobs, speeds, {"wide": 2, "mlp": 1}, [2, 1]) == 50.0
     assert predicted_makespan(jobs, speeds, {"wide": 4, "mlp": 1}, [2]) == float("inf")
+
+
+def test_the_probe_cache_answers_the_second_time(tmp_path):
+    from raynn.scheduler.probe import ProbeCache, ProbeReport
+
+    plan = prepare(make_spec(tmp_path, models=["mlp", "lenet"]))
+    path = tmp_path / "cache" / "probe.json"
+    first, second = ProbeReport(), ProbeReport()
+    jobs1, speeds1 = calibrate(plan.jobs, plan.data, 2, ProbeCache(path), first)
+    jobs2, speeds2 = calibrate(plan.jobs, plan.data, 2, ProbeCache(path), second)
+    assert sorted(first.measured) == ["lenet", "mlp"] and first.cached == []
+    assert sorted(second.cached) == ["lenet", "mlp"] and second.measured == []
+    assert speeds1 == speeds2 and [j.job_id for j in jobs1] == [j.job_id for j in jobs2]
+    # another input shape, batch or thread set is another entry
+    key = ProbeCache.key(plan.jobs[0].model, plan.data, 32, [1, 2])
+    assert key != ProbeCache.key(plan.jobs[0].model, plan.data, 8, [1, 2])
+    assert key != ProbeCache.key(plan.jobs[0].model, plan.data, 32, [1])
+    # a model given as a Python callable has no name to cache it under
+    own = dataclasses.replace(plan.jobs[0].model, factory=lambda *a: None)
+    assert ProbeCache.key(own, plan.data, 32, [1]) is None
+
+
+def test_an_unwritable_probe_cache_is_ignored(tmp_path):
+    from raynn.scheduler.probe import ProbeCache, ProbeReport
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    plan = prepare(make_spec(tmp_path, models=["mlp"]))
+    report = ProbeReport()
+    calibrate(plan.jobs, plan.data, 1, ProbeCache(blocker / "probe.json"), report)
+    assert report.measured == ["mlp"]

@@ -1,12 +1,18 @@
 """Executors: how a job list runs. Same jobs, same worker loop, different dispatch.
 
 * ``serial``: one in-process worker, jobs one at a time, every core given to torch (or
-  ``threads``): the baseline, and a debug executor that shares the Ray path's code.
-* ``ray``: a JobQueue actor, a ResultsCollector actor on the driver's node, a utilisation
-  sampler per node, and one CoreGroupWorker actor per core group on every node, each pinned
-  to its disjoint CPUs. Workers live across jobs; a dead worker's job is retried.
+  ``threads``): the baseline, and a debug executor that shares the others' code.
+* ``local`` (:mod:`raynn.scheduler.local`): this machine, one worker process per core group,
+  forked from a zygote that holds torch and the data, pinned to its disjoint cores; the
+  queue and the results live in the driver. What ``raynn run`` uses without a cluster.
+* ``ray``: a Ray cluster (``--address``, ``RAY_ADDRESS`` under ``ray job submit``, or an
+  embedded local Ray): a JobQueue actor, a ResultsCollector actor on the driver's node, a
+  utilisation sampler per node, and one CoreGroupWorker actor per core group on every node,
+  each pinned to its disjoint CPUs.
 
-Executors are looked up by name in :data:`EXECUTORS` (:func:`get_executor`).
+Workers live across jobs; a dead worker's job is retried. Executors are looked up by name in
+:data:`EXECUTORS` (:func:`get_executor`); ``auto`` is ``ray`` when a cluster address is
+given (or ``RAY_ADDRESS`` is set), else ``local``.
 """
 
 from __future__ import annotations
@@ -24,14 +30,10 @@ from raynn.data import ArrayDataset
 from raynn.errors import RaynnError
 from raynn.grid import Job
 from raynn.results import ResultsCollector
-from raynn.scheduler.cores import (
-    check_cores_per_job,
-    core_groups,
-    resolve_cores_per_job,
-    usable_cpus,
-)
+from raynn.scheduler.cores import check_cores_per_job, resolve_cores_per_job, usable_cpus
 from raynn.scheduler.monitor import Progress, UtilizationSampler
 from raynn.scheduler.queue import JobQueue
+from raynn.scheduler.topology import NodeCores, flat_cores, read_topology
 from raynn.scheduler.workers import CoreGroupWorker
 from raynn.spec import SchedulingSpec
 
@@ -67,6 +69,9 @@ class Executor(ABC):
 
     name: str = ""
     cores_by_model: dict[str, int]
+
+    def stage(self, data: ArrayDataset) -> None:  # noqa: B027 - optional hook
+        """Receive the dataset as soon as it is loaded (before jobs are planned or probed)."""
 
     @abstractmethod
     def prepare(self, n_jobs: int, cores_per_job: int | str, choose: Chooser | None = None) -> int:
@@ -139,11 +144,52 @@ class SerialExecutor(Executor):
 
 
 @dataclass
-class _Node:
+class Node:
+    """A machine (or a raylet's share of one) as the executors see it."""
+
     node_id: str
     name: str
     cpus: list[int]
     host: str = ""
+    cores: NodeCores | None = None  # its scheduling units; default: one per CPU
+
+    def __post_init__(self) -> None:
+        if self.cores is None:
+            self.cores = flat_cores(self.cpus)
+
+    def domain(self, index: int) -> str:
+        """The queue's name for NUMA node ``index`` of this node (the node's own if only one)."""
+        return self.name if len(self.cores.domains) == 1 else f"{self.name}#numa{index}"
+
+    def groups(self, size: int) -> list[Group]:
+        """``(domain, unit ids, cpus)`` of each core group of ``size`` units."""
+        domain_of, unit_cpus = self.cores.domain_of(), self.cores.unit_cpus()
+        return [
+            (self.domain(domain_of[g[0]]), g, sorted(c for u in g for c in unit_cpus[u]))
+            for g in self.cores.groups(size)
+        ]
+
+
+Group = tuple[str, tuple[int, ...], list[int]]  # (queue domain, unit ids, cpus)
+Slot = tuple[Node, Group]
+
+
+def group_size(
+    cores_per_job: int | str, n_jobs: int, node_sizes: Sequence[int], choose: Chooser | None
+) -> tuple[int, dict[str, int]]:
+    """The workers' group size and, for ``auto`` with the probe, each model's cores per job.
+
+    ``node_sizes``: the cores of every NUMA node of every node (a group never spans two).
+    """
+    if cores_per_job != "auto":
+        check_cores_per_job(int(cores_per_job), node_sizes)
+    if cores_per_job == "auto" and choose is not None:
+        by_model = choose(list(node_sizes))
+        size = min(by_model.values(), default=1)
+    else:
+        by_model = {}
+        size = resolve_cores_per_job(cores_per_job, n_jobs, sum(node_sizes))
+    return min(size, max(node_sizes)), by_model
 
 
 class RayExecutor(Executor):
@@ -154,6 +200,7 @@ class RayExecutor(Executor):
             embedded local Ray, unless ``RAY_ADDRESS`` is set (as under ``ray job submit``).
         num_cpus: CPUs of the embedded local Ray (default: this process's affinity).
         max_workers: cap on worker actors (default: one per core group).
+        smt: ``together`` or ``idle`` (:mod:`raynn.scheduler.topology`).
     """
 
     name = "ray"
@@ -163,12 +210,14 @@ class RayExecutor(Executor):
         address: str | None = None,
         num_cpus: int | None = None,
         max_workers: int | None = None,
+        smt: str = "together",
     ) -> None:
         self.address = address
         self.num_cpus = num_cpus
         self.max_workers = max_workers
+        self.smt = smt
         self._owns_ray = False
-        self._nodes: list[_Node] = []
+        self._nodes: list[Node] = []
         self._cores_per_job = 1
         self.cores_by_model = {}
 
@@ -197,19 +246,22 @@ class RayExecutor(Executor):
             ) from None
         self._owns_ray = True
 
-    def probe_nodes(self, known: Sequence[_Node] = ()) -> list[_Node]:
+    def probe_nodes(self, known: Sequence[Node] = ()) -> list[Node]:
         """Alive nodes with CPUs that are not in ``known``, each with the CPUs it may use.
 
-        A small task on each node reads ``os.sched_getaffinity(0)`` there; the node's Ray CPU
-        count caps it. Several raylets on one host (a test cluster) get disjoint CPUs while
-        they fit.
+        A small task on each node reads ``os.sched_getaffinity(0)`` and the CPU topology
+        there; the node's Ray CPU count caps it. Several raylets on one host (a test cluster)
+        get disjoint CPUs while they fit.
         """
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        smt = self.smt
+
         @ray.remote(num_cpus=0)
-        def node_info() -> tuple[str, list[int]]:
-            return socket.gethostname(), sorted(os.sched_getaffinity(0))
+        def node_info() -> tuple[str, list[int], Any]:
+            cpus = sorted(os.sched_getaffinity(0))
+            return socket.gethostname(), cpus, read_topology(cpus, smt)
 
         seen = {n.node_id for n in known}
         alive = [
@@ -225,19 +277,21 @@ class RayExecutor(Executor):
             for n in alive
         ]
         infos = ray.get(refs, timeout=120)
-        hosts = [n.host for n in known] + [h for h, _ in infos]
+        hosts = [n.host for n in known] + [h for h, _, _ in infos]
         used: dict[str, int] = {}
         for n in known:
-            used[n.host] = used.get(n.host, 0) + len(n.cpus)
+            used[n.host] = used.get(n.host, 0) + len(n.cores.units)
         nodes = []
-        for n, (host, cpus) in zip(alive, infos, strict=True):
-            count = min(int(n["Resources"]["CPU"]), len(cpus))
+        for n, (host, _, cores) in zip(alive, infos, strict=True):
+            units = cores.units
+            count = min(int(n["Resources"]["CPU"]) // cores.width or 1, len(units))
             offset = used.get(host, 0)
-            if offset + count > len(cpus):
+            if offset + count > len(units):
                 offset = 0
             used[host] = offset + count
+            mine = [c for u in units[offset : offset + count] for c in u]
             name = host if hosts.count(host) == 1 else f"{host}:{n['NodeID'][:6]}"
-            nodes.append(_Node(n["NodeID"], name, cpus[offset : offset + count], host))
+            nodes.append(Node(n["NodeID"], name, mine, host, _subset(cores, mine)))
         return nodes
 
     def prepare(self, n_jobs, cores_per_job, choose=None):
@@ -252,31 +306,25 @@ class RayExecutor(Executor):
         if embedded:  # one node, this machine: no need to ask it for its CPUs
             node_id = ray.get_runtime_context().get_node_id()
             host = socket.gethostname()
-            self._nodes = [_Node(node_id, host, usable_cpus(self.num_cpus), host)]
+            cpus = usable_cpus(self.num_cpus)
+            self._nodes = [Node(node_id, host, cpus, host, read_topology(cpus, self.smt))]
         else:
             self._nodes = self.probe_nodes()
-        sizes = [len(n.cpus) for n in self._nodes]
-        if cores_per_job != "auto":
-            check_cores_per_job(int(cores_per_job), sizes)
-        if cores_per_job == "auto" and choose is not None:
-            self.cores_by_model = choose(sizes)
-            size = min(self.cores_by_model.values(), default=1)
-        else:
-            size = resolve_cores_per_job(cores_per_job, n_jobs, sum(sizes))
-        self._cores_per_job = min(size, max(sizes))
+        sizes = [len(d) for n in self._nodes for d in n.cores.domains]
+        self._cores_per_job, self.cores_by_model = group_size(cores_per_job, n_jobs, sizes, choose)
         return self._cores_per_job
 
     def close(self) -> None:
         import ray
 
         if self._owns_ray and ray.is_initialized():
-            ray.shutdown()
+            fast_shutdown()
         self._owns_ray = False
 
     # -- execution ----------------------------------------------------------------------------
-    def slots(self, nodes: Sequence[_Node]) -> list[tuple[_Node, tuple[int, ...]]]:
+    def slots(self, nodes: Sequence[Node]) -> list[Slot]:
         """(node, core group) pairs of ``nodes``, round-robin over the nodes."""
-        per_node = [[(n, g) for g in core_groups(n.cpus, self._cores_per_job)] for n in nodes]
+        per_node = [[(n, g) for g in n.groups(self._cores_per_job)] for n in nodes]
         slots = []
         for i in range(max((len(p) for p in per_node), default=0)):
             slots.extend(p[i] for p in per_node if i < len(p))
@@ -290,6 +338,44 @@ class RayExecutor(Executor):
         return run.run()
 
 
+def _subset(cores: NodeCores, cpus: Sequence[int]) -> NodeCores:
+    """``cores`` restricted to the units whose CPUs are all in ``cpus``."""
+    keep = set(cpus)
+    domains = tuple(tuple(u for u in d if set(u) <= keep) for d in cores.domains)
+    return NodeCores(tuple(d for d in domains if d))
+
+
+def fast_shutdown() -> None:
+    """``ray.shutdown()`` of a Ray this process started, without its graceful waits.
+
+    A graceful shutdown waits for every Ray process to exit on SIGTERM (about 1 s here);
+    nothing of a finished run lives in them, so they are killed at once, and so are the
+    agents a killed raylet leaves behind.
+    """
+    import psutil
+    import ray
+    import ray._private.worker as ray_worker
+
+    node = ray_worker._global_node
+    procs: list[psutil.Process] = []
+    if node is not None:
+        for infos in list(node.all_processes.values()):
+            for info in infos:
+                try:
+                    proc = psutil.Process(info.process.pid)
+                    procs += [proc, *proc.children(recursive=True)]
+                except psutil.Error:
+                    pass
+        graceful = node.kill_all_processes
+        node.kill_all_processes = lambda **kw: graceful(**{**kw, "allow_graceful": False})
+    ray.shutdown()
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
 def alive_node_ids(with_cpu: bool = False) -> set[str]:
     """Ids of the Ray nodes alive now (``with_cpu``: only those with a CPU to run workers)."""
     import ray
@@ -301,13 +387,38 @@ def alive_node_ids(with_cpu: bool = False) -> set[str]:
     }
 
 
-EXECUTORS: dict[str, type[Executor]] = {"serial": SerialExecutor, "ray": RayExecutor}
+def _local(**kwargs: Any) -> Executor:
+    from raynn.scheduler.local import LocalExecutor
+
+    return LocalExecutor(**kwargs)
+
+
+EXECUTORS: dict[str, Callable[..., Executor]] = {
+    "serial": SerialExecutor,
+    "local": _local,
+    "ray": RayExecutor,
+}
+
+
+def auto_executor(address: str | None = None) -> str:
+    """``ray`` when a cluster is named (``address`` or ``RAY_ADDRESS``), else ``local``."""
+    return "ray" if address or os.environ.get("RAY_ADDRESS") else "local"
 
 
 def get_executor(name: str, **kwargs: Any) -> Executor:
-    """An executor by name; unknown names list the valid ones."""
+    """An executor by name (``auto``: :func:`auto_executor`); unknown names list the valid ones.
+
+    Options left None are not passed on (``address=None`` means nothing to ``local``).
+    """
+    if name == "auto":
+        name = auto_executor(kwargs.get("address"))
     try:
-        cls = EXECUTORS[name]
+        factory = EXECUTORS[name]
     except KeyError:
-        raise RaynnError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}") from None
-    return cls(**kwargs)
+        valid = ", ".join(["auto", *EXECUTORS])
+        raise RaynnError(f"unknown executor {name!r}; valid: {valid}") from None
+    options = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        raise RaynnError(f"executor {name!r} cannot take {sorted(options)}: {exc}") from None

@@ -219,7 +219,8 @@ class JobQueue:
 
     def leases(self) -> dict[str, tuple[str, int, int]]:
         """Running jobs: ``job_id -> (worker, attempt, epochs done)``."""
-        return {j: (lease.worker, lease.attempt, lease.epoch) for j, lease in self._leases.items()}
+        leases = dict(self._leases)  # a copy first: another thread may be reading this
+        return {j: (lease.worker, lease.attempt, lease.epoch) for j, lease in leases.items()}
 
     def stats(self) -> QueueStats:
         """Counts and per-running-job progress."""

@@ -27,10 +27,9 @@ from raynn.scheduler.workers import CoreGroupWorker
 if TYPE_CHECKING:
     from raynn.data import ArrayDataset
     from raynn.grid import Job
-    from raynn.scheduler.executor import Execution, RayExecutor, _Node
+    from raynn.scheduler.executor import Execution, Node, RayExecutor, Slot
     from raynn.spec import SchedulingSpec
 
-Slot = tuple["_Node", tuple[int, ...]]
 NODE_POLL_SECONDS = 2.0
 
 
@@ -46,7 +45,7 @@ class RayRun:
     def __init__(
         self,
         executor: RayExecutor,
-        nodes: list[_Node],
+        nodes: list[Node],
         jobs: list[Job],
         data: ArrayDataset,
         run_dir: str,
@@ -73,13 +72,14 @@ class RayRun:
         self.data_ref = ray.put(data)
         self.worker_cls = ray.remote(num_cpus=1, max_restarts=0)(CoreGroupWorker)
         self.workers: dict[Any, tuple[str, Any, Slot]] = {}  # run ref -> (id, actor, slot)
+        self.pids: dict[str, Any] = {}  # worker id -> ref to its pid (answered before run)
         self.idle: list[Slot] = []  # slots whose worker retired
         self.dead_nodes: set[str] = set()
         self.started = 0
         self.restarts = 0
 
     # -- pieces --------------------------------------------------------------------------------
-    def _add_samplers(self, nodes: list[_Node]) -> None:
+    def _add_samplers(self, nodes: list[Node]) -> None:
         import ray
 
         for node in nodes:
@@ -92,15 +92,22 @@ class RayRun:
             self.samplers[node.name] = sampler
 
     def _create(self, slot: Slot) -> tuple[str, Any, Slot]:
-        node, group = slot
-        n = str(len(group))
+        node, (domain, units, cpus) = slot
         worker_id = f"w{self.started}"
         self.started += 1
-        actor = self.worker_cls.options(
-            num_cpus=len(group),
-            **_on(node.node_id),
-            runtime_env={"env_vars": {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n}},
-        ).remote(worker_id, group, self.data_ref, self.queue, self.collector, node.name)
+        # no runtime_env: the actor may take a worker process Ray has already started; it pins
+        # every thread and caps every pool itself (raynn.scheduler.cores.pin_current_process)
+        actor = self.worker_cls.options(num_cpus=len(cpus), **_on(node.node_id)).remote(
+            worker_id,
+            units,
+            self.data_ref,
+            self.queue,
+            self.collector,
+            node.name,
+            domain=domain,
+            unit_cpus=node.cores.unit_cpus(),
+        )
+        self.pids[worker_id] = actor.pid.remote()
         return worker_id, actor, slot
 
     def _launch(self, entry: tuple[str, Any, Slot]) -> None:

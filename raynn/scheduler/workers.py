@@ -1,19 +1,23 @@
 """The worker loop: lease a job, train it, report, repeat, until the queue is empty.
 
-:class:`CoreGroupWorker` is a plain class. In-process (the serial executor) its queue and
-collector are plain objects; under Ray it is an actor pinned to its core group and they are
-actor handles. :func:`call` hides that difference, so both paths run this same loop.
+:class:`CoreGroupWorker` is a plain class, run in three places with the same loop: in the
+driver (the serial executor: queue and collector are plain objects), in a process forked on
+this machine (the local executor: they are proxies over a pipe to the driver) and in a Ray
+actor (they are actor handles). :func:`call` hides that difference.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from raynn.checkpoint import CheckpointStore
 from raynn.data import ArrayDataset
-from raynn.scheduler.cores import pin_current_process
+from raynn.errors import OutputError
+from raynn.scheduler.cores import affinity_in_force, pin_current_process, thread_pools
 from raynn.training import JobResult, train_job
 
 
@@ -49,14 +53,18 @@ class CoreGroupWorker:
 
     Args:
         worker_id: a name unique within the run.
-        cores: the CPUs it starts pinned to (threads = their count), registered with the
-            queue as its group; each job then runs on the cores its lease grants. None leaves
-            affinity alone (the serial executor).
+        cores: the cores it starts pinned to, registered with the queue as its group (unit
+            ids: see :mod:`raynn.scheduler.topology`); each job then runs on the cores its
+            lease grants. None leaves affinity alone (the serial executor).
         data: the dataset with fold indices.
-        queue: a :class:`~raynn.scheduler.queue.JobQueue` or its actor handle.
-        collector: a :class:`~raynn.results.ResultsCollector` or its actor handle.
+        queue: a :class:`~raynn.scheduler.queue.JobQueue`, its actor handle or a proxy.
+        collector: a :class:`~raynn.results.ResultsCollector`, its actor handle or a proxy.
         node: the node name recorded in job rows (default: the host name).
         threads: torch threads when ``cores`` is None (default: torch's current setting).
+        domain: the queue's name for the part of the node the cores belong to (its NUMA
+            node; default: ``node``).
+        unit_cpus: the CPUs of each core (unit id -> CPUs; default: each core is one CPU).
+        checkpoints: where checkpoints go (default: through the collector).
     """
 
     def __init__(
@@ -68,14 +76,19 @@ class CoreGroupWorker:
         collector: Any,
         node: str | None = None,
         threads: int | None = None,
+        domain: str | None = None,
+        unit_cpus: Mapping[int, Sequence[int]] | None = None,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         import torch
 
         self.worker_id = worker_id
         self.node = node or socket.gethostname()
+        self.domain = domain or self.node
+        self.unit_cpus = dict(unit_cpus or {})
         self.cores = tuple(cores) if cores else ()
         if cores:
-            self.threads = pin_current_process(cores)
+            self.threads = pin_current_process(self._cpus(self.cores))
         else:
             if threads:
                 torch.set_num_threads(threads)
@@ -83,15 +96,23 @@ class CoreGroupWorker:
         self.data = data
         self.queue = queue
         self.collector = collector
-        self.checkpoints = _CollectorCheckpoints(collector)
+        self.checkpoints = checkpoints or _CollectorCheckpoints(collector)
+
+    def _cpus(self, cores: Sequence[int]) -> list[int]:
+        return sorted(c for u in cores for c in self.unit_cpus.get(u, (u,)))
 
     def ready(self) -> int:
         """The thread count; lets the driver wait until the worker is up."""
         return self.threads
 
+    def pid(self) -> int:
+        """This worker's process id (tests read its threads from /proc)."""
+        return os.getpid()
+
     def _repin(self, cores: tuple[int, ...]) -> None:
+        """Move every thread of this process onto ``cores`` (a new grant, or widening)."""
         if cores and cores != self.cores:
-            self.cores, self.threads = cores, pin_current_process(cores)
+            self.cores, self.threads = cores, pin_current_process(self._cpus(cores))
 
     def _on_epoch(self, job_id: str, epoch: int, epochs: int) -> None:
         if not self.cores:
@@ -105,7 +126,7 @@ class CoreGroupWorker:
         """Train leased jobs until the queue is empty; returns how many this worker ran."""
         count = 0
         if self.cores:
-            call(self.queue, "register", self.worker_id, self.node, self.cores)
+            call(self.queue, "register", self.worker_id, self.domain, self.cores)
         while (grant := call(self.queue, "lease", self.worker_id)) is not None:
             if isinstance(grant, float):  # jobs pending, but their cores are busy
                 time.sleep(grant)
@@ -121,10 +142,14 @@ class CoreGroupWorker:
                     on_epoch=self._on_epoch,
                     attempt=attempt,
                 )
+            except OutputError:  # the run's output, not the job, is at fault: stop the run
+                raise
             except Exception as exc:  # a bad job fails alone; the others go on
                 result = JobResult.failed(job, f"{type(exc).__name__}: {exc}", attempt)
             result.queue_wait_seconds = waited
             result.node, result.worker = self.node, self.worker_id
+            # what was really in force: every thread's mask, and the pools' own thread counts
+            result.affinity, result.thread_pools = affinity_in_force(), thread_pools()
             call(self.collector, "write_job", result)
             call(self.queue, "complete", job.job_id, result.status == "ok", result.error)
             count += 1
