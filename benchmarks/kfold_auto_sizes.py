@@ -56,7 +56,7 @@ def _run(spec, setting, output: Path) -> dict:
 
 
 def main() -> int:
-    from raynn.bench.kfold import machine, machine_line, markdown_table
+    from raynn.bench.common import machine, machine_line, markdown_table
     from raynn.scheduler.cores import usable_cpus
     from raynn.spec import load_spec
 

@@ -1,9 +1,9 @@
-"""``raynn bench kfold``: every mode runs the same jobs; the summary says how they compare."""
+"""``raynn bench kfold``: every mode runs the same jobs as a command; the summary compares them."""
 
 from __future__ import annotations
 
+import json
 import math
-import signal
 
 import pandas as pd
 import pytest
@@ -14,45 +14,74 @@ from tests.conftest import TINY
 
 pytestmark = pytest.mark.ray
 
+EVERY_MODE = "serial,serial1,raynn,raynn_cold,pool,tune,tune_fresh,multi_instance,processes"
 
-def _spec_file(tmp_path):
+
+def _spec_file(tmp_path, **scheduling):
     raw = {**TINY, "training": {"epochs": 2, "batch_size": 32}}
-    raw["scheduling"] = {"sample_interval": 0.2, "probe": False, "cores_per_job": 1}
+    raw["scheduling"] = {"sample_interval": 0.2, "cores_per_job": 1, **scheduling}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
 def test_every_mode_runs_the_same_jobs_and_the_summary_compares_them(tmp_path, capsys):
-    import ray
-
-    if ray.is_initialized():  # the raynn and tune modes start their own local Ray
-        ray.shutdown()
-    sigint = signal.getsignal(signal.SIGINT)
     spec = _spec_file(tmp_path)
     out_root = tmp_path / "bench"
     argv = ["bench", "kfold", "--spec", str(spec), "--output", str(out_root), "--no-progress"]
-    assert main([*argv, "--modes", "serial,serial1,raynn,tune,processes", "--timeout", "300"]) == 0
+    assert main([*argv, "--modes", EVERY_MODE, "--timeout", "300"]) == 0
     printed = capsys.readouterr().out
-    assert signal.getsignal(signal.SIGINT) is sigint  # Ctrl-C still interrupts the caller
     (out,) = out_root.iterdir()
     table = pd.read_parquet(out / "summary.parquet").set_index("mode")
-    assert list(table.index) == ["serial", "serial1", "raynn", "tune", "processes"]
-    assert table["finished"].all() and (table["ok"] == 4).all() and (table["jobs"] == 4).all()
-    assert (table["makespan_s"] > 0).all() and table.loc["serial", "speedup_vs_serial"] == 1.0
-    # one thread per job in raynn, like serial1: the same numbers, bit for bit
-    assert table.loc["raynn", "metrics_equal_serial1"] == 4
-    eff = table.loc["raynn", "efficiency"]
-    assert 0 < eff <= 1.5 and not math.isnan(table.loc["raynn", "cpu_mean"])
-    assert table.loc["raynn", "startup_s"] > 0 and table.loc["raynn", "shutdown_s"] >= 0
+    assert set(table.index) == set(EVERY_MODE.split(","))
+    assert table["finished"].all() and (table["ok"] == 4).all()
+    # every mode's numbers equal a serial run's at the same thread counts, bit for bit
+    assert (table["equal"] == 4).all(), table["equal"].to_dict()
+    assert (table["wall_s"] > table["makespan_s"]).all() and (table["makespan_s"] > 0).all()
+    for col in ("startup_s", "shutdown_s"):
+        assert (table[col] > 0).all(), col
+    assert (table["overhead_s"] - table["startup_s"] - table["shutdown_s"]).abs().max() < 1e-9
+    assert table.loc["serial", "speedup_vs_serial"] == 1.0
+    peers = min(table.loc[p, "wall_s"] for p in ("pool", "tune", "multi_instance"))
+    assert table.loc["raynn", "vs_best_peer"] == pytest.approx(table.loc["raynn", "wall_s"] / peers)
+    assert 0 < table.loc["raynn", "efficiency"] <= 1.5
+    assert not math.isnan(table.loc["raynn", "cpu_mean"])
     md = (out / "summary.md").read_text()
-    assert "| raynn |" in md and "| processes |" in md and "makespan_s" in printed
-    for mode in ("serial", "raynn", "tune"):
+    assert "| raynn |" in md and "| processes |" in md and "wall_s" in printed
+    assert "Where raynn's fixed overhead goes" in md
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["probe_s"] > 0 and "--serial" in bench["commands"]["serial"]
+    for mode in ("serial", "raynn", "pool", "tune"):
         assert (out / f"utilization_{mode}.png").stat().st_size > 0
-        jobs = pd.read_parquet(out / "modes" / mode / "jobs")
-        assert sorted(jobs["job_id"]) == sorted(
-            pd.read_parquet(out / "modes" / "serial1" / "jobs")["job_id"]
-        )
+    runs = pd.read_parquet(out / "runs.parquet")
+    raynn = runs[runs["mode"] == "raynn"].iloc[0]
+    cold = runs[runs["mode"] == "raynn_cold"].iloc[0]
+    # the warm cache saves the probe: the cold run spends it between planning and scheduling
+    warm_probe = raynn["stage_scheduled"] - raynn["stage_jobs_planned"]
+    cold_probe = cold["stage_scheduled"] - cold["stage_jobs_planned"]
+    assert warm_probe < cold_probe
+
+
+def test_widened_jobs_are_replayed_at_their_thread_counts(tmp_path):
+    # three jobs on two cores: the last one widens once the other worker retires
+    spec = _spec_file(tmp_path, probe=False, tail_widening=True)
+    raw = yaml.safe_load(spec.read_text())
+    raw.update(folds=3, models=["lenet"], training={"epochs": 6})
+    raw["dataset"] = {"name": "synthetic", "shape": [1, 24, 24], "samples": 1800}
+    spec.write_text(yaml.safe_dump(raw))
+    out_root = tmp_path / "bench"
+    argv = ["bench", "kfold", "--spec", str(spec), "--output", str(out_root), "--no-progress"]
+    assert main([*argv, "--modes", "serial1,raynn", "--repeats", "2"]) == 0
+    (out,) = out_root.iterdir()
+    runs = pd.read_parquet(out / "runs.parquet")
+    assert list(runs["mode"]) == ["serial1", "raynn", "serial1", "raynn"]
+    raynn = runs[runs["mode"] == "raynn"]
+    assert (raynn["widened"] >= 1).all() and (raynn["replayed"] == raynn["widened"]).all()
+    assert (raynn["equal"] == 3).all()
+    table = pd.read_parquet(out / "summary.parquet").set_index("mode")
+    assert table.loc["raynn", "repeats"] == 2
+    assert table.loc["raynn", "wall_min"] <= table.loc["raynn", "wall_s"]
+    assert table.loc["raynn", "wall_s"] <= table.loc["raynn", "wall_max"]
 
 
 def test_unknown_mode_and_wrong_kind_exit_2_with_one_line(tmp_path, capsys):

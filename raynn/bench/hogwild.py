@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raynn.bench.kfold import (
+from raynn.bench.common import (
     bench_folder,
     have_matplotlib,
     machine,
