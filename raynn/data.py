@@ -84,9 +84,17 @@ class Normalizer:
         self.shift = -m / s
 
     def __call__(self, x: np.ndarray, idx: np.ndarray | slice | None = None) -> torch.Tensor:
-        """``x[idx]`` (all of ``x`` when None) as a normalised float32 NCHW tensor."""
+        """``x[idx]`` (all of ``x`` when None) as a normalised float32 NCHW tensor.
+
+        The tensor always has the canonical NCHW strides. A one-channel array may carry any
+        stride on its channel axis (``data[:, None]`` gives 0) and still count as contiguous;
+        torch then takes such a batch for channels-last and convolves it another way, which
+        changed the last bits of a job's test loss between a process that loaded the data
+        and one that received a copy.
+        """
         batch = torch.from_numpy(np.ascontiguousarray(x if idx is None else x[idx]))
-        return batch.float().mul_(self.scale).add_(self.shift)
+        out = torch.empty(batch.shape, dtype=torch.float32)
+        return out.copy_(batch).mul_(self.scale).add_(self.shift)
 
 
 def _stratified_subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> Split:
@@ -160,9 +168,9 @@ def _torchvision(name: str) -> Callable[..., ArrayDataset]:
                 ) from None
             data = np.asarray(ds.data)
             data = data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
-            splits.append(
-                (np.ascontiguousarray(data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64))
-            )
+            images = np.empty(data.shape, dtype=np.uint8)  # a copy with canonical strides
+            images[...] = data
+            splits.append((images, np.asarray(ds.targets, dtype=np.int64)))
         (x_tr, y_tr), (x_te, y_te) = splits
         x_tr, y_tr = _stratified_subset(x_tr, y_tr, spec.limit, spec.seed)
         return ArrayDataset(name, x_tr, y_tr, x_te, y_te, num_classes=10)
