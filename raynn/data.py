@@ -140,38 +140,76 @@ _TORCHVISION = {
     "fashion_mnist": ("FashionMNIST", "FashionMNIST"),
     "cifar10": ("CIFAR10", "cifar-10-batches-py"),
 }
+_IDX_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format; ``path`` or ``path.gz``) as an array."""
+    gz = path.with_name(path.name + ".gz")
+    if path.exists():
+        raw = path.read_bytes()
+    elif gz.exists():
+        raw = gzip.decompress(gz.read_bytes())
+    else:
+        raise FileNotFoundError(2, "no such file", str(path))
+    if raw[:2] != b"\0\0" or raw[2] != 0x08:
+        raise OSError(f"{path} is not an IDX file of unsigned bytes")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _read_split(name: str, folder: Path, train: bool) -> Split:
+    """One split of MNIST/FashionMNIST (raw IDX files) or CIFAR-10 (python batches)."""
+    if name == "cifar10":
+        import pickle
+
+        files = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+        xs, ys = [], []
+        for f in files:
+            with open(folder / f, "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+    images, labels = (read_idx(folder / "raw" / f) for f in _IDX_FILES[train])
+    return np.array(images[:, None]), labels.astype(np.int64)  # a copy: canonical strides
 
 
 def _torchvision(name: str) -> Callable[..., ArrayDataset]:
     cls_name, folder = _TORCHVISION[name]
 
     def load(spec) -> ArrayDataset:  # noqa: ANN001
-        import torchvision
-
         root = spec.resolved_root
-        cls = getattr(torchvision.datasets, cls_name)
-        splits = []
-        for train in (True, False):
+        looked = root / folder
+        if spec.download:  # torchvision fetches (and checks) the files; raynn reads them
+            import torchvision
+
+            cls = getattr(torchvision.datasets, cls_name)
             try:
-                ds = cls(root=str(root), train=train, download=spec.download)
-            except RuntimeError as exc:
-                looked = root / folder
+                for train in (True, False):
+                    cls(root=str(root), train=train, download=True)
+            except (RuntimeError, OSError) as exc:
                 raise DatasetError(
-                    f"dataset '{name}' not found under {looked} ({exc}); set dataset.root or "
-                    f"RAYNN_DATA to the folder that holds {folder}/, or set dataset.download: "
-                    "true where a network is reachable"
+                    f"dataset '{name}' could not be downloaded to {root} ({exc}); check the "
+                    f"network, or put {folder}/ under dataset.root (or RAYNN_DATA)"
                 ) from None
-            except OSError as exc:
-                raise DatasetError(
-                    f"dataset '{name}' under {root} cannot be read: {exc}; check the files or "
-                    "download them again"
-                ) from None
-            data = np.asarray(ds.data)
-            data = data[:, None] if data.ndim == 3 else data.transpose(0, 3, 1, 2)
-            images = np.empty(data.shape, dtype=np.uint8)  # a copy with canonical strides
-            images[...] = data
-            splits.append((images, np.asarray(ds.targets, dtype=np.int64)))
-        (x_tr, y_tr), (x_te, y_te) = splits
+        try:
+            (x_tr, y_tr), (x_te, y_te) = (_read_split(name, looked, t) for t in (True, False))
+        except FileNotFoundError as exc:
+            raise DatasetError(
+                f"dataset '{name}' not found under {looked} ({exc.filename} is missing); set "
+                f"dataset.root or RAYNN_DATA to the folder that holds {folder}/, or set "
+                "dataset.download: true where a network is reachable"
+            ) from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise DatasetError(
+                f"dataset '{name}' under {root} cannot be read: {exc}; check the files or "
+                "download them again"
+            ) from None
         x_tr, y_tr = _stratified_subset(x_tr, y_tr, spec.limit, spec.seed)
         return ArrayDataset(name, x_tr, y_tr, x_te, y_te, num_classes=10)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 
 from raynn.data import Normalizer
@@ -28,3 +31,54 @@ def test_normalised_values():
     norm = Normalizer((0.5,), (0.25,))
     x = np.array([[[[0, 255]]]], dtype=np.uint8)
     assert torch.allclose(norm(x), torch.tensor([[[[-2.0, 2.0]]]]))
+
+
+MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (MNIST / "MNIST" / "raw").is_dir(), reason="no MNIST in ../shared/data")
+def test_mnist_is_read_as_torchvision_reads_it():
+    import torchvision
+
+    from raynn.data import load_dataset
+    from raynn.spec import DatasetSpec
+
+    data = load_dataset(DatasetSpec(name="mnist", root=str(MNIST)))
+    for train, (x, y) in (
+        (True, (data.x_train, data.y_train)),
+        (False, (data.x_test, data.y_test)),
+    ):
+        ref = torchvision.datasets.MNIST(str(MNIST), train=train)
+        assert np.array_equal(x[:, 0], ref.data.numpy()) and np.array_equal(y, ref.targets.numpy())
+        assert x.strides == (784, 784, 28, 1)
+
+
+def test_cifar10_batches_are_read_as_images_and_labels(tmp_path):
+    import pickle
+
+    from raynn.data import load_dataset
+    from raynn.spec import DatasetSpec
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"data": rng.integers(0, 256, (20, 3072), dtype=np.uint8),
+            b"labels": list(range(10)) * 2,
+        }
+        (folder / name).write_bytes(pickle.dumps(batch))
+    data = load_dataset(DatasetSpec(name="cifar10", root=str(tmp_path)))
+    assert data.x_train.shape == (100, 3, 32, 32) and data.x_test.shape == (20, 3, 32, 32)
+    batch = pickle.loads((folder / "test_batch").read_bytes())
+    assert np.array_equal(data.x_test[0], batch[b"data"][0].reshape(3, 32, 32))
+    assert list(data.y_test[:10]) == list(range(10))
+
+
+def test_a_missing_dataset_names_the_file_and_the_fix(tmp_path):
+    from raynn.data import load_dataset
+    from raynn.errors import DatasetError
+    from raynn.spec import DatasetSpec
+
+    with pytest.raises(DatasetError, match="train-images-idx3-ubyte.*RAYNN_DATA.*download"):
+        load_dataset(DatasetSpec(name="mnist", root=str(tmp_path)))
