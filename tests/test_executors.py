@@ -173,9 +173,7 @@ def test_auto_gives_each_model_its_own_cores_per_job(ray_local, tmp_path, monkey
 
 
 @pytest.mark.parametrize("name", PARALLEL)
-def test_jobs_wider_than_every_node_fail_clearly_and_resume(
-    ray_local, tmp_path, monkeypatch, name
-):
+def test_jobs_wider_than_every_node_fail_clearly_and_resume(ray_local, tmp_path, monkeypatch, name):
     import raynn.kfold
     from raynn.errors import RaynnError
 

@@ -84,3 +84,14 @@ def test_zygote_and_workers_die_with_a_killed_driver():
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     assert wait_for(lambda: _gone(pids["zygote"]) and _gone(pids["worker"]), 30), pids
+
+
+def test_the_zygote_is_single_threaded_so_forks_copy_a_whole_process():
+    zygote = Zygote(preload=["torch", "raynn.scheduler.local"])
+    try:
+        zygote.load(None)
+        pid, conn = zygote.fork("tests.helpers:echo_worker", "t")
+        recv(conn)
+        assert len(os.listdir(f"/proc/{zygote.pid}/task")) == 1
+    finally:
+        zygote.close()

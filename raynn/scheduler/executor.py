@@ -29,7 +29,6 @@ from typing import Any
 from raynn.data import ArrayDataset
 from raynn.errors import RaynnError
 from raynn.grid import Job
-from raynn.results import ResultsCollector
 from raynn.scheduler.cores import check_cores_per_job, resolve_cores_per_job, usable_cpus
 from raynn.scheduler.monitor import Progress, UtilizationSampler
 from raynn.scheduler.queue import JobQueue
@@ -113,6 +112,8 @@ class SerialExecutor(Executor):
         return self.threads
 
     def execute(self, jobs, data, run_dir, *, scheduling, progress):
+        from raynn.results import ResultsCollector
+
         queue = JobQueue(jobs, max_attempts=scheduling.max_attempts)
         collector = ResultsCollector(run_dir)
         node = socket.gethostname()

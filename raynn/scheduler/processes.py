@@ -33,6 +33,7 @@ from typing import Any
 from raynn.errors import RaynnError
 
 _PR_SET_PDEATHSIG = 1
+_POOL_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # what the local executor's workers need, imported once by the zygote
 ZYGOTE_PRELOAD = ("torch", "raynn.scheduler.local")
 
@@ -120,6 +121,9 @@ class Zygote:
                 *preload,
             ],
             pass_fds=(child.fileno(),),
+            # no thread pools in the zygote (numpy's OpenBLAS starts one at import): a fork
+            # copies only the forking thread; each worker sizes its own pools when pinned
+            env={**os.environ, **{v: "1" for v in _POOL_VARIABLES}},
         )
         child.close()
         self.pid = self._proc.pid
