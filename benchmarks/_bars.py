@@ -34,7 +34,8 @@ def best_peer(table: pd.DataFrame, column: str = "wall_s") -> float:
 
 
 def all_equal(table: pd.DataFrame, name: str) -> float:
-    """Jobs of ``name`` whose metrics differ from the serial run at the same thread counts."""
+    """Jobs of ``name`` not shown equal to a serial run at the same thread counts (differing,
+    or not checked)."""
     return mode(table, name, "ok") - mode(table, name, "equal")
 
 

@@ -76,6 +76,8 @@ SUMMARY_COLUMNS = [
     "seconds",
     "samples_per_second",
     "vs_torch",
+    "vs_torch_min",
+    "vs_torch_max",
     "vs_torch_ray",
     "speedup_vs_serial",
     "time_to_target_s",
@@ -544,6 +546,16 @@ def summarize(runs: Sequence[HogwildRun], target: float) -> pd.DataFrame:
             row.samples_per_second / sps[row.workers] if row.workers in sps else math.nan
             for row in table.itertuples()
         ]
+    # the spread: each repeat against torch's run of the same repeat (they ran back to back)
+    torch_runs = per_run[per_run["mode"] == "torch"].set_index(["workers", "repeat"])
+    spread: dict[tuple[str, int], list[float]] = {}
+    for r in per_run.itertuples():
+        if (r.workers, r.repeat) in torch_runs.index:
+            ref = torch_runs.loc[(r.workers, r.repeat), "samples_per_second"]
+            spread.setdefault((r.mode, r.workers), []).append(r.samples_per_second / ref)
+    keys = list(zip(table["mode"], table["workers"], strict=True))
+    table["vs_torch_min"] = [min(spread.get(k, [math.nan])) for k in keys]
+    table["vs_torch_max"] = [max(spread.get(k, [math.nan])) for k in keys]
     serial = table.loc[table["mode"] == "serial", "samples_per_second"]
     table["speedup_vs_serial"] = (
         table["samples_per_second"] / float(serial.iloc[0]) if not serial.empty else math.nan
