@@ -222,6 +222,8 @@ def run(
     elif spec is None:
         raise RaynnError("run() needs a spec or resume=RUN_DIR")
     stages = {"process_start": process_start()}
+    if not isinstance(executor, Executor) and executor != "serial":
+        executor_options.setdefault("smt", spec.scheduling.smt)
     ex = executor if isinstance(executor, Executor) else get_executor(executor, **executor_options)
     lock = None
     try:

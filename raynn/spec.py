@@ -243,7 +243,10 @@ class SchedulingSpec:
     of each model at 1, 2 and 4 threads before the run, to order jobs longest-first by
     measured cost and to know how far each model profits from more threads.
     ``tail_widening``: when no job is pending, running jobs take over freed cores of their
-    node at their next epoch boundary.
+    node at their next epoch boundary. ``smt``: where a physical core has several hardware
+    threads, ``together`` gives a job all of its cores' threads, ``idle`` only the first
+    (the others stay idle); core groups never span NUMA nodes either way
+    (:mod:`raynn.scheduler.topology`).
     """
 
     cores_per_job: CoresPerJob = "auto"
@@ -252,6 +255,7 @@ class SchedulingSpec:
     sample_interval: float = 0.5
     probe: bool = True
     tail_widening: bool = True
+    smt: str = "together"
 
     def __post_init__(self) -> None:
         if self.cores_per_job != "auto":
@@ -271,6 +275,10 @@ class SchedulingSpec:
         _positive_number("scheduling.sample_interval", self.sample_interval)
         _bool("scheduling.probe", self.probe)
         _bool("scheduling.tail_widening", self.tail_widening)
+        if self.smt not in ("together", "idle"):
+            raise _fail(
+                "scheduling.smt", f"must be together or idle, got {self.smt!r}", "use together"
+            )
 
 
 @dataclass(frozen=True)

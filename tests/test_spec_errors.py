@@ -52,6 +52,12 @@ CASES = {
     "string lr": (_with("optimizer.lr", "fast"), "optimizer.lr", "above 0"),
     "cores above node": (_with("scheduling.cores_per_job", 4096), "cores_per_job", "at most"),
     "bad cores setting": (_with("scheduling.cores_per_job", "many"), "cores_per_job", "auto"),
+    "bad smt setting": (_with("scheduling.smt", "share"), "scheduling.smt", "together or idle"),
+    "old checkpoint key": (
+        _with("training.checkpoint_every", 1),
+        "training.checkpoint_every",
+        "checkpoint_seconds",
+    ),
     "missing dataset root": (
         {**_with("dataset.name", "mnist"), "dataset": {"name": "mnist", "root": "/nonexistent"}},
         "/nonexistent",

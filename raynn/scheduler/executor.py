@@ -175,7 +175,7 @@ Group = tuple[str, tuple[int, ...], list[int]]  # (queue domain, unit ids, cpus)
 Slot = tuple[Node, Group]
 
 
-def group_size(
+def choose_group_size(
     cores_per_job: int | str, n_jobs: int, node_sizes: Sequence[int], choose: Chooser | None
 ) -> tuple[int, dict[str, int]]:
     """The workers' group size and, for ``auto`` with the probe, each model's cores per job.
@@ -312,7 +312,9 @@ class RayExecutor(Executor):
         else:
             self._nodes = self.probe_nodes()
         sizes = [len(d) for n in self._nodes for d in n.cores.domains]
-        self._cores_per_job, self.cores_by_model = group_size(cores_per_job, n_jobs, sizes, choose)
+        self._cores_per_job, self.cores_by_model = choose_group_size(
+            cores_per_job, n_jobs, sizes, choose
+        )
         return self._cores_per_job
 
     def close(self) -> None:

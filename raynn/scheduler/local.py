@@ -29,7 +29,7 @@ from raynn.data import ArrayDataset
 from raynn.errors import RaynnError
 from raynn.files import CheckpointDir
 from raynn.grid import Job
-from raynn.scheduler.executor import Chooser, Execution, Executor, Node, Slot, group_size
+from raynn.scheduler.executor import Chooser, Execution, Executor, Node, Slot, choose_group_size
 from raynn.scheduler.monitor import Progress
 from raynn.scheduler.processes import ZYGOTE_PRELOAD, PipeProxy, Zygote, recv, send
 from raynn.scheduler.topology import read_topology
@@ -110,7 +110,7 @@ class LocalExecutor(Executor):
         cpus = usable_cpus(num_cpus)
         self.node = Node("local", host, cpus, host, read_topology(cpus, smt))
         self.cores_by_model = {}
-        self._cores_per_job = 1
+        self.group_size = 1  # cores of each worker's group, set by prepare
         self._staged = False
 
     def stage(self, data: ArrayDataset) -> None:
@@ -120,8 +120,10 @@ class LocalExecutor(Executor):
 
     def prepare(self, n_jobs: int, cores_per_job: int | str, choose: Chooser | None = None) -> int:
         sizes = [len(d) for d in self.node.cores.domains]
-        self._cores_per_job, self.cores_by_model = group_size(cores_per_job, n_jobs, sizes, choose)
-        return self._cores_per_job
+        self.group_size, self.cores_by_model = choose_group_size(
+            cores_per_job, n_jobs, sizes, choose
+        )
+        return self.group_size
 
     def execute(
         self,
@@ -235,7 +237,7 @@ class LocalRun:
 
     def run(self) -> Execution:
         """Start the workers and serve them until every one has retired."""
-        slots = [(self.node, g) for g in self.node.groups(self.executor._cores_per_job)]
+        slots = [(self.node, g) for g in self.node.groups(self.executor.group_size)]
         cap = min(len(self.jobs), self.executor.max_workers or len(self.jobs))
         self.sampler.start()
         try:
@@ -274,7 +276,7 @@ class LocalRun:
         return Execution(
             "local",
             self.started,
-            self.executor._cores_per_job,
+            self.executor.group_size,
             {self.node.name: self.node.cpus},
             self.restarts,
             dict(self.executor.cores_by_model),
