@@ -412,6 +412,7 @@ def bench_kfold(
     info = machine()
     cache, cold = out / "cache" / "warm", out / "cache" / "cold"
     probe_s = _warm_probe_cache(plan, cpus, cache) if "raynn" in modes else 0.0
+    workers = max(1, len(cpus) // cores_per_job)  # as run_mode gives every peer
     write_json(
         out / "bench.json",
         {
@@ -422,7 +423,7 @@ def bench_kfold(
             "cores_per_job": cores_per_job,
             "probe_s": probe_s,
             "commands": {
-                m: command(m, spec_file, out / "modes" / m, cores_per_job, 1, timeout)
+                m: command(m, spec_file, out / "modes" / m, cores_per_job, workers, timeout)
                 for m in modes
             },
         },
