@@ -39,3 +39,32 @@ def sleeping_worker(conn, payload, seconds):  # noqa: ANN001 - a zygote target
 
     send(conn, os.getpid())
     time.sleep(seconds)
+
+
+class _HangsOnce(nn.Module):
+    """An MLP whose first training forward, in the first process to reach it, never returns."""
+
+    def __init__(self, in_features: int, num_classes: int, marker: str) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+        self.marker = marker
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            import os
+            import time
+
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                while True:  # alive but stuck: only a lease deadline gets this job back
+                    time.sleep(60)
+        return self.fc(x.flatten(1))
+
+
+def hangs_once_mlp(in_shape: tuple[int, int, int], num_classes: int, marker: str) -> nn.Module:
+    """A model whose first training step hangs forever (in whichever worker runs it first)."""
+    c, h, w = in_shape
+    return _HangsOnce(c * h * w, num_classes, marker)

@@ -23,8 +23,13 @@ SLOW_DATA = {"name": "synthetic", "shape": [1, 24, 24], "samples": 3000, "limit"
 
 @pytest.fixture(scope="module")
 def runs(ray_local, tmp_path_factory):
-    """The tiny spec run once by each executor (the serial one at one thread per job)."""
-    spec = make_spec(tmp_path_factory.mktemp("exec"), schedulers=["cosine", "warm"])
+    """The tiny spec run once by each executor (the serial one at one thread per job), tail
+    widening off: the bit-identity test compares runs at one thread per job throughout."""
+    spec = make_spec(
+        tmp_path_factory.mktemp("exec"),
+        schedulers=["cosine", "warm"],
+        scheduling={"tail_widening": False},
+    )
     return {name: run(spec, executor=make_executor(name), progress=False) for name in ALL}
 
 
@@ -59,6 +64,7 @@ def test_parallel_and_serial_metrics_are_bit_identical(runs, name):
         for n in ("serial", name)
     )
     pd.testing.assert_frame_equal(ea[EPOCH_METRICS], eb[EPOCH_METRICS], check_exact=True)
+    assert (ea["threads"] == 1).all() and (eb["threads"] == 1).all()  # what was compared
 
 
 @pytest.mark.parametrize("name", PARALLEL)
@@ -199,6 +205,7 @@ def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, tmp_path, n
         schedulers=["cosine"],
         dataset=SLOW_DATA,
         training={"epochs": 5, "checkpoint_seconds": 1e-9},
+        scheduling={"tail_widening": False},  # compared with a one-thread run below
     )
     executor = make_executor(name)
     killed: list[str] = []
@@ -232,6 +239,100 @@ def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, tmp_path, n
     reference = run(spec, executor=SerialExecutor(threads=1), progress=False)
     ref = pd.read_parquet(reference.run_dir / "jobs").set_index("job_id")
     assert victim[METRICS].tolist() == ref.loc[killed[0], METRICS].tolist()
+
+
+@pytest.mark.parametrize("name", PARALLEL)
+def test_a_stuck_job_loses_its_lease_and_runs_again(ray_local, tmp_path, name):
+    marker = tmp_path / "hung"
+    stuck = {
+        "name": "tests.helpers:hangs_once_mlp",
+        "label": "stuck",
+        "args": {"marker": str(marker)},
+    }
+    spec = make_spec(
+        tmp_path,
+        models=["mlp", stuck],
+        folds=2,
+        training={"epochs": 2},
+        scheduling={"probe": False, "lease_timeout": 5, "cores_per_job": 1},
+    )
+    result = run(spec, executor=make_executor(name), progress=False)
+    assert marker.exists(), "no job hung: the test proves nothing"
+    jobs = result.jobs.set_index("job_id")
+    assert result.ok and len(jobs) == 4 and (jobs["status"] == "ok").all()
+    assert sorted(jobs["attempt"]) == [1, 1, 1, 2]  # the stuck one ran again, once
+    assert jobs.loc[jobs["attempt"] == 2].index[0].startswith("stuck-")
+
+
+@pytest.mark.parametrize("actor", ["queue", "collector"])
+def test_a_dead_queue_or_collector_ends_the_run_in_one_line_and_resume_finishes(
+    ray_local, tmp_path, actor
+):
+    import ray
+
+    from raynn.errors import RaynnError
+
+    spec = make_spec(tmp_path, models=["lenet"], folds=2, dataset=SLOW_DATA, training={"epochs": 3})
+    executor = make_executor("ray")
+
+    def killer() -> None:
+        if wait_for(lambda: leases(executor)):
+            ray.kill(getattr(executor.current, actor), no_restart=True)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    with pytest.raises(RaynnError) as err:
+        run(spec, executor=executor, progress=False)
+    thread.join()
+    name = {"queue": "JobQueue", "collector": "ResultsCollector"}[actor]
+    assert f"the run's {name} actor died" in str(err.value) and "--resume" in str(err.value)
+    assert "\n" not in str(err.value)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    again = run(resume=run_dir, executor=SerialExecutor(threads=1), progress=False)
+    assert again.ok and len(again.jobs) == 2 and (again.jobs["status"] == "ok").all()
+
+
+def test_a_joiner_whose_probe_fails_or_hangs_neither_stalls_nor_aborts_the_run(ray_local, tmp_path):
+    import ray
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def dying_probe():
+        raise ConnectionError("the joiner went away")
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def hanging_probe(seconds):
+        import time
+
+        time.sleep(seconds)
+
+    executor = make_executor("ray")
+    real, asked, calls = executor.start_probes, [], []
+
+    def start_probes(exclude):
+        calls.append(exclude)
+        if len(calls) == 1:  # the probe before the run: the real nodes
+            return real(exclude)
+        fakes = {"fake-dying": dying_probe, "fake-hanging": hanging_probe}
+        out = real(exclude)  # no real joiner: empty
+        for node_id, task in fakes.items():
+            if node_id not in exclude:
+                asked.append(node_id)
+                ref = task.remote() if task is dying_probe else task.remote(600)
+                out.append(({"NodeID": node_id, "Resources": {"CPU": 1}}, ref))
+        return out
+
+    spec = make_spec(
+        tmp_path,
+        models=["lenet"],
+        schedulers=["cosine", "warm", "step"],
+        folds=2,
+        dataset=SLOW_DATA,
+        training={"epochs": 2},
+    )
+    executor.start_probes = start_probes
+    result = run(spec, executor=executor, progress=False)
+    assert "fake-hanging" in asked, "no poll ran while jobs were pending: the test proves nothing"
+    assert result.ok and len(result.jobs) == 6 and (result.jobs["status"] == "ok").all()
 
 
 @pytest.mark.parametrize("name", PARALLEL)

@@ -201,3 +201,31 @@ def test_job_is_a_frozen_value():
     job = _jobs(1)[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.cost = 3  # type: ignore[misc]
+
+
+def test_a_lease_expires_after_its_allowance_without_progress():
+    from raynn.scheduler import queue as q_mod
+
+    q = JobQueue(_jobs(2))
+    q.lease("w0")
+    q.lease("w1")
+    assert q.allowance(_jobs(1)[0]) == q_mod.LEASE_UNKNOWN_SECONDS  # nothing known yet
+    assert q.expired() == []
+    q._leases["j0"].renewed -= 2 * q_mod.LEASE_UNKNOWN_SECONDS  # j0 silent for two hours
+    (job_id, worker, idle), *rest = q.expired()
+    assert (job_id, worker, rest) == ("j0", "w0", []) and idle > q_mod.LEASE_UNKNOWN_SECONDS
+    # j1 ends an epoch that took 10 s: mlp's allowance is now 10 x 10 s
+    q._leases["j1"].renewed -= 10
+    q.progress("j1", 1)
+    assert q.allowance(_jobs(1)[0]) == pytest.approx(100, rel=0.01)
+    # the caller kills w0; its death puts j0 back for a second attempt
+    q.release_worker("w0")
+    assert q.lease("w2")[:2] == (q._jobs["j0"], 2)
+
+
+def test_a_probed_job_gets_its_allowance_from_the_probe_and_a_fixed_timeout_wins():
+    probed = dataclasses.replace(_jobs(1)[0], cost=50.0, max_threads=1)  # 50 s at one thread
+    assert JobQueue([probed]).allowance(probed) == 100.0  # 10 x (50 s / 5 epochs)
+    quick = dataclasses.replace(probed, cost=1.0)
+    assert JobQueue([quick]).allowance(quick) == 60.0  # at least a minute
+    assert JobQueue([probed], lease_timeout=7).allowance(probed) == 7.0

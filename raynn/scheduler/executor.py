@@ -252,38 +252,56 @@ class RayExecutor(Executor):
 
         A small task on each node reads ``os.sched_getaffinity(0)`` and the CPU topology
         there; the node's Ray CPU count caps it. Several raylets on one host (a test cluster)
-        get disjoint CPUs while they fit.
+        get disjoint CPUs while they fit. Blocks (up to 120 s); a running run probes joiners
+        with :meth:`start_probes` and :meth:`nodes_from` instead, without waiting.
         """
+        import ray
+
+        probes = self.start_probes({n.node_id for n in known})
+        infos = ray.get([ref for _, ref in probes], timeout=120)
+        pairs = [(n, info) for (n, _), info in zip(probes, infos, strict=True)]
+        return self.nodes_from(known, pairs)
+
+    def start_probes(self, exclude: set[str]) -> list[tuple[dict[str, Any], Any]]:
+        """Start the probe task on every alive node with CPUs not in ``exclude``: pairs of
+        the node's entry in ``ray.nodes()`` and the task's ref (head node first)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         smt = self.smt
 
-        @ray.remote(num_cpus=0)
+        @ray.remote(num_cpus=0, max_retries=0)
         def node_info() -> tuple[str, list[int], Any]:
             cpus = sorted(os.sched_getaffinity(0))
             return socket.gethostname(), cpus, read_topology(cpus, smt)
 
-        seen = {n.node_id for n in known}
         alive = [
             n
             for n in ray.nodes()
-            if n["Alive"] and n["Resources"].get("CPU", 0) >= 1 and n["NodeID"] not in seen
+            if n["Alive"] and n["Resources"].get("CPU", 0) >= 1 and n["NodeID"] not in exclude
         ]
         alive.sort(key=lambda n: (not n.get("IsHeadNode", False), n["NodeID"]))
-        refs = [
-            node_info.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote()
+        return [
+            (
+                n,
+                node_info.options(
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+                ).remote(),
+            )
             for n in alive
         ]
-        infos = ray.get(refs, timeout=120)
-        hosts = [n.host for n in known] + [h for h, _, _ in infos]
+
+    def nodes_from(
+        self, known: Sequence[Node], probed: Sequence[tuple[dict[str, Any], Any]]
+    ) -> list[Node]:
+        """Nodes from finished probes (``(ray.nodes() entry, probe result)``), their CPUs
+        kept disjoint from ``known`` nodes on the same host."""
+        hosts = [n.host for n in known] + [info[0] for _, info in probed]
         used: dict[str, int] = {}
         for n in known:
             used[n.host] = used.get(n.host, 0) + len(n.cores.units)
         nodes = []
-        for n, (host, _, cores) in zip(alive, infos, strict=True):
+        for n, (host, _, cores) in probed:
             units = cores.units
             count = min(int(n["Resources"]["CPU"]) // cores.width or 1, len(units))
             offset = used.get(host, 0)

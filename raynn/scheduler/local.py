@@ -16,6 +16,7 @@ write and read themselves; job rows are written by the driver.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -35,6 +36,8 @@ from raynn.scheduler.processes import ZYGOTE_PRELOAD, PipeProxy, Zygote, recv, s
 from raynn.scheduler.topology import read_topology
 from raynn.scheduler.workers import CoreGroupWorker
 from raynn.spec import SchedulingSpec
+
+log = logging.getLogger(__name__)
 
 
 def worker_main(
@@ -164,7 +167,9 @@ class LocalRun:
         self.run_dir = run_dir
         self.scheduling = scheduling
         self.progress = progress
-        self.queue = JobQueue(jobs, scheduling.max_attempts, scheduling.tail_widening)
+        self.queue = JobQueue(
+            jobs, scheduling.max_attempts, scheduling.tail_widening, scheduling.lease_timeout
+        )
         self.collector = ResultsCollector(run_dir)
         self.sampler = UtilizationSampler(self.node.name, scheduling.sample_interval)
         self.workers: dict[Connection, WorkerProcess] = {}
@@ -188,10 +193,13 @@ class LocalRun:
         self.workers[conn] = WorkerProcess(worker_id, pid, conn, slot)
 
     def kill(self, worker_id: str) -> None:
-        """Kill a worker process (fault-injection tests)."""
+        """Kill a worker process (a stuck one, or in fault-injection tests)."""
         for w in list(self.workers.values()):
             if w.worker_id == worker_id:
-                os.kill(w.pid, signal.SIGKILL)
+                try:
+                    os.kill(w.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # already gone: its death is being handled
 
     def _answer(self, proc: WorkerProcess, target: str, method: str, args: tuple) -> None:
         if target == "driver":  # the worker hit an error that is not its job's: stop
@@ -206,6 +214,17 @@ class LocalRun:
         send(proc.conn, value)
         if target == "queue" and method in ("complete", "lease") and self.waiting:
             self._retry_waiting()
+
+    def _kill_stuck(self) -> None:
+        """Kill the workers whose lease expired; their deaths re-queue the jobs."""
+        for job_id, worker_id, idle in self.queue.expired():
+            log.warning(
+                "job %s: no progress for %.0f s; killing its worker %s, the job runs again",
+                job_id,
+                idle,
+                worker_id,
+            )
+            self.kill(worker_id)
 
     def _retry_waiting(self) -> None:
         for conn, worker_id in list(self.waiting.items()):
@@ -258,6 +277,7 @@ class LocalRun:
                     self._answer(proc, target, method, args)
                 if time.monotonic() >= next_view:
                     self.progress.update(self.queue.stats())
+                    self._kill_stuck()
                     next_view = time.monotonic() + 0.5
             stats = self.queue.stats()
             self.progress.close(stats)

@@ -13,6 +13,10 @@ running job gives its cores back. Two jobs never share a core.
 
 With ``tail_widening``, once nothing is pending a running job asks at each epoch boundary
 (``progress``) for a share of its node's free cores, up to the job's ``max_threads``.
+
+Leases expire: a job that shows no progress (an epoch end) for its allowance (``expired``;
+10x its model's longest epoch so far, or ``scheduling.lease_timeout``) is taken for stuck;
+the executor kills its worker and the job runs again from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ from typing import NamedTuple
 from raynn.grid import Job
 
 WAIT_SECONDS = 0.2  # how long a worker waits for cores before asking again
+# A lease expires when its job shows no progress (no epoch end) for LEASE_FACTOR x the
+# model's longest epoch seen in this run (or its probed epoch time), at least
+# LEASE_MIN_SECONDS; with nothing measured, after LEASE_UNKNOWN_SECONDS.
+LEASE_FACTOR = 10.0
+LEASE_MIN_SECONDS = 60.0
+LEASE_UNKNOWN_SECONDS = 3600.0
 
 
 @dataclass
@@ -37,6 +47,7 @@ class Lease:
     attempt: int
     leased_at: float
     epoch: int = 0
+    renewed: float = 0.0  # its last sign of progress: the lease itself, then each epoch end
 
 
 class Grant(NamedTuple):
@@ -79,7 +90,11 @@ class JobQueue:
     """Hands out jobs in the given order (longest expected first) and tracks their state."""
 
     def __init__(
-        self, jobs: Iterable[Job], max_attempts: int = 3, tail_widening: bool = False
+        self,
+        jobs: Iterable[Job],
+        max_attempts: int = 3,
+        tail_widening: bool = False,
+        lease_timeout: float | str = "auto",
     ) -> None:
         self._pending: deque[Job] = deque(jobs)
         self._jobs = {j.job_id: j for j in self._pending}
@@ -89,6 +104,8 @@ class JobQueue:
         self._failed: dict[str, str] = {}
         self.max_attempts = max_attempts
         self.tail_widening = tail_widening
+        self.lease_timeout = lease_timeout
+        self._epoch_seconds: dict[str, float] = {}  # model label -> longest epoch seen
         self._holders: dict[str, _Holder] = {}
         self._node_cores: dict[str, list[int]] = {}  # node -> every core registered there
         self.created = time.time()
@@ -167,7 +184,7 @@ class JobQueue:
         attempt = self._attempts.get(job.job_id, 0) + 1
         self._attempts[job.job_id] = attempt
         now = time.time()
-        self._leases[job.job_id] = Lease(job, worker, attempt, now)
+        self._leases[job.job_id] = Lease(job, worker, attempt, now, renewed=now)
         return Grant(job, attempt, now - self.created, cores)
 
     def progress(self, job_id: str, epoch: int) -> tuple[int, ...] | None:
@@ -179,7 +196,11 @@ class JobQueue:
         lease = self._leases.get(job_id)
         if lease is None:
             return None
-        lease.epoch = epoch
+        now = time.time()
+        label = lease.job.model.label
+        took = (now - lease.renewed) / max(epoch - lease.epoch, 1)
+        self._epoch_seconds[label] = max(self._epoch_seconds.get(label, 0.0), took)
+        lease.epoch, lease.renewed = epoch, now
         if epoch >= lease.job.training.epochs:
             return None
         return self._widen(lease.worker, lease.job)
@@ -216,6 +237,28 @@ class JobQueue:
             else:
                 self._pending.appendleft(lease.job)
         return exhausted
+
+    def allowance(self, job: Job) -> float:
+        """Seconds ``job`` may go without progress before its lease expires."""
+        if self.lease_timeout != "auto":
+            return float(self.lease_timeout)
+        seen = self._epoch_seconds.get(job.model.label)
+        if seen is None and job.max_threads:  # probed: its cost is seconds at one thread
+            seen = job.cost / max(job.training.epochs, 1)
+        if seen is None:
+            return LEASE_UNKNOWN_SECONDS
+        return max(LEASE_MIN_SECONDS, LEASE_FACTOR * seen)
+
+    def expired(self) -> list[tuple[str, str, float]]:
+        """Leases whose job showed no progress within its allowance: ``(job_id, worker,
+        seconds since its last progress)``. The caller kills the worker; its death returns
+        the job to the queue (:meth:`release_worker`)."""
+        now = time.time()
+        return [
+            (job_id, lease.worker, now - lease.renewed)
+            for job_id, lease in list(self._leases.items())
+            if now - lease.renewed > self.allowance(lease.job)
+        ]
 
     def leases(self) -> dict[str, tuple[str, int, int]]:
         """Running jobs: ``job_id -> (worker, attempt, epochs done)``."""

@@ -13,6 +13,7 @@ Every few seconds the loop looks for nodes that joined and gives them workers to
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,10 @@ if TYPE_CHECKING:
     from raynn.scheduler.executor import Execution, Node, RayExecutor, Slot
     from raynn.spec import SchedulingSpec
 
+log = logging.getLogger(__name__)
+
 NODE_POLL_SECONDS = 2.0
+PROBE_TIMEOUT_SECONDS = 120.0  # a joiner's probe is given up on (and retried) after this
 
 
 def _on(node_id: str) -> dict[str, Any]:
@@ -63,8 +67,11 @@ class RayRun:
         self.queue = (
             ray.remote(num_cpus=0)(JobQueue)
             .options(**_on(driver))
-            .remote(jobs, scheduling.max_attempts, scheduling.tail_widening)
+            .remote(
+                jobs, scheduling.max_attempts, scheduling.tail_widening, scheduling.lease_timeout
+            )
         )
+        self.run_dir = run_dir
         self.collector = (
             ray.remote(num_cpus=0)(ResultsCollector).options(**_on(driver)).remote(run_dir)
         )
@@ -73,6 +80,7 @@ class RayRun:
         self.worker_cls = ray.remote(num_cpus=1, max_restarts=0)(CoreGroupWorker)
         self.workers: dict[Any, tuple[str, Any, Slot]] = {}  # run ref -> (id, actor, slot)
         self.pids: dict[str, Any] = {}  # worker id -> ref to its pid (answered before run)
+        self.probing: dict[str, tuple[dict[str, Any], Any, float]] = {}  # joiners asked
         self.idle: list[Slot] = []  # slots whose worker retired
         self.dead_nodes: set[str] = set()
         self.started = 0
@@ -133,6 +141,21 @@ class RayRun:
         for entry in entries:
             self._launch(entry)
 
+    def _kill_stuck(self) -> None:
+        """Kill the workers whose lease expired; their deaths re-queue the jobs."""
+        import ray
+
+        by_id = {wid: actor for wid, actor, _ in self.workers.values()}
+        for job_id, worker_id, idle in ray.get(self.queue.expired.remote()):
+            if worker_id in by_id:
+                log.warning(
+                    "job %s: no progress for %.0f s; killing its worker %s, the job runs again",
+                    job_id,
+                    idle,
+                    worker_id,
+                )
+                ray.kill(by_id.pop(worker_id))
+
     def _stats(self) -> Any:
         import ray
 
@@ -170,9 +193,32 @@ class RayRun:
             )
 
     def _poll_new_nodes(self) -> None:
+        """Start probes of nodes that joined; take in those whose probe has answered.
+
+        Never waits: a joiner whose probe fails is logged and probed again at the next poll,
+        one whose probe has not answered within PROBE_TIMEOUT_SECONDS is given up on for now.
+        """
+        import ray
+
         if not self._stats().pending:
             return
-        new = self.executor.probe_nodes(self.nodes)
+        known = {n.node_id for n in self.nodes} | set(self.probing)
+        for entry, ref in self.executor.start_probes(known):
+            self.probing[entry["NodeID"]] = (entry, ref, time.monotonic())
+        answered = []
+        for node_id, (entry, ref, since) in list(self.probing.items()):
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                del self.probing[node_id]
+                try:
+                    answered.append((entry, ray.get(ref)))
+                except Exception as exc:  # noqa: BLE001 - a dying joiner must not end the run
+                    log.warning("probing joined node %s failed (%s); will retry", node_id, exc)
+            elif time.monotonic() - since > PROBE_TIMEOUT_SECONDS:
+                del self.probing[node_id]
+                ray.cancel(ref, force=True)
+                log.warning("joined node %s did not answer its probe; will retry", node_id)
+        new = self.executor.nodes_from(self.nodes, answered)
         if not new:
             return
         self.nodes.extend(new)
@@ -181,9 +227,49 @@ class RayRun:
             self._start(slot)  # joiners start at once: the others are already running
 
     # -- the loop ------------------------------------------------------------------------------
+    def _drive(self) -> None:
+        """Serve the workers until every one has retired."""
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        next_poll = time.monotonic() + NODE_POLL_SECONDS
+        while self.workers:
+            ready, _ = ray.wait(list(self.workers), num_returns=1, timeout=0.5)
+            for ref in ready:
+                worker_id, actor, slot = self.workers.pop(ref)
+                try:
+                    ray.get(ref)
+                except RayActorError:
+                    self._worker_died(worker_id, slot)
+                except RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, RaynnError) else exc) from None
+                else:
+                    ray.kill(actor)
+                    self.idle.append(slot)
+            if time.monotonic() >= next_poll:
+                self._poll_new_nodes()
+                self._kill_stuck()
+                next_poll = time.monotonic() + NODE_POLL_SECONDS
+            self.progress.update(self._stats())
+
+    def _dead_control_actor(self) -> str | None:
+        """The name of the run's queue or collector actor if it is dead, else None."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        for name, call in (
+            ("JobQueue", self.queue.stats),
+            ("ResultsCollector", self.collector.node),
+        ):
+            try:
+                ray.get(call.remote(), timeout=30)
+            except (RayActorError, GetTimeoutError):
+                return name
+        return None
+
     def run(self) -> Execution:
         """Start the workers and drive them to the end of the queue."""
-        import ray
         from ray.exceptions import RayActorError, RayTaskError
 
         from raynn.scheduler.executor import Execution
@@ -193,26 +279,18 @@ class RayRun:
         cap = min(len(self.jobs), self.executor.max_workers or len(self.jobs))
         self.idle = slots[cap:]
         self._start_together(slots[:cap])
-        next_poll = time.monotonic() + NODE_POLL_SECONDS
         try:
-            while self.workers:
-                ready, _ = ray.wait(list(self.workers), num_returns=1, timeout=0.5)
-                for ref in ready:
-                    worker_id, actor, slot = self.workers.pop(ref)
-                    try:
-                        ray.get(ref)
-                    except RayActorError:
-                        self._worker_died(worker_id, slot)
-                    except RayTaskError as exc:
-                        cause = getattr(exc, "cause", None)
-                        raise (cause if isinstance(cause, RaynnError) else exc) from None
-                    else:
-                        ray.kill(actor)
-                        self.idle.append(slot)
-                if time.monotonic() >= next_poll:
-                    self._poll_new_nodes()
-                    next_poll = time.monotonic() + NODE_POLL_SECONDS
-                self.progress.update(self._stats())
+            try:
+                self._drive()
+            except (RayActorError, RayTaskError) as exc:
+                dead = self._dead_control_actor()
+                if dead is None:
+                    raise
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                raise RaynnError(
+                    f"the run's {dead} actor died ({type(exc).__name__}: {reason}); the rows "
+                    f"written so far are kept: finish with 'raynn run --resume {self.run_dir}'"
+                ) from None
             stats = self._stats()
             self.progress.close(stats)
             if stats.pending:  # every worker retired: what is left fits no node
@@ -221,8 +299,10 @@ class RayRun:
                     "nodes, or finish them with 'raynn run --resume RUN_DIR' (cores_per_job: "
                     "auto sizes them again for the nodes there are)"
                 )
-        finally:
-            self._shutdown()
+        except BaseException:
+            self._shutdown(quiet=True)  # the error in flight is the one to report
+            raise
+        self._shutdown()
         return Execution(
             "ray",
             self.started,
@@ -232,10 +312,14 @@ class RayRun:
             dict(self.executor.cores_by_model),
         )
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, quiet: bool = False) -> None:
+        """Stop every actor of the run, writing the utilisation samples first. An output
+        error while writing them is raised (one line) unless ``quiet``: another error is
+        already on its way."""
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
+        failed: BaseException | None = None
         for _, actor, _ in self.workers.values():
             ray.kill(actor)
         for name, sampler in self.samplers.items():
@@ -244,6 +328,11 @@ class RayRun:
                 ray.get(self.collector.write_utilization.remote(name, rows))
             except (RayActorError, GetTimeoutError):
                 pass  # that node is gone: its samples with it
+            except RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                failed = failed or (cause if isinstance(cause, RaynnError) else exc)
             ray.kill(sampler)
         ray.kill(self.queue)
         ray.kill(self.collector)
+        if failed is not None and not quiet:
+            raise failed from None
