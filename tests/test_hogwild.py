@@ -20,7 +20,7 @@ from raynn.cli import main
 from raynn.data import load_dataset
 from raynn.errors import SpecError
 from raynn.hogwild.runner import SERVER_NAME, run
-from raynn.hogwild.server import ParameterServer, ServerClient, shard_bounds
+from raynn.hogwild.server import ParameterServer, ServerClient, shard_bounds, version_count
 from raynn.hogwild.shared_params import (
     SharedParams,
     flat_numel,
@@ -149,14 +149,35 @@ def test_server_checkpoint_restores_and_ignores_replayed_push(tmp_path):
     s.push("a", 1, np.ones(3, np.float32), 0, steps=4, samples=40)
     assert s.checkpoint() and path.is_file()
     again = ParameterServer(np.zeros(3, np.float32), checkpoint_path=str(path))
-    assert again.restored_from == 1 and again.version == 1 and np.allclose(again.w, 1)
+    assert version_count(again.restored_from) == 1 and version_count(again.version) == 1
+    assert again.incarnation == 1 and np.allclose(again.w, 1)
     assert again.weights()[2:] == (4, 40)
     replay = again.push("a", 1, np.ones(3, np.float32), 0)  # seq 1 is in the checkpoint
-    assert replay.duplicate and again.version == 1 and np.allclose(again.w, 1)
+    assert replay.duplicate and version_count(again.version) == 1 and np.allclose(again.w, 1)
     path.write_bytes(path.read_bytes()[:-5])  # truncated: fall back to the initial weights
     fresh = ParameterServer(np.full(3, 9, np.float32), checkpoint_path=str(path))
     assert fresh.restored_from is None and "CheckpointError" in fresh.restore_error
     assert np.allclose(fresh.w, 9)
+
+
+def test_a_restored_server_never_reuses_a_version_it_handed_out(tmp_path):
+    path = tmp_path / "server.ckpt"
+    one = np.ones(3, np.float32)
+    s = ParameterServer(np.zeros(3, np.float32), checkpoint_path=str(path), checkpoint_seconds=0)
+    s.start(["a", "b"])
+    s.push("a", 1, one, 0)
+    assert s.checkpoint()  # the checkpoint holds version 1
+    handed_out = [s.push("a", 2, one, 1).version, s.push("a", 3, one, 2).version]  # 2, 3: lost
+    again = ParameterServer(np.zeros(3, np.float32), checkpoint_path=str(path))
+    again.start(["a", "b"])
+    b_reply = again.push("b", 1, one, 0)  # the restored server's next version: count 2
+    assert version_count(b_reply.version) == 2 and b_reply.version not in handed_out
+    # node a still holds the weights of the lost version 3 and asks for an own-reply: it must
+    # get the real weights back, not "yours are current"
+    reply = again.push("a", 4, one, handed_out[-1], omit=True)
+    assert reply.accepted and not reply.own and reply.weights is not None
+    assert np.allclose(reply.weights, 3) and reply.staleness == 1
+    assert again.stats()["incarnation"] == 1 and again.stats()["version"] == 3
 
 
 def test_sharded_client_equals_one_server():
@@ -390,8 +411,7 @@ def test_server_killed_mid_run_restarts_from_checkpoint(ray_local, tmp_path):
     while thread.is_alive() and time.monotonic() < deadline and killed is None:
         ckpts = list((tmp_path / "runs").glob("*/checkpoints/server-0.ckpt"))
         names = [n for n in ray.util.list_named_actors() if n.startswith(SERVER_NAME)]
-        evals = list((tmp_path / "runs").glob("*/eval"))  # appears when the run has ended
-        if ckpts and names and not evals:
+        if ckpts and names and _still_running(tmp_path / "runs"):
             from raynn.hogwild.server import read_checkpoint
 
             version = read_checkpoint(ckpts[0])[1]["version"]
@@ -411,6 +431,17 @@ def test_server_killed_mid_run_restarts_from_checkpoint(ray_local, tmp_path):
     assert _final_accuracy(result.run_dir) >= 0.9
 
 
+def _still_running(runs: Path) -> bool:
+    """Whether the one run under ``runs`` is still training (its attempt says running)."""
+    metas = list(runs.glob("*/run.json"))
+    if not metas:
+        return False
+    try:
+        return json.loads(metas[0].read_text())["runs"][-1]["status"] == "running"
+    except (OSError, ValueError, KeyError, IndexError):
+        return False
+
+
 @pytest.mark.ray
 def test_ctrl_c_releases_shared_memory(ray_local, tmp_path):
     before = set(list_segments())
@@ -421,9 +452,9 @@ def test_ctrl_c_releases_shared_memory(ray_local, tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             new = set(list_segments()) - before
-            if new:
+            # training has begun once the driver has written an eval row of it
+            if new and list((tmp_path / "runs").glob("*/eval/part-0.parquet")):
                 seen.extend(new)
-                time.sleep(0.5)
                 _thread.interrupt_main()
                 return
             time.sleep(0.05)
@@ -585,9 +616,9 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
     killed = None
     deadline = time.monotonic() + 120
     while thread.is_alive() and time.monotonic() < deadline and killed is None:
-        evals = list((tmp_path / "runs").glob("*/eval"))  # appears when the run has ended
         pids = _hogwild_worker_pids()
-        if len(pids) == 2 and not evals and _checkpointed_samples(tmp_path / "runs") > 3 * 1437:
+        running = _still_running(tmp_path / "runs")
+        if len(pids) == 2 and running and _checkpointed_samples(tmp_path / "runs") > 3 * 1437:
             os.kill(pids[-1], signal.SIGKILL)  # a crash, not a polite stop
             killed = pids[-1]
         time.sleep(0.02)

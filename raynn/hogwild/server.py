@@ -96,6 +96,19 @@ def shard_bounds(numel: int, shards: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
+# A version is ``incarnation << INCARNATION_SHIFT | count``: the count of pushes applied, and
+# how many times the server was restored from a checkpoint. A restored server resumes the
+# count of its checkpoint, which may be below versions it handed out before it died; with a
+# new incarnation none of its versions equals one of those, so a node can never take a reply
+# as made against a base it does not hold.
+INCARNATION_SHIFT = 40
+
+
+def version_count(version: int) -> int:
+    """The push count of a version (what the eval table and ``run.json`` show)."""
+    return int(version) & ((1 << INCARNATION_SHIFT) - 1)
+
+
 class ParameterServer:
     """Holds one shard (``[lo, lo + len(initial))``) of the global flat weight vector.
 
@@ -137,6 +150,7 @@ class ParameterServer:
         self.max_staleness = max_staleness
         self.staleness_lr = staleness_lr
         self.version = 0
+        self.incarnation = 0
         self.steps = 0
         self.samples = 0
         self.pushes = 0
@@ -159,6 +173,7 @@ class ParameterServer:
             "shard": self.shard,
             "lo": self.lo,
             "version": self.version,
+            "incarnation": self.incarnation,
             "steps": self.steps,
             "samples": self.samples,
             "pushes": self.pushes,
@@ -184,10 +199,13 @@ class ParameterServer:
             self.restore_error = f"{type(exc).__name__}: {exc}"
             return  # start from the initial weights rather than from garbage
         self.w = weights
-        self.version = int(meta["version"])
+        self.incarnation = int(meta.get("incarnation", 0)) + 1
+        count = version_count(meta["version"])
+        self.version = (self.incarnation << INCARNATION_SHIFT) | count
         self.steps, self.samples = int(meta["steps"]), int(meta["samples"])
         self.pushes = int(meta["pushes"])
-        self.bases = {str(k): int(v) for k, v in meta["bases"].items()}
+        # every node synced before the restore, at best at what the checkpoint holds
+        self.bases = {str(k): self.version for k in meta["bases"]}
         self.active = set(meta["active"])
         self.last_seq = {str(k): int(v) for k, v in meta["last_seq"].items()}
         self.staleness = {
@@ -211,10 +229,18 @@ class ParameterServer:
             self.checkpoint()
 
     # -- membership ----------------------------------------------------------------------------
+    def _base(self, version: int) -> int:
+        """A node's base version in this incarnation's numbering: one from an earlier
+        incarnation counts as synced at the restore (it can be no later than that)."""
+        version = int(version)
+        if version >> INCARNATION_SHIFT == self.incarnation:
+            return version
+        return self.restored_from if self.restored_from is not None else 0
+
     def register(self, node: str, base_version: int | None = None) -> int:
         """Add ``node`` to the active set (synced at ``base_version``); returns the version."""
         self.active.add(node)
-        self.bases[node] = self.version if base_version is None else int(base_version)
+        self.bases[node] = self.version if base_version is None else self._base(base_version)
         self.staleness.setdefault(node, Counter())
         return self.version
 
@@ -290,7 +316,7 @@ class ParameterServer:
         """
         if seq <= self.last_seq.get(node, 0):
             return PushReply(True, self.w.copy(), self.version, 0, 1.0, duplicate=True)
-        staleness = self.version - min(int(base_version), self.version)
+        staleness = self.version - min(self._base(base_version), self.version)
         if gate and self._blocks(node):
             self.refused += 1
             return PushReply(False, None, self.version, staleness, 1.0)
@@ -339,14 +365,17 @@ class ParameterServer:
             "shard": self.shard,
             "lo": self.lo,
             "numel": int(self.w.size),
-            "version": self.version,
+            "version": version_count(self.version),
+            "incarnation": self.incarnation,
             "steps": self.steps,
             "samples": self.samples,
             "pushes": self.pushes,
             "pulls": self.pulls,
             "refused": self.refused,
             "checkpoints": self.checkpoints,
-            "restored_from_version": self.restored_from,
+            "restored_from_version": (
+                None if self.restored_from is None else version_count(self.restored_from)
+            ),
             "restore_error": self.restore_error,
             "staleness": {n: {int(k): v for k, v in c.items()} for n, c in self.staleness.items()},
             "active": sorted(self.active),

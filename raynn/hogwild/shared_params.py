@@ -290,8 +290,10 @@ def create_detached(name: str, initial: np.ndarray, slots: int) -> str:
     """Create segment ``name`` for others to attach to, then let go of it in this process.
 
     The segment outlives this process (it is not left to this process's resource tracker)
-    until :func:`unlink_segment` removes it. Returns the name.
+    until :func:`unlink_segment` removes it. Stale segments of killed runs on this node go
+    first (:func:`sweep_stale_segments`). Returns the name.
     """
+    sweep_stale_segments()
     shared = SharedParams.create(name, initial, slots)
     _untrack(shared._shm)
     shared.close()
@@ -320,3 +322,42 @@ def list_segments(prefix: str = PREFIX) -> list[str]:
         return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
     except OSError:  # no /dev/shm (not Linux): nothing to list
         return []
+
+
+def _mapped_segments() -> set[str]:
+    """Names of /dev/shm segments some process on this machine maps (that we can read)."""
+    mapped: set[str] = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as fh:
+                for line in fh:
+                    if "/dev/shm/" in line:
+                        mapped.add(line.rsplit("/dev/shm/", 1)[1].split()[0])
+        except OSError:  # gone, or another user's process
+            continue
+    return mapped
+
+
+def sweep_stale_segments(min_age: float = 60.0, prefix: str = PREFIX) -> list[str]:
+    """Remove raynn segments on this machine that no process maps and that are older than
+    ``min_age`` seconds (left by a run that was killed); returns their names.
+
+    A live run's segments are mapped by its workers; the seconds between the driver creating
+    a segment and its workers attaching are covered by ``min_age``.
+    """
+    names = list_segments(prefix)
+    if not names:
+        return []
+    mapped = _mapped_segments()
+    removed = []
+    now = time.time()
+    for name in names:
+        try:
+            age = now - os.stat(f"/dev/shm/{name}").st_mtime
+        except OSError:
+            continue
+        if name not in mapped and age > min_age and unlink_segment(name):
+            removed.append(name)
+    return removed
