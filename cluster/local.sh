@@ -7,7 +7,11 @@
 #   cluster/local.sh down                                           stop what 'up' started
 #
 # Token authentication is on (RAY_AUTH_MODE=token, a fresh token in the state folder), every
-# node binds 127.0.0.1 and the dashboard listens on 127.0.0.1 only. 'down' stops exactly the
+# node takes 127.0.0.1 as its address and the dashboard listens on 127.0.0.1 only. Not every
+# Ray server can be bound to loopback in Ray 2.60 (GCS, raylets, agents, metrics, the Ray
+# Client server still listen on all interfaces or the machine's address): docs and
+# cluster/README.md list them; the token guards the gRPC ones. Each cluster has its own Ray
+# temp dir (/tmp/raynn-ray-*), removed by 'down'. 'down' stops exactly the
 # processes 'up' started (their process groups, recorded in the state folder), never others.
 # Settings: RAYNN_CLUSTER_DIR (state folder, default ./.raynn-cluster), RAYNN_HEAD_PORT (6390),
 # RAYNN_DASHBOARD_PORT (8265), RAYNN_PORT_BASE (30000), RAY and PYTHON (the ray command and the
@@ -73,16 +77,22 @@ up() {
   done
   ls "$STATE"/*.pid >/dev/null 2>&1 && die "a cluster from $STATE is up already; run 'down' first"
   mkdir -p "$STATE"
+  # a failed 'up' (a node that does not come up in time, under load) stops what it started
+  trap 'echo "cluster/local.sh: up failed; stopping the nodes it started" >&2; down >&2' EXIT
+  # this cluster's own Ray temp dir (short: Ray's socket paths must fit 107 bytes), so a
+  # client without RAY_ADDRESS never resolves another cluster's /tmp/ray on this machine
+  mktemp -d /tmp/raynn-ray-XXXXXX >"$STATE/ray_temp_dir"
   umask 077
   "$PYTHON" -c 'import secrets; print(secrets.token_hex(32))' >"$STATE/auth_token"
   auth_env
   start_node head 0 --head --port "$PORT" --num-cpus "$head_cpus" --include-dashboard true \
-    --dashboard-host 127.0.0.1 --dashboard-port "$DASH"
+    --dashboard-host 127.0.0.1 --dashboard-port "$DASH" --temp-dir "$(cat "$STATE/ray_temp_dir")"
   wait_nodes 1 90
   for ((i = 1; i <= workers; i++)); do
     start_node "worker$i" "$i" --address "127.0.0.1:$PORT" --num-cpus "$cpus"
   done
   wait_nodes $((workers + 1)) 90
+  trap - EXIT
   echo "cluster up: head 127.0.0.1:$PORT + $workers worker node(s); dashboard http://127.0.0.1:$DASH"
   echo "clients need:"
   env_lines
@@ -116,6 +126,9 @@ down() {
     fi
   done
   rm -f "$STATE"/*.pid
+  if [[ -s "$STATE/ray_temp_dir" ]]; then
+    rm -rf -- "$(cat "$STATE/ray_temp_dir")" "$STATE/ray_temp_dir"
+  fi
   echo "cluster down (${#pids[@]} node(s) stopped)"
 }
 

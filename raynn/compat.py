@@ -66,6 +66,11 @@ def _model_component(model: Any) -> Component:
     return Component(label, label=label, factory=factory)
 
 
+# the original project's trainer_params keys (print_frequency is accepted and has no effect:
+# raynn's progress view replaces its prints)
+TRAINER_PARAMS = ("epochs", "save_checkpoint_frequency", "print_frequency", "progress")
+
+
 class AsyncKFold:
     """K-fold cross-validation of several models x schedulers, run in parallel.
 
@@ -115,6 +120,12 @@ class AsyncKFold:
         from raynn.kfold import run
 
         params = dict(trainer_params or {})
+        unknown = sorted(set(params) - set(TRAINER_PARAMS))
+        if unknown:
+            raise SpecError(
+                f"trainer_params: unknown key(s) {', '.join(map(str, unknown))}; valid: "
+                f"{', '.join(TRAINER_PARAMS)}"
+            )
         # the seed's epoch cadence: 0 turns checkpoints off, anything else keeps raynn's
         # time-based cadence (training.checkpoint_seconds)
         every = params.get("save_checkpoint_frequency", 1)

@@ -38,10 +38,50 @@ class ArrayDataset:
     folds: list[Split] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._check("train", self.x_train, self.y_train)
+        if (self.x_test is None) != (self.y_test is None):
+            raise DatasetError(
+                f"dataset {self.name}: a test split needs both x_test and y_test; return both "
+                "or neither"
+            )
+        if self.x_test is not None:
+            self._check("test", self.x_test, self.y_test)
+            if self.x_test.shape[1:] != self.x_train.shape[1:]:
+                raise DatasetError(
+                    f"dataset {self.name}: test samples are {self.x_test.shape[1:]} but "
+                    f"training samples {self.x_train.shape[1:]}; make them the same shape"
+                )
         if not self.mean:
             x = self.x_train.astype(np.float32) / 255.0
             self.mean = tuple(float(v) for v in x.mean(axis=(0, 2, 3)))
             self.std = tuple(max(float(v), 1e-3) for v in x.std(axis=(0, 2, 3)))
+
+    def _check(self, split: str, x: np.ndarray, y: np.ndarray | None) -> None:
+        """One line naming what is wrong with a split a loader returned, and the fix."""
+        where = f"dataset {self.name}: {split}"
+        if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            raise DatasetError(f"dataset {self.name}: num_classes must be an int >= 2")
+        if not isinstance(x, np.ndarray) or x.ndim != 4:
+            shape = getattr(x, "shape", type(x).__name__)
+            raise DatasetError(
+                f"{where} images have shape {shape}; return a 4-D uint8 array "
+                "(samples, channels, height, width)"
+            )
+        if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype.kind not in "iu":
+            shape = getattr(y, "shape", type(y).__name__)
+            raise DatasetError(f"{where} labels have shape {shape}; return a 1-D integer array")
+        if len(x) != len(y):
+            raise DatasetError(
+                f"{where} has {len(x)} images but {len(y)} labels; return one label per image"
+            )
+        if len(y) == 0:
+            raise DatasetError(f"{where} is empty; the loader returned no samples")
+        low, high = int(y.min()), int(y.max())
+        if low < 0 or high >= self.num_classes:
+            raise DatasetError(
+                f"{where} labels span {low}..{high} but num_classes is {self.num_classes}; "
+                f"labels must be 0..{self.num_classes - 1}"
+            )
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
@@ -51,7 +91,13 @@ class ArrayDataset:
 
     def with_folds(self, folds: int, seed: int) -> ArrayDataset:
         """Compute stratified K-fold (train, validation) indices; checks folds vs. classes."""
-        smallest = int(np.bincount(self.y_train, minlength=self.num_classes).min())
+        counts = np.bincount(self.y_train, minlength=self.num_classes)
+        smallest = int(counts.min())
+        if smallest == 0:
+            raise DatasetError(
+                f"dataset {self.name}: class {int(counts.argmin())} of {self.num_classes} has no "
+                "training samples; give every class samples, or lower num_classes"
+            )
         if folds > smallest:
             raise SpecError(
                 f"spec key 'folds': {folds} folds but the smallest class of {self.name} has "

@@ -8,9 +8,11 @@ a cost model: multiply-accumulates of one forward pass x training samples x epoc
 from __future__ import annotations
 
 import hashlib
+import reprlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from raynn.errors import SpecError
 from raynn.registry import MODELS
 from raynn.spec import Component, KFoldSpec, OptimizerSpec, TrainingSpec
 
@@ -46,8 +48,24 @@ def build_model(
     component: Component, in_shape: tuple[int, int, int], num_classes: int
 ) -> nn.Module:
     """Instantiate a model entry for the given input shape and class count."""
+    from torch import nn
+
     factory = component.factory or MODELS.get(component.name, key="models")
-    return factory(in_shape, num_classes, **dict(component.args))
+    where = f"spec key 'models' ({component.label})"
+    try:
+        model = factory(in_shape, num_classes, **dict(component.args))
+    except Exception as exc:  # noqa: BLE001 - a user's factory or args: one line, not a traceback
+        args = ", ".join(f"{k}={reprlib.repr(v)}" for k, v in component.args.items()) or "no args"
+        raise SpecError(
+            f"{where}: building {component.name} with {args} failed: {type(exc).__name__}: "
+            f"{str(exc)[:200]}; check its args"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise SpecError(
+            f"{where}: the factory of {component.name} returned {type(model).__name__}, not a "
+            "torch.nn.Module; return the model"
+        )
+    return model
 
 
 def forward_macs(model: nn.Module, in_shape: tuple[int, int, int]) -> int:

@@ -19,8 +19,17 @@ from typing import Any
 
 from raynn.data import ArrayDataset, load_dataset
 from raynn.errors import OutputError, RaynnError
+from raynn.files import file_stem
 from raynn.grid import Job, make_jobs
-from raynn.results import SCHEMA_VERSION, RunLock, create_run_dir, read_table, write_json
+from raynn.results import (
+    SCHEMA_VERSION,
+    RunLock,
+    create_run_dir,
+    output_root,
+    read_table,
+    set_aside,
+    write_json,
+)
 from raynn.scheduler.cores import usable_cpus
 from raynn.scheduler.executor import Executor, get_executor
 from raynn.scheduler.monitor import Progress
@@ -166,15 +175,39 @@ def _execute(
     return attempt
 
 
-def _check_writable(root: Path) -> None:
-    probe = root
-    while not probe.exists():
-        probe = probe.parent
-    if not os.access(probe, os.W_OK):
-        raise OutputError(
-            f"output directory {root} is not writable; choose another with "
-            "--output (or output.dir in the spec)"
+def _check_rows(run_dir: Path, jobs: list[Job], meta: dict[str, Any], attempt: dict) -> None:
+    """A run whose tables lack a row for any of its jobs is ``incomplete``, never
+    ``completed`` (say, an output path that resolved somewhere else for some process)."""
+    table = read_table(run_dir, "jobs")
+    missing = sorted({j.job_id for j in jobs} - set(table["job_id"]))
+    if attempt["status"] == "completed" and missing:
+        attempt["status"] = "incomplete"
+        attempt["error"] = (
+            f"{len(missing)} of {len(jobs)} jobs have no row in {run_dir / 'jobs'} "
+            f"(first: {missing[0]}); run 'raynn run --resume {run_dir}' to train them"
         )
+        write_json(run_dir / "run.json", meta)
+
+
+def _check_writable(root: Path) -> None:
+    """Refuse an output folder that cannot take a run directory, by trying: a temporary file
+    in its nearest existing folder (nothing is created). Permissions alone would not tell:
+    root may write anywhere, yet a read-only mount or a file in the way refuses even root."""
+    import tempfile
+
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(20, f"{probe} is a file", str(probe))
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"output directory {root} is not writable ({exc.strerror or exc}); choose another "
+            "with --output (or output.dir in the spec)"
+        ) from None
 
 
 def run(
@@ -222,6 +255,9 @@ def run(
     elif spec is None:
         raise RaynnError("run() needs a spec or resume=RUN_DIR")
     stages = {"process_start": process_start()}
+    if resume is None:
+        root = output_root(output or spec.output.dir)
+        _check_writable(root)  # before the data loads or any executor starts
     if not isinstance(executor, Executor) and executor != "serial":
         executor_options.setdefault("smt", spec.scheduling.smt)
     ex = executor if isinstance(executor, Executor) else get_executor(executor, **executor_options)
@@ -236,14 +272,18 @@ def run(
         if resume is not None:
             lock = RunLock(run_dir)
             lock.acquire()
-            table = read_table(run_dir, "jobs")
+            damaged: list[Path] = []
+            table = read_table(run_dir, "jobs", damaged)
+            read_table(run_dir, "epochs", damaged)
+            lost = {f.stem for f in damaged}  # a job whose epochs are lost runs again too
+            for moved in set_aside(run_dir, damaged):
+                print(f"raynn: set aside damaged {moved}; its job runs again", file=sys.stderr)
             done = set(table.loc[table["status"] == "ok", "job_id"])
+            done = {j for j in done if file_stem(j) not in lost}
             jobs = [j for j in jobs if j.job_id not in done]
         jobs, cores_per_job, probe = schedule(ex, spec, jobs, plan.data)
         stages["scheduled"] = time.time()
         if resume is None:
-            root = Path(output or spec.output.dir)
-            _check_writable(root)
             run_dir = create_run_dir(root, spec.name)
             lock = RunLock(run_dir)
             lock.acquire()
@@ -259,6 +299,7 @@ def run(
         attempt = _execute(
             ex, spec, jobs, plan.data, run_dir, meta, cores_per_job, progress, stages, probe
         )
+        _check_rows(run_dir, jobs, meta, attempt)
     finally:
         ex.close()
         if lock is not None:

@@ -4,11 +4,16 @@ Layout of ``runs/<run-id>/`` (schema version :data:`SCHEMA_VERSION`, documented 
 ``docs/RESULTS.md``)::
 
     run.json                     spec, versions, hosts, start/end, status
-    jobs/<job_id>.parquet        one row per job (JOBS_SCHEMA)
-    epochs/<job_id>.parquet      one row per job and epoch (EPOCHS_SCHEMA)
-    utilization/<node>.parquet   per-core CPU % over time (UTILIZATION_SCHEMA)
-    checkpoints/<job_id>.ckpt    latest epoch checkpoint of unfinished jobs
+    jobs/<stem>.parquet          one row per job (JOBS_SCHEMA)
+    epochs/<stem>.parquet        one row per job and epoch (EPOCHS_SCHEMA)
+    utilization/<stem>.parquet   per-core CPU % over time, per node (UTILIZATION_SCHEMA)
+    checkpoints/<stem>.ckpt      latest checkpoint of unfinished jobs
     report.md                    the summary ``raynn report`` prints
+    run.lock                     held (flock) by the live driver
+    damaged/                     files ``--resume`` found unreadable, set aside
+
+``<stem>`` is :func:`raynn.files.file_stem` of the job id (or node name): its readable
+characters plus a short hash, so no two jobs share a file and none is hidden from readers.
 
 Every file is written to a temporary name and renamed into place, so a crash never leaves a
 half-written table; ``pandas.read_parquet(run_dir / "jobs")`` reads each table whole.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -28,12 +34,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raynn.errors import OutputError
-from raynn.files import CheckpointDir, atomic_write, safe_name, write_bytes, write_json
+from raynn.files import (
+    CheckpointDir,
+    atomic_write,
+    file_stem,
+    safe_name,
+    sweep_temp_files,
+    write_bytes,
+    write_json,
+)
 from raynn.records import JobResult
 
 __all__ = ["write_bytes", "write_json"]  # re-exported: the run directory's writers
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 JOBS_SCHEMA = pa.schema(
     [
@@ -98,6 +112,15 @@ def write_table(path: Path, rows: Iterable[Mapping[str, Any]], schema: pa.Schema
     atomic_write(path, lambda fh: pq.write_table(table, fh))
 
 
+def _status_on_disk(path: Path) -> str | None:
+    """The status in a job's row file, or None (no file, or one that cannot be read)."""
+    try:
+        column = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+    except (OSError, pa.ArrowException):
+        return None
+    return column[0] if column else None
+
+
 class ResultsCollector:
     """Writes one run directory. A plain class; Ray wraps it as an actor on the driver's node."""
 
@@ -106,21 +129,32 @@ class ResultsCollector:
         self.checkpoints = CheckpointDir(run_dir)
 
     def write_job(self, result: JobResult) -> None:
-        """Write (or replace) the job's row and its epoch rows; drop its checkpoint if done."""
-        name = safe_name(result.job_id)
+        """Write (or replace) the job's row and its epoch rows; drop its checkpoint if done.
+
+        Idempotent, and an ok row is final: a later result of the same job that is not ok
+        (an attempt that ran again after its row was written) leaves the ok row and its epochs.
+        """
+        name = file_stem(result.job_id)
+        row = self.run_dir / "jobs" / f"{name}.parquet"
+        if result.status != "ok" and _status_on_disk(row) == "ok":
+            return
         write_table(
             self.run_dir / "epochs" / f"{name}.parquet",
             [vars(r) for r in result.history],
             EPOCHS_SCHEMA,
         )
-        write_table(self.run_dir / "jobs" / f"{name}.parquet", [result.row()], JOBS_SCHEMA)
+        write_table(row, [result.row()], JOBS_SCHEMA)
+        legacy = safe_name(result.job_id)  # a schema-2 run's name for the same job
+        if legacy != name:
+            for table in ("jobs", "epochs"):
+                (self.run_dir / table / f"{legacy}.parquet").unlink(missing_ok=True)
         if result.status == "ok":
             self.checkpoints.drop(result.job_id)
 
     def write_utilization(self, node: str, rows: list[dict[str, Any]]) -> None:
         """Write (or replace) one node's utilisation samples."""
         if rows:
-            path = self.run_dir / "utilization" / f"{safe_name(node)}.parquet"
+            path = self.run_dir / "utilization" / f"{file_stem(node)}.parquet"
             write_table(path, rows, UTILIZATION_SCHEMA)
 
     def save_checkpoint(self, job_id: str, blob: bytes) -> None:
@@ -139,59 +173,97 @@ class ResultsCollector:
 class RunLock:
     """``run.lock`` in a run directory: one live driver per run directory.
 
-    A lock left by a driver that died (its pid is gone on this host) is taken over; a lock of
-    a live driver, or of another host, is refused.
+    The driver holds an exclusive ``fcntl.flock`` on the file for the life of the run, so
+    the kernel drops it when the driver dies, however it dies; the file's text (pid, host,
+    since) only names the holder in the message another driver gets. Taking the lock also
+    removes temporary files a killed writer left behind. Works for every
+    driver on one host and on file systems with working ``flock`` (not every NFS).
     """
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.path = Path(run_dir) / "run.lock"
+        self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock or raise OutputError naming its holder."""
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        for _ in range(2):
+        import fcntl
+
+        while True:
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale():
-                    raise OutputError(
-                        f"run directory {self.path.parent} is in use by another raynn driver "
-                        f"({self.path.read_text().strip()}); wait for it, or delete "
-                        f"{self.path} if that driver is gone"
-                    ) from None
-                self.path.unlink(missing_ok=True)
-                continue
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             except OSError as exc:
                 raise OutputError(
                     f"cannot write {self.path}: {exc.strerror}; fix permissions or free space"
                 ) from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            return
-        raise OutputError(f"cannot take {self.path}; delete it if no raynn driver uses it")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputError(
+                    f"run directory {self.path.parent} is in use by another raynn driver "
+                    f"({self._holder()}); wait for it to finish"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file its last holder unlinked while we opened it
+                break
+            os.close(fd)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(me).encode())
+        self._fd = fd
+        sweep_temp_files(self.path.parent)  # no live writer owns one now
 
-    def _stale(self) -> bool:
+    def _holder(self) -> str:
         try:
-            holder = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return True  # unreadable or half-written: its writer died
-        if holder.get("host") != socket.gethostname():
-            return False
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, KeyError, ValueError):
-            return False
-        return False
+            return self.path.read_text().strip() or "starting"
+        except OSError:
+            return "unknown"
 
     def release(self) -> None:
-        """Drop the lock (if this process holds it)."""
-        try:
-            if json.loads(self.path.read_text()).get("pid") == os.getpid():
-                self.path.unlink()
-        except (OSError, ValueError):
-            pass
+        """Drop the lock (if this object holds it) and remove the file."""
+        if self._fd is None:
+            return
+        self.path.unlink(missing_ok=True)
+        os.close(self._fd)  # closing the descriptor releases the flock
+        self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# where Ray unpacks a job's working_dir (``ray job submit --working-dir``): a temporary copy
+_RAY_WORKING_DIR = f"{os.sep}runtime_resources{os.sep}working_dir_files{os.sep}"
+
+
+def output_root(path: str | os.PathLike[str]) -> Path:
+    """The absolute folder run directories go under, resolved on the driver before any worker
+    or actor sees a path.
+
+    A relative ``path`` is taken from the working directory, except under a Ray job with a
+    ``working_dir``, whose working directory is Ray's temporary copy of the upload (deleted
+    with the session): there it is taken from ``$RAYNN_RESULTS_HOME``, else the home
+    directory, and a line on stderr says where the results go.
+    """
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    base = Path.cwd()
+    if _RAY_WORKING_DIR in f"{base}{os.sep}":
+        base = Path(os.environ.get("RAYNN_RESULTS_HOME") or Path.home())
+        print(
+            f"raynn: the working directory is Ray's copy of the job's working_dir; results go "
+            f"under {base / p} (set RAYNN_RESULTS_HOME or an absolute output.dir to choose)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return (base / p).absolute()
 
 
 def create_run_dir(root: str | os.PathLike[str], name: str) -> Path:
@@ -219,12 +291,48 @@ def create_run_dir(root: str | os.PathLike[str], name: str) -> Path:
     raise OutputError(f"too many runs named {name} this second under {root}; retry")
 
 
-def read_table(run_dir: str | os.PathLike[str], table: str) -> Any:
-    """Read one table of a run directory as a pandas DataFrame (empty if it has no rows)."""
+def read_table(
+    run_dir: str | os.PathLike[str], table: str, damaged: list[Path] | None = None
+) -> Any:
+    """Read one table of a run directory as a pandas DataFrame (empty if it has no rows).
+
+    A file that is not readable Parquet (truncated, overwritten) raises OutputError naming
+    it, or, given a ``damaged`` list, is left out and appended to it.
+    """
     import pandas as pd
 
     path = Path(run_dir) / table
     schema = {"jobs": JOBS_SCHEMA, "epochs": EPOCHS_SCHEMA, "utilization": UTILIZATION_SCHEMA}
-    if not path.is_dir() or not any(path.glob("*.parquet")):
+    parts, bad = [], []
+    for file in sorted(path.glob("*.parquet")) if path.is_dir() else []:
+        try:
+            parts.append(pq.read_table(file))
+        except (OSError, pa.ArrowException):
+            bad.append(file)
+    if bad and damaged is None:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise OutputError(
+            f"{bad[0]} is damaged, not readable Parquet{more}; run 'raynn run --resume "
+            f"{Path(run_dir)}' to train its jobs again (it is set aside), or delete it"
+        )
+    if damaged is not None:
+        damaged.extend(bad)
+    if not parts:
         return schema[table].empty_table().to_pandas() if table in schema else pd.DataFrame()
-    return pd.read_parquet(path)
+    return pa.concat_tables(parts, promote_options="permissive").to_pandas()
+
+
+def set_aside(run_dir: str | os.PathLike[str], files: list[Path]) -> list[Path]:
+    """Move damaged files out of their tables into ``<run_dir>/damaged/``; their new paths."""
+    moved = []
+    for file in files:
+        target = Path(run_dir) / "damaged" / f"{file.parent.name}-{file.name}"
+        try:
+            target.parent.mkdir(exist_ok=True)
+            os.replace(file, target)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot move the damaged {file} aside: {exc.strerror}; delete it by hand"
+            ) from None
+        moved.append(target)
+    return moved

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,30 +26,49 @@ from raynn.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULERS
 SPEC_KINDS = ("kfold", "hogwild")
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec file larger than this is refused unread
+MAX_SPEC_NODES = 100_000  # values in a spec once YAML aliases are expanded
+
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxstring, _SHOW.maxother = 2, 4, 60, 60
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, cut short (at most 80 characters, and bounded work to get there): an
+    error message never formats an unbounded value."""
+    text = _SHOW.repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _key(name: Any) -> str:
+    """A key as a message shows it: a short string as is, anything else cut short."""
+    return name if isinstance(name, str) and len(name) <= 60 else _show(name)
+
+
 def _fail(key: str, problem: str, fix: str) -> SpecError:
     return SpecError(f"spec key '{key}': {problem}; {fix}")
 
 
 def _positive_int(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(key, f"must be a positive integer, got {value!r}", "set it to 1 or more")
+        raise _fail(key, f"must be a positive integer, got {_show(value)}", "set it to 1 or more")
 
 
 def _positive_number(key: str, value: Any) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
-        raise _fail(key, f"must be a positive number, got {value!r}", "set it above 0")
+        raise _fail(key, f"must be a positive number, got {_show(value)}", "set it above 0")
 
 
 def _non_negative_number(key: str, value: Any) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value < 0:
-        raise _fail(key, f"must be a number >= 0, got {value!r}", "set it to 0 or more")
+        raise _fail(key, f"must be a number >= 0, got {_show(value)}", "set it to 0 or more")
 
 
 def _bool(key: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise _fail(key, f"must be true or false, got {value!r}", "write true or false")
+        raise _fail(key, f"must be true or false, got {_show(value)}", "write true or false")
 
 
 @dataclass(frozen=True)
@@ -80,7 +100,7 @@ class DatasetSpec:
         if not ok:
             raise _fail(
                 "dataset.test_fraction",
-                f"must be between 0 and 1, got {self.test_fraction!r}",
+                f"must be between 0 and 1, got {_show(self.test_fraction)}",
                 "use e.g. 0.2",
             )
         if self.limit is not None:
@@ -89,7 +109,7 @@ class DatasetSpec:
         if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
             raise _fail(
                 "dataset.shape",
-                f"must be [channels, height, width] of positive ints, got {self.shape!r}",
+                f"must be [channels, height, width] of positive ints, got {_show(self.shape)}",
                 "use e.g. [3, 32, 32]",
             )
         object.__setattr__(self, "shape", shape)
@@ -103,7 +123,7 @@ class DatasetSpec:
         ):
             raise _fail(
                 "dataset.num_classes",
-                f"must be an integer >= 2, got {self.num_classes!r}",
+                f"must be an integer >= 2, got {_show(self.num_classes)}",
                 "set it to 2 or more",
             )
 
@@ -136,7 +156,7 @@ def _components(key: str, registry: Any, value: Any) -> tuple[Component, ...]:
     if isinstance(value, (str, Mapping, Component)):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise _fail(key, f"must be a non-empty list, got {value!r}", "list at least one name")
+        raise _fail(key, f"must be a non-empty list, got {_show(value)}", "list at least one name")
     out: list[Component] = []
     for i, item in enumerate(value):
         where = f"{key}[{i}]"
@@ -148,16 +168,20 @@ def _components(key: str, registry: Any, value: Any) -> tuple[Component, ...]:
             unknown = set(item) - {"name", "args", "label"}
             if unknown:
                 raise _fail(
-                    where, f"unknown key(s) {sorted(unknown)}", "valid keys: name, args, label"
+                    where,
+                    f"unknown key(s) {_show(sorted(map(str, unknown)))}",
+                    "valid keys: name, args, label",
                 )
             if not isinstance(item.get("name"), str):
                 raise _fail(where, "needs a 'name'", f"e.g. {{name: {registry.names()[0]}}}")
             args = item.get("args") or {}
             if not isinstance(args, Mapping):
-                raise _fail(f"{where}.args", f"must be a mapping, got {args!r}", "use key: value")
+                raise _fail(
+                    f"{where}.args", f"must be a mapping, got {_show(args)}", "use key: value"
+                )
             comp = Component(name=item["name"], args=dict(args), label=item.get("label") or "")
         else:
-            raise _fail(where, f"must be a name or a mapping, got {item!r}", "write a name")
+            raise _fail(where, f"must be a name or a mapping, got {_show(item)}", "write a name")
         if comp.factory is None:
             registry.get(comp.name, key=where)
         out.append(comp)
@@ -191,7 +215,7 @@ class OptimizerSpec:
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
             raise _fail(
                 "optimizer.betas",
-                f"must be two numbers in [0, 1), got {self.betas!r}",
+                f"must be two numbers in [0, 1), got {_show(self.betas)}",
                 "use e.g. [0.9, 0.999]",
             )
         object.__setattr__(self, "betas", betas)
@@ -246,7 +270,10 @@ class SchedulingSpec:
     node at their next epoch boundary. ``smt``: where a physical core has several hardware
     threads, ``together`` gives a job all of its cores' threads, ``idle`` only the first
     (the others stay idle); core groups never span NUMA nodes either way
-    (:mod:`raynn.scheduler.topology`).
+    (:mod:`raynn.scheduler.topology`). ``lease_timeout``: seconds a running job may go
+    without finishing an epoch before its worker is taken for stuck, killed, and the job
+    run again; ``auto``: 10x its model's longest epoch so far (or its probed epoch time),
+    at least 60 s, and an hour while nothing is known.
     """
 
     cores_per_job: CoresPerJob = "auto"
@@ -256,6 +283,7 @@ class SchedulingSpec:
     probe: bool = True
     tail_widening: bool = True
     smt: str = "together"
+    lease_timeout: float | str = "auto"
 
     def __post_init__(self) -> None:
         if self.cores_per_job != "auto":
@@ -266,7 +294,7 @@ class SchedulingSpec:
             ):
                 raise _fail(
                     "scheduling.cores_per_job",
-                    f"must be a positive integer or 'auto', got {self.cores_per_job!r}",
+                    f"must be a positive integer or 'auto', got {_show(self.cores_per_job)}",
                     "use 1, 2, ... or auto",
                 )
         _positive_int("scheduling.max_attempts", self.max_attempts)
@@ -275,9 +303,11 @@ class SchedulingSpec:
         _positive_number("scheduling.sample_interval", self.sample_interval)
         _bool("scheduling.probe", self.probe)
         _bool("scheduling.tail_widening", self.tail_widening)
+        if self.lease_timeout != "auto":
+            _positive_number("scheduling.lease_timeout", self.lease_timeout)
         if self.smt not in ("together", "idle"):
             raise _fail(
-                "scheduling.smt", f"must be together or idle, got {self.smt!r}", "use together"
+                "scheduling.smt", f"must be together or idle, got {_show(self.smt)}", "use together"
             )
 
 
@@ -289,7 +319,7 @@ class OutputSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.dir, str) or not self.dir:
-            raise _fail("output.dir", f"must be a path, got {self.dir!r}", "use e.g. runs")
+            raise _fail("output.dir", f"must be a path, got {_show(self.dir)}", "use e.g. runs")
 
 
 @dataclass(frozen=True)
@@ -310,13 +340,15 @@ class KFoldSpec:
 
     def __post_init__(self) -> None:
         if self.kind != "kfold":
-            raise _fail("kind", f"expected 'kfold', got {self.kind!r}", "set kind: kfold")
+            raise _fail("kind", f"expected 'kfold', got {_show(self.kind)}", "set kind: kfold")
         if not isinstance(self.name, str) or not self.name:
-            raise _fail("name", f"must be a non-empty string, got {self.name!r}", "name the run")
+            raise _fail(
+                "name", f"must be a non-empty string, got {_show(self.name)}", "name the run"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise _fail("seed", f"must be an integer, got {self.seed!r}", "use e.g. 0")
+            raise _fail("seed", f"must be an integer, got {_show(self.seed)}", "use e.g. 0")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise _fail("folds", f"must be an integer >= 2, got {self.folds!r}", "use e.g. 5")
+            raise _fail("folds", f"must be an integer >= 2, got {_show(self.folds)}", "use e.g. 5")
         object.__setattr__(self, "models", _components("models", MODELS, self.models))
         object.__setattr__(
             self, "schedulers", _components("schedulers", SCHEDULERS, self.schedulers)
@@ -361,11 +393,13 @@ def _section(key: str, cls: type, value: Any) -> Any:
     if value is None:
         return cls()
     if not isinstance(value, Mapping):
-        raise _fail(key, f"must be a mapping, got {value!r}", "write key: value pairs under it")
+        raise _fail(
+            key, f"must be a mapping, got {_show(value)}", "write key: value pairs under it"
+        )
     valid = [f.name for f in dataclasses.fields(cls) if f.name != "factory"]
     for name in value:
         if name not in valid:
-            raise _fail(f"{key}.{name}", "unknown key", f"valid keys: {', '.join(valid)}")
+            raise _fail(f"{key}.{_key(name)}", "unknown key", f"valid keys: {', '.join(valid)}")
     try:
         return cls(**value)
     except TypeError as exc:  # pragma: no cover - guarded by the key check above
@@ -382,11 +416,17 @@ def spec_from_dict(raw: Mapping[str, Any]) -> Any:
 
         return hogwild_spec_from_dict(raw)
     if kind != "kfold":
-        raise _fail("kind", f"unknown kind {kind!r}", f"valid: {', '.join(SPEC_KINDS)}")
+        raise _fail("kind", f"unknown kind {_show(kind)}", f"valid: {', '.join(SPEC_KINDS)}")
     valid = [f.name for f in dataclasses.fields(KFoldSpec)]
     for name in raw:
         if name not in valid:
-            raise _fail(name, "unknown key", f"valid top-level keys: {', '.join(valid)}")
+            raise _fail(_key(name), "unknown key", f"valid top-level keys: {', '.join(valid)}")
+    if "models" not in raw:
+        raise _fail(
+            "models",
+            "is missing",
+            f"list the models to train, e.g. [lenet]; valid: {', '.join(MODELS.names())}",
+        )
     kwargs = dict(raw)
     for name, cls in _SECTIONS.items():
         kwargs[name] = _section(name, cls, kwargs.get(name))
@@ -405,12 +445,39 @@ def load_spec(path: str | os.PathLike[str]) -> Any:
         raise SpecError(f"spec file not found: {path}; check the path (see jobs/)") from None
     except OSError as exc:
         raise SpecError(f"cannot read spec file {path}: {exc.strerror}") from None
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"spec file {path} is {len(text)} bytes, more than a spec needs "
+            f"({MAX_SPEC_BYTES}); pass the YAML job spec, not data"
+        )
     try:
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+    except (yaml.YAMLError, json.JSONDecodeError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SpecError(f"spec file {path} is not valid YAML/JSON{where}; fix its syntax") from None
     if raw is None:
         raise SpecError(f"spec file {path} is empty; see jobs/kfold_digits.yaml for an example")
+    if not _within(raw, MAX_SPEC_NODES):
+        raise SpecError(
+            f"spec file {path} expands to more than {MAX_SPEC_NODES} values (YAML aliases "
+            "nested in aliases?); write the spec out plainly"
+        )
     return spec_from_dict(raw)
+
+
+def _within(raw: Any, budget: int) -> bool:
+    """Whether ``raw`` holds at most ``budget`` values, aliases counted each time they are
+    used; stops as soon as the budget is spent, so an alias bomb costs ``budget`` steps."""
+    stack = [raw]
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return False
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return True

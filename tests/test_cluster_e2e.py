@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,11 +53,14 @@ def local_cluster(tmp_path_factory):
     down = subprocess.run([script, "down"], env=env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     assert all(not _live_members(p) for p in pids), [_live_members(p) for p in pids]
-    assert not list(state.glob("*.pid"))
+    assert not list(state.glob("*.pid")) and not (state / "ray_temp_dir").exists()
 
 
 def test_ray_job_submit_runs_the_demo_on_both_nodes(local_cluster, tmp_path):
+    # the spec's relative output.dir (runs), as the README's cluster line runs it: the rows
+    # must not land in Ray's temporary copy of the working dir
     out = tmp_path / "runs"
+    env_vars = json.dumps({"env_vars": {"RAYNN_RESULTS_HOME": str(tmp_path)}})
     proc = subprocess.run(
         [
             str(BIN / "ray"),
@@ -64,13 +68,13 @@ def test_ray_job_submit_runs_the_demo_on_both_nodes(local_cluster, tmp_path):
             "submit",
             "--working-dir",
             str(REPO),
+            "--runtime-env-json",
+            env_vars,
             "--",
             "raynn",
             "run",
             "jobs/kfold_digits.yaml",
             "--no-progress",
-            "--output",
-            str(out),
         ],
         env=local_cluster,
         capture_output=True,
@@ -80,6 +84,7 @@ def test_ray_job_submit_runs_the_demo_on_both_nodes(local_cluster, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = list(out.iterdir())
+    assert f"results: {run_dir}" in proc.stdout and "jobs: 30 ok" in proc.stdout
     jobs = pd.read_parquet(run_dir / "jobs")
     assert len(jobs) == 30 and jobs["job_id"].is_unique and (jobs["status"] == "ok").all()
     assert jobs["node"].nunique() == 2
@@ -125,3 +130,55 @@ def test_raynn_submit_refuses_a_malformed_spec_before_sending(local_cluster, tmp
         timeout=120,
     )
     assert proc.returncode == 2 and "resnet0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int, str]]:
+    """``(address, port, process name)`` of every TCP socket the processes listen on."""
+    import re
+    import shutil
+
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to read the listening sockets")
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        local = line.split()[3]
+        address, _, port = local.rpartition(":")
+        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+            if int(pid) in pids:
+                found.append((address.strip("[]").removeprefix("::ffff:"), int(port), name))
+    return found
+
+
+def test_the_cluster_listens_where_its_docs_say_and_wants_the_token(local_cluster):
+    import urllib.error
+    import urllib.request
+
+    state = Path(local_cluster["RAY_AUTH_TOKEN_PATH"]).parent
+    pids = set()
+    for pid_file in state.glob("*.pid"):
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--sid", pid_file.read_text().strip()],
+            capture_output=True,
+            text=True,
+        ).stdout
+        pids |= {int(p) for p in out.split()}
+    sockets = _listening(pids)
+    dashboard = int(local_cluster["RAY_ADDRESS"].rsplit(":", 1)[1])
+    assert {a for a, port, _ in sockets if port == dashboard} == {"127.0.0.1"}, sockets
+    # what stays reachable from outside: Ray's own servers (cluster/README.md lists them)
+    exposed = {name for a, _, name in sockets if a not in ("127.0.0.1", "::1")}
+    assert exposed and all(
+        n.startswith(("gcs_server", "raylet", "ray::", "python")) for n in exposed
+    )
+    # the token guards the job API that 'ray job submit' uses
+    url = f"{local_cluster['RAY_ADDRESS']}/api/jobs/"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=30)
+    assert refused.value.code == 401
+    token = Path(local_cluster["RAY_AUTH_TOKEN_PATH"]).read_text().strip()
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    assert urllib.request.urlopen(request, timeout=30).status == 200
+    # this cluster's own Ray temp dir, not the machine's /tmp/ray
+    temp = Path((state / "ray_temp_dir").read_text().strip())
+    assert temp.is_dir() and (temp / "session_latest").exists()

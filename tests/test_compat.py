@@ -62,3 +62,10 @@ def test_arrays_from_torch_dataset_scales_to_uint8():
 def test_other_criteria_are_refused():
     with pytest.raises(SpecError, match="CrossEntropyLoss"):
         AsyncKFold(2, TorchDigits(), "runs", nn.MSELoss(), 32)
+
+
+def test_unknown_trainer_params_are_refused_before_training(tmp_path):
+    kfold = AsyncKFold(2, TorchDigits(), str(tmp_path), batch_size=32, executor="serial")
+    with pytest.raises(SpecError, match="unknown key.*epoch; valid: epochs"):
+        kfold([TinyNet], ["cosine"], trainer_params={"epoch": 2})
+    assert not list(tmp_path.iterdir())

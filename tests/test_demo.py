@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from raynn.cli import main
+from raynn.files import file_stem
 from tests.conftest import REPO, make_spec
 
 
@@ -58,7 +59,7 @@ def test_resume_runs_only_the_missing_jobs(tmp_path, capsys):
     before = pd.read_parquet(first.run_dir / "jobs").set_index("job_id")
     lost = sorted(before.index)[:3]
     for job_id in lost:  # as if the driver had died before these finished
-        (first.run_dir / "jobs" / f"{job_id}.parquet").unlink()
+        (first.run_dir / "jobs" / f"{file_stem(job_id)}.parquet").unlink()
     code = main(["run", "--resume", str(first.run_dir), "--serial", "--no-progress"])
     assert code == 0
     after = pd.read_parquet(first.run_dir / "jobs").set_index("job_id")

@@ -9,13 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from raynn.cli import main
 from raynn.errors import OutputError
+from raynn.files import CheckpointDir, file_stem
 from raynn.kfold import run
 from raynn.results import ResultsCollector
 from raynn.scheduler.executor import RayExecutor, SerialExecutor
@@ -166,8 +166,8 @@ def test_a_corrupt_checkpoint_restarts_the_job_from_scratch(tmp_path):
         store = MemoryStore(resume_at=2)
         train_job(by_id[job_id], plan.data, threads=1, checkpoints=store)
         collector.save_checkpoint(job_id, store.load_checkpoint(job_id))
-        (first.run_dir / "jobs" / f"{job_id}.parquet").unlink()
-    ckpt = first.run_dir / "checkpoints" / f"{bad}.ckpt"
+        (first.run_dir / "jobs" / f"{file_stem(job_id)}.parquet").unlink()
+    ckpt = CheckpointDir(first.run_dir).path(bad)
     blob = bytearray(ckpt.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     ckpt.write_bytes(bytes(blob))
@@ -195,7 +195,14 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@pytest.mark.parametrize("how", [["--serial"], ["--executor", "local"]])
+@pytest.mark.parametrize(
+    "how",
+    [
+        ["--serial"],
+        ["--executor", "local"],
+        pytest.param(["--executor", "ray"], marks=pytest.mark.ray),
+    ],
+)
 def test_a_full_output_disk_fails_clearly_and_keeps_written_rows(tiny_disk, tmp_path, capsys, how):
     spec = make_spec(
         tmp_path,
@@ -226,14 +233,3 @@ def test_an_output_path_that_cannot_be_a_directory(tmp_path, capsys):
             output=str(blocker / "r"),
             progress=False,
         )
-
-
-def test_a_second_run_on_a_live_run_directory_is_refused(tmp_path, capsys):
-    first = run(make_spec(tmp_path, models=["mlp"]), executor="serial", progress=False)
-    lock = Path(first.run_dir) / "run.lock"
-    lock.write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename}))
-    assert main(["run", "--resume", str(first.run_dir), "--serial", "--no-progress"]) == 2
-    assert "in use" in capsys.readouterr().err
-    lock.write_text(json.dumps({"pid": 2**22 + 12345, "host": os.uname().nodename}))
-    assert main(["run", "--resume", str(first.run_dir), "--serial", "--no-progress"]) == 0
-    assert not lock.exists()

@@ -40,14 +40,21 @@ import torch
 
 from raynn.data import ArrayDataset, load_dataset
 from raynn.errors import OutputError, RaynnError, SpecError
-from raynn.files import atomic_write
-from raynn.hogwild.server import ParameterServer, ServerClient, read_checkpoint, shard_bounds
+from raynn.files import atomic_write, file_stem
+from raynn.hogwild.server import (
+    ParameterServer,
+    ServerClient,
+    read_checkpoint,
+    shard_bounds,
+    version_count,
+)
 from raynn.hogwild.shared_params import (
     SharedParams,
     create_detached,
     flatten,
     load_flat,
     param_numel,
+    sweep_stale_segments,
 )
 from raynn.hogwild.spec import HogwildSpec
 from raynn.hogwild.trainer import (
@@ -64,7 +71,9 @@ from raynn.kfold import RunResult, _check_writable, _versions
 from raynn.results import (
     SCHEMA_VERSION,
     UTILIZATION_SCHEMA,
+    RunLock,
     create_run_dir,
+    output_root,
     write_json,
     write_table,
 )
@@ -179,12 +188,21 @@ def validate(spec: HogwildSpec) -> str:
     )
 
 
+EVAL_WRITE_SECONDS = 2.0  # how often the eval rows of a running attempt reach the disk
+
+
 class _Evaluator:
     """Evaluates flat weight vectors on the test split (one thread) into eval rows."""
 
     def __init__(
-        self, prepared: Prepared, attempt: int, rows: list[dict[str, Any]] | None = None
+        self,
+        prepared: Prepared,
+        attempt: int,
+        rows: list[dict[str, Any]] | None = None,
+        run_dir: Path | None = None,
     ) -> None:
+        self.run_dir = run_dir  # where the rows are written as they come (a killed driver
+        self.written = 0.0  # keeps them), at most every EVAL_WRITE_SECONDS
         self.data = prepared.data
         self.spec = prepared.spec
         self.model = build(prepared.spec, prepared.data)
@@ -218,7 +236,7 @@ class _Evaluator:
             "attempt": self.attempt,
             "time": now,
             "elapsed": now - self.t0,
-            "version": version,
+            "version": version_count(version),
             "step": steps,
             "samples": samples,
             "epoch": samples / max(len(d.y_train), 1),
@@ -228,6 +246,11 @@ class _Evaluator:
             "per_class_accuracy": ev.per_class if final else [],
         }
         self.rows.append(row)
+        if self.run_dir is not None and (final or now - self.written >= EVAL_WRITE_SECONDS):
+            write_table(
+                self.run_dir / "eval" / f"part-{self.attempt}.parquet", self.rows, EVAL_SCHEMA
+            )
+            self.written = now
         return row
 
 
@@ -322,7 +345,7 @@ def _run_serial(
     opt = make_optimizer(spec, model)
     per_epoch = -(-len(p.data.y_train) // spec.training.batch_size)
     schedule = make_schedule(spec, opt, per_epoch)
-    evaluator = _Evaluator(p, n, evals)
+    evaluator = _Evaluator(p, n, evals, run_dir)
     sampler = UtilizationSampler(node, spec.hogwild.sample_interval)
     view.workers = 1
     sync = {"last": weights, "version": version, "seq": 0, "steps": 0, "samples": 0}
@@ -517,7 +540,7 @@ def _run_ray(
             ).remote(str(init), **kwargs)
         )
     client = ServerClient(shards, bounds)
-    evaluator = _Evaluator(p, n, evals)
+    evaluator = _Evaluator(p, n, evals, run_dir)
     rows: list[dict] = []
     util: list[dict] = []
     rounds: list[dict[str, Any]] = attempt.setdefault("rounds", [])
@@ -538,6 +561,7 @@ def _run_ray(
             )
             rows.extend(r.rows)
             util.extend(r.util)
+            _write_tables(run_dir, n, rows, evaluator.rows, util)  # after every round
             if "startup" not in timings:
                 timings["startup"] = record["startup_seconds"]
             if r.failure is None and not r.joined:
@@ -652,6 +676,8 @@ def _train_round(
         # The driver creates every node's segment before any worker starts: workers only attach.
         creator = ray.remote(num_cpus=0, max_retries=0)(create_detached)
         created = []
+        for name in sweep_stale_segments():  # this node's; create_detached sweeps the others
+            log.warning("removed a stale shared-memory segment of a killed run: %s", name)
         for node_id, (name, _) in segments.items():
             count = sum(s.node.node_id == node_id for s in slots)
             if node_id == driver_node:  # stays in the driver's resource tracker: a safety net
@@ -810,8 +836,8 @@ def _write_tables(
     for r in util:
         by_node.setdefault(r["node"], []).append(r)
     for node, node_rows in by_node.items():
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
-        write_table(run_dir / "utilization" / f"{safe}-{n}.parquet", node_rows, UTILIZATION_SCHEMA)
+        path = run_dir / "utilization" / f"{file_stem(node)}-{n}.parquet"
+        write_table(path, node_rows, UTILIZATION_SCHEMA)
 
 
 def run(
@@ -858,8 +884,12 @@ def run(
         spec = spec_from_dict(meta["spec"])
     if not isinstance(spec, HogwildSpec):
         raise RaynnError("hogwild run() needs a HogwildSpec or resume=RUN_DIR")
+    if resume is None:  # refused before the data loads or Ray starts
+        root = output_root(output or spec.output.dir)
+        _check_writable(root)
     prepared = prepare(spec, dataset)
     ray_ex = None
+    lock = None
     nodes: list[Any] = []
     slots: list[_Slot] = []
     embedded = False
@@ -888,8 +918,6 @@ def run(
                 nodes = [_Node(n.node_id, n.name, list(n.cpus)) for n in probe()]
             slots = _plan_slots(spec, nodes)
         if resume is None:
-            root = Path(output or spec.output.dir)
-            _check_writable(root)
             run_dir = create_run_dir(root, spec.name)
             meta = {
                 "schema_version": SCHEMA_VERSION,
@@ -899,6 +927,8 @@ def run(
                 "driver": socket.gethostname(),
                 "runs": [],
             }
+        lock = RunLock(run_dir)
+        lock.acquire()
         n = len(meta["runs"])
         attempt: dict[str, Any] = {"executor": executor, "start": time.time(), "status": "running"}
         meta["runs"].append(attempt)
@@ -938,6 +968,8 @@ def run(
     finally:
         if ray_ex is not None:
             ray_ex.close()
+        if lock is not None:
+            lock.release()
     from raynn.report import write_report
 
     write_report(run_dir)

@@ -34,16 +34,18 @@ from raynn.spec import (
     _bool,
     _components,
     _fail,
+    _key,
     _positive_int,
     _positive_number,
     _section,
+    _show,
     _to_plain,
 )
 
 
 def _non_negative_int(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _fail(key, f"must be an integer >= 0, got {value!r}", "set it to 0 or more")
+        raise _fail(key, f"must be an integer >= 0, got {_show(value)}", "set it to 0 or more")
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class HogwildProtocolSpec:
         if wpn != "auto" and (isinstance(wpn, bool) or not isinstance(wpn, int) or wpn < 1):
             raise _fail(
                 "hogwild.workers_per_node",
-                f"must be a positive integer or 'auto', got {wpn!r}",
+                f"must be a positive integer or 'auto', got {_show(wpn)}",
                 "use 1, 2, ... or auto (one per core)",
             )
         _positive_int("hogwild.push_every", self.push_every)
@@ -118,7 +120,7 @@ class HogwildProtocolSpec:
         if not ok or self.checkpoint_seconds < 0:
             raise _fail(
                 "hogwild.checkpoint_seconds",
-                f"must be a number >= 0, got {self.checkpoint_seconds!r}",
+                f"must be a number >= 0, got {_show(self.checkpoint_seconds)}",
                 "use e.g. 2 (0 turns server checkpoints off)",
             )
         _positive_number("hogwild.sample_interval", self.sample_interval)
@@ -142,11 +144,13 @@ class HogwildSpec:
 
     def __post_init__(self) -> None:
         if self.kind != "hogwild":
-            raise _fail("kind", f"expected 'hogwild', got {self.kind!r}", "set kind: hogwild")
+            raise _fail("kind", f"expected 'hogwild', got {_show(self.kind)}", "set kind: hogwild")
         if not isinstance(self.name, str) or not self.name:
-            raise _fail("name", f"must be a non-empty string, got {self.name!r}", "name the run")
+            raise _fail(
+                "name", f"must be a non-empty string, got {_show(self.name)}", "name the run"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise _fail("seed", f"must be an integer, got {self.seed!r}", "use e.g. 0")
+            raise _fail("seed", f"must be an integer, got {_show(self.seed)}", "use e.g. 0")
         object.__setattr__(self, "model", _one("model", MODELS, self.model))
         object.__setattr__(self, "scheduler", _one("scheduler", SCHEDULERS, self.scheduler))
 
@@ -190,7 +194,7 @@ def hogwild_spec_from_dict(raw: Mapping[str, Any]) -> HogwildSpec:
     valid = [f.name for f in dataclasses.fields(HogwildSpec)]
     for name in raw:
         if name not in valid:
-            raise _fail(name, "unknown key", f"valid top-level keys: {', '.join(valid)}")
+            raise _fail(_key(name), "unknown key", f"valid top-level keys: {', '.join(valid)}")
     kwargs = dict(raw)
     for name, cls in _SECTIONS.items():
         kwargs[name] = _section(name, cls, kwargs.get(name))
