@@ -24,15 +24,24 @@ def _live_members(pgid: int) -> list[str]:
     return [line for line in out.splitlines() if line.strip() and not line.startswith("Z")]
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("cluster")
     env = {
         **os.environ,
         "RAYNN_CLUSTER_DIR": str(state),
-        "RAYNN_HEAD_PORT": "6391",
-        "RAYNN_DASHBOARD_PORT": "8266",
-        "RAYNN_PORT_BASE": "33000",
+        # free ports, so two suites on one machine (CI beside a developer's run) do not clash
+        "RAYNN_HEAD_PORT": str(_free_port()),
+        "RAYNN_DASHBOARD_PORT": str(_free_port()),
+        "RAYNN_PORT_BASE": str(20000 + 3000 * (os.getpid() % 4)),
         "RAY": str(BIN / "ray"),
         "PYTHON": sys.executable,
         "PATH": f"{BIN}:{os.environ['PATH']}",
