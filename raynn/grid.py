@@ -8,13 +8,12 @@ a cost model: multiply-accumulates of one forward pass x training samples x epoc
 from __future__ import annotations
 
 import hashlib
-import reprlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from raynn.errors import SpecError
 from raynn.registry import MODELS
-from raynn.spec import Component, KFoldSpec, OptimizerSpec, TrainingSpec
+from raynn.spec import Component, KFoldSpec, OptimizerSpec, TrainingSpec, short_repr
 
 if TYPE_CHECKING:  # torch is imported where models are built, not where jobs are queued
     import torch
@@ -55,7 +54,7 @@ def build_model(
     try:
         model = factory(in_shape, num_classes, **dict(component.args))
     except Exception as exc:  # noqa: BLE001 - a user's factory or args: one line, not a traceback
-        args = ", ".join(f"{k}={reprlib.repr(v)}" for k, v in component.args.items()) or "no args"
+        args = ", ".join(f"{k}={short_repr(v)}" for k, v in component.args.items()) or "no args"
         raise SpecError(
             f"{where}: building {component.name} with {args} failed: {type(exc).__name__}: "
             f"{str(exc)[:200]}; check its args"

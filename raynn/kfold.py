@@ -175,9 +175,9 @@ def _execute(
     return attempt
 
 
-def _check_rows(run_dir: Path, jobs: list[Job], meta: dict[str, Any], attempt: dict) -> None:
-    """A run whose tables lack a row for any of its jobs is ``incomplete``, never
-    ``completed`` (say, an output path that resolved somewhere else for some process)."""
+def _check_rows(run_dir: Path, jobs: list[Job], meta: dict[str, Any], attempt: dict) -> Any:
+    """The run's job table; a run whose table lacks a row for any of its jobs is
+    ``incomplete``, never ``completed`` (say, an output path that resolved somewhere else)."""
     table = read_table(run_dir, "jobs")
     missing = sorted({j.job_id for j in jobs} - set(table["job_id"]))
     if attempt["status"] == "completed" and missing:
@@ -187,6 +187,7 @@ def _check_rows(run_dir: Path, jobs: list[Job], meta: dict[str, Any], attempt: d
             f"(first: {missing[0]}); run 'raynn run --resume {run_dir}' to train them"
         )
         write_json(run_dir / "run.json", meta)
+    return table
 
 
 def _check_writable(root: Path) -> None:
@@ -299,7 +300,7 @@ def run(
         attempt = _execute(
             ex, spec, jobs, plan.data, run_dir, meta, cores_per_job, progress, stages, probe
         )
-        _check_rows(run_dir, jobs, meta, attempt)
+        table = _check_rows(run_dir, jobs, meta, attempt)
     finally:
         ex.close()
         if lock is not None:
@@ -307,4 +308,4 @@ def run(
     from raynn.report import write_report
 
     write_report(run_dir)
-    return RunResult(run_dir, attempt["status"], read_table(run_dir, "jobs"))
+    return RunResult(run_dir, attempt["status"], table)

@@ -33,7 +33,7 @@ _SHOW = reprlib.Repr()
 _SHOW.maxlevel, _SHOW.maxlist, _SHOW.maxstring, _SHOW.maxother = 2, 4, 60, 60
 
 
-def _show(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """``repr(value)``, cut short (at most 80 characters, and bounded work to get there): an
     error message never formats an unbounded value."""
     text = _SHOW.repr(value)
@@ -42,7 +42,7 @@ def _show(value: Any) -> str:
 
 def _key(name: Any) -> str:
     """A key as a message shows it: a short string as is, anything else cut short."""
-    return name if isinstance(name, str) and len(name) <= 60 else _show(name)
+    return name if isinstance(name, str) and len(name) <= 60 else short_repr(name)
 
 
 def _fail(key: str, problem: str, fix: str) -> SpecError:
@@ -51,24 +51,26 @@ def _fail(key: str, problem: str, fix: str) -> SpecError:
 
 def _positive_int(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _fail(key, f"must be a positive integer, got {_show(value)}", "set it to 1 or more")
+        raise _fail(
+            key, f"must be a positive integer, got {short_repr(value)}", "set it to 1 or more"
+        )
 
 
 def _positive_number(key: str, value: Any) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value <= 0:
-        raise _fail(key, f"must be a positive number, got {_show(value)}", "set it above 0")
+        raise _fail(key, f"must be a positive number, got {short_repr(value)}", "set it above 0")
 
 
 def _non_negative_number(key: str, value: Any) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value < 0:
-        raise _fail(key, f"must be a number >= 0, got {_show(value)}", "set it to 0 or more")
+        raise _fail(key, f"must be a number >= 0, got {short_repr(value)}", "set it to 0 or more")
 
 
 def _bool(key: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise _fail(key, f"must be true or false, got {_show(value)}", "write true or false")
+        raise _fail(key, f"must be true or false, got {short_repr(value)}", "write true or false")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class DatasetSpec:
         if not ok:
             raise _fail(
                 "dataset.test_fraction",
-                f"must be between 0 and 1, got {_show(self.test_fraction)}",
+                f"must be between 0 and 1, got {short_repr(self.test_fraction)}",
                 "use e.g. 0.2",
             )
         if self.limit is not None:
@@ -109,7 +111,7 @@ class DatasetSpec:
         if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
             raise _fail(
                 "dataset.shape",
-                f"must be [channels, height, width] of positive ints, got {_show(self.shape)}",
+                f"must be [channels, height, width] of positive ints, got {short_repr(self.shape)}",
                 "use e.g. [3, 32, 32]",
             )
         object.__setattr__(self, "shape", shape)
@@ -123,7 +125,7 @@ class DatasetSpec:
         ):
             raise _fail(
                 "dataset.num_classes",
-                f"must be an integer >= 2, got {_show(self.num_classes)}",
+                f"must be an integer >= 2, got {short_repr(self.num_classes)}",
                 "set it to 2 or more",
             )
 
@@ -156,7 +158,9 @@ def _components(key: str, registry: Any, value: Any) -> tuple[Component, ...]:
     if isinstance(value, (str, Mapping, Component)):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
-        raise _fail(key, f"must be a non-empty list, got {_show(value)}", "list at least one name")
+        raise _fail(
+            key, f"must be a non-empty list, got {short_repr(value)}", "list at least one name"
+        )
     out: list[Component] = []
     for i, item in enumerate(value):
         where = f"{key}[{i}]"
@@ -169,7 +173,7 @@ def _components(key: str, registry: Any, value: Any) -> tuple[Component, ...]:
             if unknown:
                 raise _fail(
                     where,
-                    f"unknown key(s) {_show(sorted(map(str, unknown)))}",
+                    f"unknown key(s) {short_repr(sorted(map(str, unknown)))}",
                     "valid keys: name, args, label",
                 )
             if not isinstance(item.get("name"), str):
@@ -177,11 +181,13 @@ def _components(key: str, registry: Any, value: Any) -> tuple[Component, ...]:
             args = item.get("args") or {}
             if not isinstance(args, Mapping):
                 raise _fail(
-                    f"{where}.args", f"must be a mapping, got {_show(args)}", "use key: value"
+                    f"{where}.args", f"must be a mapping, got {short_repr(args)}", "use key: value"
                 )
             comp = Component(name=item["name"], args=dict(args), label=item.get("label") or "")
         else:
-            raise _fail(where, f"must be a name or a mapping, got {_show(item)}", "write a name")
+            raise _fail(
+                where, f"must be a name or a mapping, got {short_repr(item)}", "write a name"
+            )
         if comp.factory is None:
             registry.get(comp.name, key=where)
         out.append(comp)
@@ -215,7 +221,7 @@ class OptimizerSpec:
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
             raise _fail(
                 "optimizer.betas",
-                f"must be two numbers in [0, 1), got {_show(self.betas)}",
+                f"must be two numbers in [0, 1), got {short_repr(self.betas)}",
                 "use e.g. [0.9, 0.999]",
             )
         object.__setattr__(self, "betas", betas)
@@ -294,7 +300,7 @@ class SchedulingSpec:
             ):
                 raise _fail(
                     "scheduling.cores_per_job",
-                    f"must be a positive integer or 'auto', got {_show(self.cores_per_job)}",
+                    f"must be a positive integer or 'auto', got {short_repr(self.cores_per_job)}",
                     "use 1, 2, ... or auto",
                 )
         _positive_int("scheduling.max_attempts", self.max_attempts)
@@ -307,7 +313,9 @@ class SchedulingSpec:
             _positive_number("scheduling.lease_timeout", self.lease_timeout)
         if self.smt not in ("together", "idle"):
             raise _fail(
-                "scheduling.smt", f"must be together or idle, got {_show(self.smt)}", "use together"
+                "scheduling.smt",
+                f"must be together or idle, got {short_repr(self.smt)}",
+                "use together",
             )
 
 
@@ -319,7 +327,9 @@ class OutputSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.dir, str) or not self.dir:
-            raise _fail("output.dir", f"must be a path, got {_show(self.dir)}", "use e.g. runs")
+            raise _fail(
+                "output.dir", f"must be a path, got {short_repr(self.dir)}", "use e.g. runs"
+            )
 
 
 @dataclass(frozen=True)
@@ -340,15 +350,17 @@ class KFoldSpec:
 
     def __post_init__(self) -> None:
         if self.kind != "kfold":
-            raise _fail("kind", f"expected 'kfold', got {_show(self.kind)}", "set kind: kfold")
+            raise _fail("kind", f"expected 'kfold', got {short_repr(self.kind)}", "set kind: kfold")
         if not isinstance(self.name, str) or not self.name:
             raise _fail(
-                "name", f"must be a non-empty string, got {_show(self.name)}", "name the run"
+                "name", f"must be a non-empty string, got {short_repr(self.name)}", "name the run"
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise _fail("seed", f"must be an integer, got {_show(self.seed)}", "use e.g. 0")
+            raise _fail("seed", f"must be an integer, got {short_repr(self.seed)}", "use e.g. 0")
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise _fail("folds", f"must be an integer >= 2, got {_show(self.folds)}", "use e.g. 5")
+            raise _fail(
+                "folds", f"must be an integer >= 2, got {short_repr(self.folds)}", "use e.g. 5"
+            )
         object.__setattr__(self, "models", _components("models", MODELS, self.models))
         object.__setattr__(
             self, "schedulers", _components("schedulers", SCHEDULERS, self.schedulers)
@@ -394,7 +406,7 @@ def _section(key: str, cls: type, value: Any) -> Any:
         return cls()
     if not isinstance(value, Mapping):
         raise _fail(
-            key, f"must be a mapping, got {_show(value)}", "write key: value pairs under it"
+            key, f"must be a mapping, got {short_repr(value)}", "write key: value pairs under it"
         )
     valid = [f.name for f in dataclasses.fields(cls) if f.name != "factory"]
     for name in value:
@@ -416,7 +428,7 @@ def spec_from_dict(raw: Mapping[str, Any]) -> Any:
 
         return hogwild_spec_from_dict(raw)
     if kind != "kfold":
-        raise _fail("kind", f"unknown kind {_show(kind)}", f"valid: {', '.join(SPEC_KINDS)}")
+        raise _fail("kind", f"unknown kind {short_repr(kind)}", f"valid: {', '.join(SPEC_KINDS)}")
     valid = [f.name for f in dataclasses.fields(KFoldSpec)]
     for name in raw:
         if name not in valid:

@@ -38,14 +38,14 @@ from raynn.spec import (
     _positive_int,
     _positive_number,
     _section,
-    _show,
     _to_plain,
+    short_repr,
 )
 
 
 def _non_negative_int(key: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _fail(key, f"must be an integer >= 0, got {_show(value)}", "set it to 0 or more")
+        raise _fail(key, f"must be an integer >= 0, got {short_repr(value)}", "set it to 0 or more")
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ class HogwildProtocolSpec:
         if wpn != "auto" and (isinstance(wpn, bool) or not isinstance(wpn, int) or wpn < 1):
             raise _fail(
                 "hogwild.workers_per_node",
-                f"must be a positive integer or 'auto', got {_show(wpn)}",
+                f"must be a positive integer or 'auto', got {short_repr(wpn)}",
                 "use 1, 2, ... or auto (one per core)",
             )
         _positive_int("hogwild.push_every", self.push_every)
@@ -120,7 +120,7 @@ class HogwildProtocolSpec:
         if not ok or self.checkpoint_seconds < 0:
             raise _fail(
                 "hogwild.checkpoint_seconds",
-                f"must be a number >= 0, got {_show(self.checkpoint_seconds)}",
+                f"must be a number >= 0, got {short_repr(self.checkpoint_seconds)}",
                 "use e.g. 2 (0 turns server checkpoints off)",
             )
         _positive_number("hogwild.sample_interval", self.sample_interval)
@@ -144,13 +144,15 @@ class HogwildSpec:
 
     def __post_init__(self) -> None:
         if self.kind != "hogwild":
-            raise _fail("kind", f"expected 'hogwild', got {_show(self.kind)}", "set kind: hogwild")
+            raise _fail(
+                "kind", f"expected 'hogwild', got {short_repr(self.kind)}", "set kind: hogwild"
+            )
         if not isinstance(self.name, str) or not self.name:
             raise _fail(
-                "name", f"must be a non-empty string, got {_show(self.name)}", "name the run"
+                "name", f"must be a non-empty string, got {short_repr(self.name)}", "name the run"
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise _fail("seed", f"must be an integer, got {_show(self.seed)}", "use e.g. 0")
+            raise _fail("seed", f"must be an integer, got {short_repr(self.seed)}", "use e.g. 0")
         object.__setattr__(self, "model", _one("model", MODELS, self.model))
         object.__setattr__(self, "scheduler", _one("scheduler", SCHEDULERS, self.scheduler))
 
