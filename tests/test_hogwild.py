@@ -26,10 +26,18 @@ from raynn.hogwild.shared_params import (
     flat_numel,
     flatten,
     list_segments,
+    request_stop,
     unlink_segment,
 )
 from raynn.hogwild.spec import HogwildSpec, hogwild_spec_from_dict
-from raynn.hogwild.trainer import NodeSync, build, epoch_shard, make_optimizer
+from raynn.hogwild.trainer import (
+    NodeSync,
+    build,
+    epoch_shard,
+    make_optimizer,
+    make_schedule,
+    train,
+)
 from raynn.spec import load_spec, spec_from_dict
 from tests.conftest import REPO
 
@@ -266,6 +274,53 @@ def test_node_sync_keeps_steps_taken_during_a_push():
     finally:
         shared.unlink()
         shared.close()
+
+
+def test_a_stopped_node_pushes_every_recorded_step_even_with_a_dead_worker():
+    server = ParameterServer(np.zeros(3, np.float32))
+    client = ServerClient([server], [(0, 3)])
+    client.start(["n0"])
+    name = SharedParams.segment_name("p" + str(time.time_ns())[-8:], 0)
+    shared = SharedParams.create(name, np.zeros(3, np.float32), slots=2)
+    try:
+        sync = NodeSync("n0", shared, client, np.zeros(3, np.float32), 0, 1000, 0, 3)
+        sync.STOP_GRACE_SECONDS = 0.05
+        shared.flat += 3  # both workers' steps, none pushed yet (push_every 1000)
+        shared.record(0, 4, 40)
+        shared.record(1, 6, 60)  # slot 1 then dies: it never marks itself done
+        shared.mark_done(0)
+        shared.hold = True  # a worker waiting on a held node is let go by the stop
+        assert request_stop(name) and shared.stop and shared.wait_while_held() >= 0
+        sync.finish()
+        assert server.weights()[2:] == (10, 100) and np.allclose(server.w, 3)
+        assert "n0" not in server.active
+    finally:
+        shared.unlink()
+        shared.close()
+    assert not request_stop(name)  # gone: nothing to stop
+
+
+def test_train_leaves_at_the_next_step_when_stopped(tmp_path):
+    spec, data = _digits_spec(tmp_path)
+    model = build(spec, data)
+    opt = make_optimizer(spec, model)
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) > 5
+
+    stats = train(
+        model,
+        opt,
+        make_schedule(spec, opt, 100),
+        data,
+        epochs=3,
+        batch_size=32,
+        seed=0,
+        should_stop=should_stop,
+    )
+    assert stats.stopped and stats.steps == 5 and stats.epochs == 0
 
 
 def test_epoch_shards_partition_every_epoch():
@@ -607,6 +662,8 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
     import os
     import signal
 
+    import psutil
+
     spec = _spec(
         tmp_path,
         training={"epochs": 60, "eval_every_seconds": 0.1},
@@ -619,8 +676,10 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
         pids = _hogwild_worker_pids()
         running = _still_running(tmp_path / "runs")
         if len(pids) == 2 and running and _checkpointed_samples(tmp_path / "runs") > 3 * 1437:
-            os.kill(pids[-1], signal.SIGKILL)  # a crash, not a polite stop
-            killed = pids[-1]
+            # the worker on the higher core, not the node's sync role (slot 0, lowest core)
+            victim = max(pids, key=lambda pid: max(psutil.Process(pid).cpu_affinity()))
+            os.kill(victim, signal.SIGKILL)  # a crash, not a polite stop
+            killed = victim
         time.sleep(0.02)
     thread.join(timeout=240)
     assert "error" not in out, out.get("error")
@@ -634,6 +693,12 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
     workers = pd.read_parquet(result.run_dir / "hogwild")
     first, second = workers[workers["round"] == 0], workers[workers["round"] == 1]
     assert (first["status"] == "restarted").any() and (second["status"] == "ok").all()
+    # the survivor, the sync role, left at its next step and pushed the node's rest: every
+    # step the killed worker had recorded in the segment reached the server too
+    survivor = first[first["role"] == "sync"].iloc[0]
+    assert survivor["steps"] > 0 and survivor["error"] == "stopped: worker n0w1 failed"
+    pushed = rounds[1]["start_samples"] - rounds[0]["start_samples"]
+    assert pushed >= first["samples"].sum() > 0, (pushed, first[["worker", "samples"]])
     # nothing is lost but the killed worker's unpushed steps: every epoch still runs
     evals = pd.read_parquet(result.run_dir / "eval")
     assert evals["samples"].max() >= 60 * 1437 and _final_accuracy(result.run_dir) >= 0.95

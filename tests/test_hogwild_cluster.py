@@ -99,6 +99,14 @@ def test_a_node_that_joins_mid_run_gets_workers(two_nodes, tmp_path):
         assert len(rounds[0]["nodes"]) == before and "joined" in rounds[0]["ended"]
         assert len(rounds[-1]["nodes"]) == before + 1 and "error" not in rounds[-1]
         workers = pd.read_parquet(result.run_dir / "hogwild")
+        first = workers[workers["round"] == 0]
+        # the join stopped every worker still training (one that had finished its share is
+        # ok); each node pushed all it had, so the next round starts with every sample
+        stopped = first[first["status"] == "restarted"]
+        assert len(stopped) and (stopped["steps"] > 0).all() and (stopped["epochs"] < 150).all()
+        assert (first[first["status"] == "ok"]["epochs"] == 150).all(), first.to_string()
+        pushed = rounds[1]["start_samples"] - rounds[0]["start_samples"]
+        assert pushed == first["samples"].sum(), (pushed, first[["worker", "samples"]])
         last = workers[workers["round"] == len(rounds) - 1]
         assert len(last) == before + 1 and (last["status"] == "ok").all()
         assert (last["steps"] > 0).all() and (last["pushes"] > 0).all()

@@ -54,6 +54,7 @@ from raynn.hogwild.shared_params import (
     flatten,
     load_flat,
     param_numel,
+    request_stop,
     sweep_stale_segments,
 )
 from raynn.hogwild.spec import HogwildSpec
@@ -138,6 +139,7 @@ HOGWILD_SCHEMA = pa.schema(
 
 SERVER_NAME = "raynn_hogwild_server"
 JOIN_POLL_SECONDS = 2.0  # how often a round looks for nodes that joined the cluster
+ROUND_STOP_SECONDS = 30.0  # how long a round that ends early waits for its workers' last pushes
 
 
 @dataclass
@@ -644,6 +646,8 @@ def _train_round(
     record.update(
         {
             "start_epoch": start_epoch,
+            "start_steps": steps0,  # what the server held when the round began
+            "start_samples": samples0,
             "nodes": {nd.name: [s.core for s in slots if s.node is nd] for nd in nodes},
             "segments": sorted(name for name, _ in segments.values()),
         }
@@ -751,6 +755,16 @@ def _train_round(
             if failure is None and refs and time.monotonic() >= next_look:  # joins get workers
                 joined = sorted(alive_node_ids(with_cpu=True) - {n.node_id for n in nodes})
                 next_look = time.monotonic() + JOIN_POLL_SECONDS
+        if refs:  # the round ends early: the live workers leave and push what they have
+            up = alive_node_ids() | {driver_node}
+            _stop_workers({k: v for k, v in segments.items() if k in up}, driver_node)
+            done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=ROUND_STOP_SECONDS)
+            for ref in done:
+                wid = refs.pop(ref)
+                try:
+                    results[wid] = ray.get(ref)
+                except (RayActorError, RayTaskError):
+                    pass  # the worker that failed, or one that died with it
     finally:
         for actor in actors.values():
             try:
@@ -777,16 +791,19 @@ def _train_round(
         _consume(list(refs) + list(ready.values()))
     rows, util = [], []
     round_no = len(attempt["rounds"]) - 1
+    stopped = f"stopped: worker {failure[0]} failed" if failure else None
+    if joined and not failure:
+        stopped, restartable = "stopped: node(s) joined, workers re-planned", True
     for s in slots:
         if s.worker_id in results:
-            rows.append({**results[s.worker_id]["row"], "round": round_no})
-            util.extend(results[s.worker_id]["utilization"])
+            got = results[s.worker_id]
+            row = {**got["row"], "round": round_no}
+            if got.get("stopped"):  # left early, its steps pushed: the next round goes on
+                row.update(status="restarted" if restartable else "failed", error=stopped)
+            rows.append(row)
+            util.extend(got["utilization"])
             continue
-        error = failure[1] if failure and failure[0] == s.worker_id else None
-        if error is None and failure:
-            error = f"stopped: worker {failure[0]} failed"
-        elif error is None and joined:
-            error, restartable = "stopped: node(s) joined, workers re-planned", True
+        error = failure[1] if failure and failure[0] == s.worker_id else stopped
         row = worker_row(
             s.worker_id,
             s.node.name,
@@ -802,6 +819,26 @@ def _train_round(
         )
         rows.append({**row, "round": round_no})
     return _Round(rows, util, failure, restartable, joined or None)
+
+
+def _stop_workers(segments: dict[str, tuple[str, str]], driver_node: str) -> None:
+    """Set the stop flag in each node's segment (here for the driver's node, by a task
+    elsewhere): its workers leave at their next step and its sync role pushes the rest."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(num_cpus=0, max_retries=0)(request_stop)
+    refs = []
+    for node_id, (name, _) in segments.items():
+        if node_id == driver_node:
+            request_stop(name)
+        else:
+            strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+            refs.append(remote.options(scheduling_strategy=strategy).remote(name))
+    try:
+        ray.get(refs, timeout=ROUND_STOP_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - a node that went: its steps went with it
+        log.warning("could not stop every node's workers: %s", exc)
 
 
 def _consume(refs: list[Any]) -> None:

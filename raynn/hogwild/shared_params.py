@@ -44,7 +44,7 @@ PREFIX = "raynn_hw_"
 _MAGIC = 0x52594E4E48573031  # "RYNNHW01"
 _HEAD = 8  # int64 slots before the per-worker ones
 _PER_SLOT = 8  # steps, samples, done, padding: one 64-byte cache line per worker
-_M_MAGIC, _M_NUMEL, _M_SLOTS, _M_HOLD = 0, 1, 2, 3
+_M_MAGIC, _M_NUMEL, _M_SLOTS, _M_HOLD, _M_STOP = 0, 1, 2, 3, 4
 
 
 def flat_entries(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -268,12 +268,21 @@ class SharedParams:
     def hold(self, value: bool) -> None:
         self.ctrl[_M_HOLD] = int(bool(value))
 
+    @property
+    def stop(self) -> bool:
+        """Whether the round is ending: workers leave at their next step, the rest is pushed."""
+        return bool(self.ctrl[_M_STOP])
+
+    @stop.setter
+    def stop(self, value: bool) -> None:
+        self.ctrl[_M_STOP] = int(bool(value))
+
     def wait_while_held(self, poll: float = 0.0005) -> float:
-        """Block while the node is paused; returns the seconds waited."""
+        """Block while the node is paused and not stopped; returns the seconds waited."""
         if not self.ctrl[_M_HOLD]:
             return 0.0
         t0 = time.perf_counter()
-        while self.ctrl[_M_HOLD]:
+        while self.ctrl[_M_HOLD] and not self.ctrl[_M_STOP]:
             time.sleep(poll)
         return time.perf_counter() - t0
 
@@ -298,6 +307,17 @@ def create_detached(name: str, initial: np.ndarray, slots: int) -> str:
     _untrack(shared._shm)
     shared.close()
     return name
+
+
+def request_stop(name: str) -> bool:
+    """Ask the workers on segment ``name`` (this machine's) to stop; whether it was there."""
+    try:
+        shared = SharedParams.attach(name, timeout=0)
+    except RaynnError:
+        return False
+    shared.stop = True
+    shared.close()
+    return True
 
 
 def unlink_segment(name: str) -> bool:

@@ -110,6 +110,7 @@ class LoopStats:
     hold_seconds: float = 0.0
     loss: float = math.nan
     accuracy: float = math.nan
+    stopped: bool = False  # left before the last epoch: the round ended
 
 
 def train(
@@ -126,6 +127,7 @@ def train(
     start_epoch: int = 0,
     before_step: Callable[[LoopStats], None] | None = None,
     after_step: Callable[[LoopStats], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
     label: str = "serial",
 ) -> LoopStats:
     """Train on this worker's part of every epoch from ``start_epoch`` to ``epochs``.
@@ -140,6 +142,7 @@ def train(
         start_epoch: first epoch to run (resume).
         before_step: called before every step (pause while the node is held).
         after_step: called after every step with the running counts (publish, sync, eval).
+        should_stop: asked before every step; True ends the loop there (``stats.stopped``).
         label: the worker's name, for error messages.
 
     Raises:
@@ -158,6 +161,9 @@ def train(
         idx = epoch_shard(n, seed, epoch, worker, workers)
         loss_sum, correct = 0.0, 0
         for b in range(0, len(idx), batch_size):
+            if should_stop is not None and should_stop():
+                stats.stopped = True
+                break
             if before_step is not None:
                 before_step(stats)
             bi = idx[b : b + batch_size]
@@ -175,6 +181,8 @@ def train(
             correct += hits
             if after_step is not None:
                 after_step(stats)
+        if stats.stopped:
+            break
         stats.epochs = epoch + 1
         if len(idx):
             stats.loss, stats.accuracy = loss_sum / len(idx), correct / len(idx)
@@ -217,6 +225,7 @@ class NodeSync:
     """
 
     POLL_SECONDS = 0.002
+    STOP_GRACE_SECONDS = 2.0  # a live worker leaves within one step of being stopped
 
     def __init__(
         self,
@@ -341,8 +350,18 @@ class NodeSync:
         self.stats.sync_seconds += time.perf_counter() - t0
 
     def finish(self, poll: float = 0.002) -> None:
-        """Keep syncing until every worker of the node is done, push the rest, leave."""
+        """Keep syncing until every worker of the node is done, push the rest, leave.
+
+        When the round is stopped (:attr:`SharedParams.stop`), a worker that died never marks
+        itself done: the rest is pushed once the live workers have left, or after
+        ``STOP_GRACE_SECONDS``.
+        """
+        grace: float | None = None
         while not self.shared.all_done():
+            if self.shared.stop:
+                grace = grace or time.monotonic() + self.STOP_GRACE_SECONDS
+                if time.monotonic() > grace:
+                    break
             self.maybe_sync()
             time.sleep(poll)
         self.flush()
@@ -451,6 +470,9 @@ class HogwildWorker:
         if self.shared.hold:  # a stale-synchronous push of this node is waiting
             stats.hold_seconds += self.shared.wait_while_held()
 
+    def _stopped(self) -> bool:
+        return self.shared.stop
+
     def _after(self, stats: LoopStats) -> None:
         self.shared.record(self.slot, stats.steps, stats.samples)
         if self.sync is not None:
@@ -475,6 +497,7 @@ class HogwildWorker:
                 start_epoch=self.start_epoch,
                 before_step=self._before,
                 after_step=self._after,
+                should_stop=self._stopped,
                 label=f"worker {self.worker_id}",
             )
         finally:
@@ -493,7 +516,7 @@ class HogwildWorker:
             self.sync.stats if self.sync is not None else None,
             start,
         )
-        return {"row": row, "utilization": util}
+        return {"row": row, "utilization": util, "stopped": stats.stopped}
 
     def close(self) -> None:
         """Unmap the segment in this process (the driver unlinks it)."""
