@@ -14,14 +14,16 @@
 # temp dir (/tmp/raynn-ray-*), removed by 'down'. 'down' stops exactly the
 # processes 'up' started (their process groups, recorded in the state folder), never others.
 # Settings: RAYNN_CLUSTER_DIR (state folder, default ./.raynn-cluster), RAYNN_HEAD_PORT (6390),
-# RAYNN_DASHBOARD_PORT (8265), RAYNN_PORT_BASE (30000), RAY and PYTHON (the ray command and the
-# Python that has ray, default: those on PATH).
+# RAYNN_DASHBOARD_PORT (8265), RAYNN_PORT_BASE (30000), RAYNN_UP_TIMEOUT (seconds 'up' waits for
+# the nodes, 90), RAY and PYTHON (the ray command and the Python that has ray, default: those on
+# PATH).
 set -euo pipefail
 
 STATE=${RAYNN_CLUSTER_DIR:-$PWD/.raynn-cluster}
 PORT=${RAYNN_HEAD_PORT:-6390}
 DASH=${RAYNN_DASHBOARD_PORT:-8265}
-PORT_BASE=${RAYNN_PORT_BASE:-30000}  # node i uses PORT_BASE + 100 i + 1..4 and a worker range
+PORT_BASE=${RAYNN_PORT_BASE:-30000}  # node i uses PORT_BASE + 100 i + 1..7 and a worker range
+UP_TIMEOUT=${RAYNN_UP_TIMEOUT:-90}
 PYTHON=${PYTHON:-python3}
 RAY=${RAY:-ray}
 
@@ -56,7 +58,13 @@ wait_nodes() {  # wait_nodes COUNT SECONDS
 start_node() {  # start_node NAME INDEX ARGS...: each node gets its own agent/worker ports
   local name=$1 i=$2; shift 2
   local base=$((PORT_BASE + 100 * i))
-  setsid "$RAY" start --block --node-ip-address 127.0.0.1 --disable-usage-stats \
+  # 'down' stops every node at once: Ray 2.60's drain on SIGTERM (30 s by default, the head
+  # never finishes it) would only delay it
+  # The head's dashboard and autoscaler serve Prometheus metrics on fixed ports (44227,
+  # 44217) by default: two clusters on one machine would clash. Each node gets its own.
+  RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=${RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S:-0} \
+    AUTOSCALER_METRIC_PORT=$((base + 5)) DASHBOARD_METRIC_PORT=$((base + 6)) \
+    setsid "$RAY" start --block --node-ip-address 127.0.0.1 --disable-usage-stats \
     --dashboard-agent-listen-port $((base + 1)) --dashboard-agent-grpc-port $((base + 2)) \
     --runtime-env-agent-port $((base + 3)) --metrics-export-port $((base + 4)) \
     --min-worker-port $((base + 1000 * (i + 1))) --max-worker-port $((base + 1000 * (i + 1) + 999)) \
@@ -86,12 +94,13 @@ up() {
   "$PYTHON" -c 'import secrets; print(secrets.token_hex(32))' >"$STATE/auth_token"
   auth_env
   start_node head 0 --head --port "$PORT" --num-cpus "$head_cpus" --include-dashboard true \
+    --ray-client-server-port $((PORT_BASE + 7)) \
     --dashboard-host 127.0.0.1 --dashboard-port "$DASH" --temp-dir "$(cat "$STATE/ray_temp_dir")"
-  wait_nodes 1 90
+  wait_nodes 1 "$UP_TIMEOUT"
   for ((i = 1; i <= workers; i++)); do
     start_node "worker$i" "$i" --address "127.0.0.1:$PORT" --num-cpus "$cpus"
   done
-  wait_nodes $((workers + 1)) 90
+  wait_nodes $((workers + 1)) "$UP_TIMEOUT"
   trap - EXIT
   echo "cluster up: head 127.0.0.1:$PORT + $workers worker node(s); dashboard http://127.0.0.1:$DASH"
   echo "clients need:"

@@ -32,21 +32,56 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def local_cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp("cluster")
+def _cluster_env(state: Path, port_base: int) -> dict[str, str]:
     env = {
         **os.environ,
         "RAYNN_CLUSTER_DIR": str(state),
         # free ports, so two suites on one machine (CI beside a developer's run) do not clash
         "RAYNN_HEAD_PORT": str(_free_port()),
         "RAYNN_DASHBOARD_PORT": str(_free_port()),
-        "RAYNN_PORT_BASE": str(20000 + 3000 * (os.getpid() % 4)),
+        "RAYNN_PORT_BASE": str(port_base),
         "RAY": str(BIN / "ray"),
         "PYTHON": sys.executable,
         "PATH": f"{BIN}:{os.environ['PATH']}",
     }
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def test_an_up_that_fails_stops_the_nodes_it_started(tmp_path):
+    # (first in the file: it runs before the module's cluster is up.) The head comes up, the
+    # worker node never joins (a ray that only sleeps, as a node too slow under load would
+    # look): 'up' must fail with one line and leave nothing of the half-started cluster.
+    state = tmp_path / "cluster"
+    ray = tmp_path / "ray"
+    ray.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo $$ >> "{state}/started"\n'
+        'if [[ " $* " == *" --address "* ]]; then exec sleep 600; fi\n'
+        f'exec "{BIN / "ray"}" "$@"\n'
+    )
+    ray.chmod(0o755)
+    env = {
+        **_cluster_env(state, 21500 + 3000 * (os.getpid() % 4)),
+        "RAY": str(ray),
+        "RAYNN_UP_TIMEOUT": "20",
+    }
+    script = str(REPO / "cluster" / "local.sh")
+    up = subprocess.run(
+        [script, "up", "--workers", "1"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "nodes came up" in up.stderr and "up failed; stopping the nodes" in up.stderr
+    started = [int(p) for p in (state / "started").read_text().split()]
+    assert len(started) in (1, 2)  # the head (unless it was too slow itself), the worker
+    assert all(not _live_members(p) for p in started), [_live_members(p) for p in started]
+    assert not list(state.glob("*.pid")) and not (state / "ray_temp_dir").exists()
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("cluster")
+    env = _cluster_env(state, 20000 + 3000 * (os.getpid() % 4))
     script = str(REPO / "cluster" / "local.sh")
     up = subprocess.run(
         [script, "up", "--workers", "1"], env=env, capture_output=True, text=True, timeout=300
@@ -180,6 +215,12 @@ def test_the_cluster_listens_where_its_docs_say_and_wants_the_token(local_cluste
     assert exposed and all(
         n.startswith(("gcs_server", "raylet", "ray::", "python")) for n in exposed
     )
+    # the head's Python servers open to all: only the two metrics ports local.sh assigns
+    base = int(local_cluster["RAYNN_PORT_BASE"])
+    python_open = {p for a, p, n in sockets if n.startswith("python") and a in ("0.0.0.0", "*")}
+    assert python_open == {base + 5, base + 6}, sockets
+    client = {a for a, p, _ in sockets if p == base + 7}  # the Ray Client server, its own port
+    assert "127.0.0.1" in client and not client & {"0.0.0.0", "*"}, sockets
     # the token guards the job API that 'ray job submit' uses
     url = f"{local_cluster['RAY_ADDRESS']}/api/jobs/"
     with pytest.raises(urllib.error.HTTPError) as refused:
