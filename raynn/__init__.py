@@ -7,6 +7,7 @@ Public API::
     result = run(spec, executor="ray")                         # an embedded local Ray
     result = run(spec, executor="ray", address="auto")         # a running Ray cluster
     result = run(spec, executor="serial")                      # the serial baseline
+    model = load_model(result.run_dir)      # output.keep_models / refit: a trained model
 """
 
 from __future__ import annotations
@@ -31,6 +32,20 @@ def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - re-exported, see ray
     return _run(*args, **kwargs)
 
 
+def load_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - re-exported
+    """A trained model of a run directory; see :func:`raynn.saved.load_model`."""
+    from raynn.saved import load_model as _load_model
+
+    return _load_model(*args, **kwargs)
+
+
+def loss_from_criterion(criterion):  # noqa: ANN001, ANN201 - re-exported
+    """The ``training.loss`` of a torch criterion; see :func:`raynn.losses.loss_from_criterion`."""
+    from raynn.losses import loss_from_criterion as _loss_from_criterion
+
+    return _loss_from_criterion(criterion)
+
+
 __all__ = [
     "CheckpointError",
     "DatasetError",
@@ -39,7 +54,9 @@ __all__ = [
     "RaynnError",
     "SpecError",
     "TrainingError",
+    "load_model",
     "load_spec",
+    "loss_from_criterion",
     "run",
     "spec_from_dict",
 ]

@@ -35,6 +35,7 @@ class Job:
     cost: float = 0.0
     max_threads: int = 0  # most threads worth giving this job (0 = no limit known)
     cores: int = 0  # cores to run on (0: the worker's group); set by ``cores_per_job: auto``
+    keep_model: bool = False  # return the trained weights with the result (output.keep_models)
 
 
 def job_seed(run_seed: int, model: str, scheduler: str, fold: int) -> int:
@@ -124,6 +125,7 @@ def make_jobs(
                         optimizer=spec.optimizer,
                         training=spec.training,
                         cost=costs[model.label],
+                        keep_model=getattr(spec.output, "keep_models", "none") != "none",
                     )
                 )
     return sorted(jobs, key=lambda j: (-j.cost, j.index))

@@ -48,11 +48,12 @@ class Plan:
 
 @dataclass
 class RunResult:
-    """Where a run's results are, plus its job table."""
+    """Where a run's results are, plus its job table (and the spec it ran)."""
 
     run_dir: Path
     status: str
     jobs: Any  # pandas.DataFrame
+    spec: KFoldSpec | None = None
 
     @property
     def ok(self) -> bool:
@@ -66,6 +67,9 @@ def load_data(spec: KFoldSpec, data: ArrayDataset | None = None) -> ArrayDataset
 
 def plan_jobs(spec: KFoldSpec, data: ArrayDataset) -> Plan:
     """The job list of ``spec`` on ``data`` (folds made), longest expected first."""
+    from raynn.losses import build_loss
+
+    build_loss(spec.training.loss, data.num_classes)  # a bad loss fails here, not in a job
     jobs = make_jobs(spec, data.in_shape, data.num_classes, len(data.folds[0][0]))
     return Plan(spec, data, jobs)
 
@@ -301,6 +305,7 @@ def run(
             ex, spec, jobs, plan.data, run_dir, meta, cores_per_job, progress, stages, probe
         )
         table = _check_rows(run_dir, jobs, meta, attempt)
+        _keep_models(spec, plan, run_dir, table, meta, attempt)
     finally:
         ex.close()
         if lock is not None:
@@ -308,4 +313,101 @@ def run(
     from raynn.report import write_report
 
     write_report(run_dir)
-    return RunResult(run_dir, attempt["status"], table)
+    return RunResult(run_dir, attempt["status"], table, spec)
+
+
+def _refit(spec: KFoldSpec, plan: Plan, best: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Train the best configuration once more on every training sample (no validation: its
+    schedule sees the training loss), in the driver with every usable core; save it as
+    ``models/refit.pt``. Returns what run.json records of it."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from raynn.files import write_bytes
+    from raynn.grid import job_seed
+    from raynn.saved import REFIT, model_path
+    from raynn.training import train_job
+
+    model = next(m for m in spec.models if m.label == best["model"])
+    sched = next(s for s in spec.schedulers if s.label == best["scheduler"])
+    data = copy.copy(plan.data)
+    n = len(data.y_train)
+    data.folds = [(np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64))]
+    job = Job(
+        job_id=f"{model.label}-{sched.label}-{REFIT}",
+        index=-1,
+        model=model,
+        scheduler=sched,
+        fold=0,
+        seed=job_seed(spec.seed, model.label, sched.label, -1),
+        optimizer=spec.optimizer,
+        training=spec.training,
+        keep_model=True,
+    )
+    threads = torch.get_num_threads()
+    try:
+        result = train_job(job, data, threads=len(usable_cpus()))
+    finally:
+        torch.set_num_threads(threads)
+    out: dict[str, Any] = {
+        "job_id": job.job_id,
+        "model": model.label,
+        "scheduler": sched.label,
+        "seed": job.seed,
+        "samples": n,
+        "status": result.status,
+        "train_seconds": result.train_seconds,
+        "loss": result.history[-1].loss if result.history else None,
+        "test_loss": result.test_loss,
+        "test_accuracy": result.test_accuracy,
+    }
+    if result.status == "ok" and result.model_state is not None:
+        write_bytes(model_path(run_dir, REFIT), result.model_state)
+        out["file"] = f"models/{REFIT}.pt"
+    else:
+        out["error"] = result.error
+    return out
+
+
+def _keep_models(
+    spec: KFoldSpec,
+    plan: Plan,
+    run_dir: Path,
+    table: Any,
+    meta: dict[str, Any],
+    attempt: dict[str, Any],
+) -> None:
+    """``output.keep_models`` and ``output.refit`` once the jobs are done: find the best
+    configuration, delete the other configurations' files (``best``, and only once every
+    job of the run has an ok row), retrain the best (``refit``), record it all in run.json.
+    """
+    from raynn.saved import MODELS_DIR, REFIT, best_configuration, model_path
+
+    keep = getattr(spec.output, "keep_models", "none")
+    refit = getattr(spec.output, "refit", False)
+    if keep == "none" and not refit:
+        return
+    best = best_configuration(table, spec)
+    ok = set(table.loc[table["status"] == "ok", "job_id"]) if len(table) else set()
+    all_ok = {j.job_id for j in plan.jobs} <= ok
+    record: dict[str, Any] = {"keep": keep, "dir": MODELS_DIR, "best": best}
+    if keep == "best" and best is not None and all_ok:
+        winners = set(best["jobs"])
+        for job in plan.jobs:
+            if job.job_id not in winners:
+                model_path(run_dir, job.job_id).unlink(missing_ok=True)
+    elif keep == "best":
+        record["pending"] = (
+            "not every job has an ok row yet: every job's file is kept until a resume finishes them"
+        )
+    folder = run_dir / MODELS_DIR
+    record["files"] = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+    meta["models"] = record
+    write_json(run_dir / "run.json", meta)
+    if refit and best is not None and attempt["status"] == "completed" and all_ok:
+        if not model_path(run_dir, REFIT).exists():  # a resume keeps the one it has
+            meta["refit"] = _refit(spec, plan, best, run_dir)
+            record["files"] = sorted(p.name for p in folder.glob("*.pt"))
+            write_json(run_dir / "run.json", meta)

@@ -59,11 +59,14 @@ class JobResult:
     affinity: list[int] = field(default_factory=list)
     thread_pools: list[str] = field(default_factory=list)
     history: list[EpochRecord] = field(default_factory=list)
+    # the trained model's file (``output.keep_models``): written by the collector, no row
+    model_state: bytes | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, Any]:
-        """The ``jobs/`` table row (everything but the history)."""
+        """The ``jobs/`` table row (everything but the history and the model)."""
         out = asdict(self)
         out.pop("history")
+        out.pop("model_state")
         return out
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Look-up of models, schedulers, optimizers and datasets by name.
+"""Look-up of models, schedulers, optimizers, datasets and losses by name.
 
 A name is either one of the registered built-ins or ``package.module:attr`` pointing at user
 code. Unknown names fail with the list of valid ones.
@@ -113,10 +113,17 @@ def _dataset_entries() -> dict[str, Any]:
     return dict(data.LOADERS)
 
 
+def _loss_entries() -> dict[str, Any]:
+    from raynn.losses import LOSS_FACTORIES
+
+    return dict(LOSS_FACTORIES)
+
+
 MODELS: Registry = _LazyRegistry("model", _model_entries)
 SCHEDULERS: Registry = _LazyRegistry("scheduler", _optim_entries("SCHEDULERS"))
 OPTIMIZERS: Registry = _LazyRegistry("optimizer", _optim_entries("OPTIMIZERS"))
 DATASETS: Registry = _LazyRegistry("dataset", _dataset_entries)
+LOSSES: Registry = _LazyRegistry("loss", _loss_entries)
 
 
 def check_names(registry: Registry, names: Iterable[str], key: str) -> None:

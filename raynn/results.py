@@ -8,6 +8,7 @@ Layout of ``runs/<run-id>/`` (schema version :data:`SCHEMA_VERSION`, documented 
     epochs/<stem>.parquet        one row per job and epoch (EPOCHS_SCHEMA)
     utilization/<stem>.parquet   per-core CPU % over time, per node (UTILIZATION_SCHEMA)
     checkpoints/<stem>.ckpt      latest checkpoint of unfinished jobs
+    models/<stem>.pt, refit.pt   trained weights (output.keep_models, output.refit; raynn.saved)
     report.md                    the summary ``raynn report`` prints
     run.lock                     held (flock) by the live driver
     damaged/                     files ``--resume`` found unreadable, set aside
@@ -138,6 +139,8 @@ class ResultsCollector:
         row = self.run_dir / "jobs" / f"{name}.parquet"
         if result.status != "ok" and _status_on_disk(row) == "ok":
             return
+        if result.model_state is not None and result.status == "ok":  # before its row
+            write_bytes(self.run_dir / "models" / f"{name}.pt", result.model_state)
         write_table(
             self.run_dir / "epochs" / f"{name}.parquet",
             [vars(r) for r in result.history],

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from raynn.errors import SpecError
-from raynn.registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULERS
+from raynn.registry import DATASETS, LOSSES, MODELS, OPTIMIZERS, SCHEDULERS
 
 SPEC_KINDS = ("kfold", "hogwild")
 
@@ -66,6 +66,11 @@ def _non_negative_number(key: str, value: Any) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not ok or not math.isfinite(value) or value < 0:
         raise _fail(key, f"must be a number >= 0, got {short_repr(value)}", "set it to 0 or more")
+
+
+def _non_negative_int(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(key, f"must be an integer >= 0, got {short_repr(value)}", "set it to 0 or more")
 
 
 def _bool(key: str, value: Any) -> None:
@@ -237,13 +242,54 @@ class OptimizerSpec:
         }
 
 
+def loss_component(key: str, value: Any) -> Component:
+    """The ``training.loss`` entry: a name or ``{name, args}`` (see :mod:`raynn.losses`),
+    checked without data (names, arg names and values); raises SpecError naming ``key``."""
+    from raynn.losses import check_loss
+
+    if isinstance(value, Component):
+        comp = value
+    elif isinstance(value, str):
+        comp = Component(name=value)
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {"name", "args", "label"}
+        if unknown:
+            raise _fail(
+                key,
+                f"unknown key(s) {short_repr(sorted(map(str, unknown)))}",
+                "valid keys: name, args",
+            )
+        if not isinstance(value.get("name"), str):
+            raise _fail(key, "needs a 'name'", "e.g. {name: cross_entropy, args: {}}")
+        args = value.get("args") or {}
+        if not isinstance(args, Mapping):
+            raise _fail(
+                f"{key}.args", f"must be a mapping, got {short_repr(args)}", "use key: value"
+            )
+        comp = Component(name=value["name"], args=dict(args), label=value.get("label") or "")
+    else:
+        raise _fail(
+            key,
+            f"must be a loss name or {{name, args}}, got {short_repr(value)}",
+            f"use one of {', '.join(LOSSES.names())} or pkg.mod:factory",
+        )
+    if comp.factory is None:
+        LOSSES.get(comp.name, key=key)
+    args = check_loss(key, comp.name, comp.args)
+    return Component(comp.name, args=args, label=comp.label, factory=comp.factory)
+
+
 @dataclass(frozen=True)
 class TrainingSpec:
-    """How each job trains: epochs, batch sizes, test evaluation, checkpoint cadence.
+    """How each job trains: epochs, batch sizes, loss, test evaluation, checkpoint cadence.
 
+    ``loss``: ``cross_entropy`` (args ``label_smoothing``, ``weight``), ``nll`` (the model
+    outputs log-probabilities; arg ``weight``) or ``pkg.mod:factory`` (see
+    :mod:`raynn.losses`); validation and test losses report the same criterion.
     ``checkpoint_seconds``: a job saves a checkpoint at the first epoch boundary after this
     many seconds of training since its last one (0 turns checkpoints off). A retry resumes
-    from it; a job shorter than this never pays for one.
+    from it; a job shorter than this never pays for one. ``checkpoint_epochs``: when above 0,
+    a checkpoint every that many epochs instead (``checkpoint_seconds`` is then not used).
     """
 
     epochs: int = 10
@@ -251,6 +297,8 @@ class TrainingSpec:
     eval_batch_size: int = 1024
     evaluate_test: bool = True
     checkpoint_seconds: float = 30.0
+    checkpoint_epochs: int = 0
+    loss: Component = Component("cross_entropy")
 
     def __post_init__(self) -> None:
         _positive_int("training.epochs", self.epochs)
@@ -258,6 +306,8 @@ class TrainingSpec:
         _positive_int("training.eval_batch_size", self.eval_batch_size)
         _bool("training.evaluate_test", self.evaluate_test)
         _non_negative_number("training.checkpoint_seconds", self.checkpoint_seconds)
+        _non_negative_int("training.checkpoint_epochs", self.checkpoint_epochs)
+        object.__setattr__(self, "loss", loss_component("training.loss", self.loss))
 
 
 CoresPerJob = int | str
@@ -332,6 +382,36 @@ class OutputSpec:
             )
 
 
+KEEP_MODELS = ("best", "all", "none")
+
+
+@dataclass(frozen=True)
+class KFoldOutputSpec(OutputSpec):
+    """Where run directories go, and which trained weights they keep.
+
+    ``keep_models``: ``best`` keeps the final weights of every fold of the best
+    configuration (the model x scheduler with the highest mean validation accuracy over its
+    folds), ``all`` those of every job, ``none`` (default) none, as before these keys
+    existed: weights cost disk (a VGG's are 37 MB a job) and a save per job, so a run keeps
+    them when asked. ``refit``: after the folds, train the best configuration once more on
+    all training data and keep it as ``models/refit.pt``. Files: ``<run>/models/``;
+    :func:`raynn.load_model` rebuilds them.
+    """
+
+    keep_models: str = "none"
+    refit: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.keep_models not in KEEP_MODELS:
+            raise _fail(
+                "output.keep_models",
+                f"must be one of {', '.join(KEEP_MODELS)}, got {short_repr(self.keep_models)}",
+                "use best (the best configuration's folds), all or none",
+            )
+        _bool("output.refit", self.refit)
+
+
 @dataclass(frozen=True)
 class KFoldSpec:
     """K-fold cross-validation: every model x scheduler x fold is one job."""
@@ -346,7 +426,7 @@ class KFoldSpec:
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec)
     scheduling: SchedulingSpec = field(default_factory=SchedulingSpec)
-    output: OutputSpec = field(default_factory=OutputSpec)
+    output: KFoldOutputSpec = field(default_factory=KFoldOutputSpec)
 
     def __post_init__(self) -> None:
         if self.kind != "kfold":
@@ -397,7 +477,7 @@ _SECTIONS: dict[str, type] = {
     "optimizer": OptimizerSpec,
     "training": TrainingSpec,
     "scheduling": SchedulingSpec,
-    "output": OutputSpec,
+    "output": KFoldOutputSpec,
 }
 
 

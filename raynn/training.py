@@ -32,11 +32,12 @@ from raynn import checkpoint
 from raynn.data import ArrayDataset, Normalizer
 from raynn.errors import CheckpointError
 from raynn.grid import Job, build_model
+from raynn.losses import Loss, build_loss
 from raynn.optim import LRSchedule
 from raynn.records import EpochRecord, JobResult
 from raynn.registry import OPTIMIZERS, SCHEDULERS
 
-EpochCallback = Callable[[str, int, int], None]
+EpochCallback = Callable[[str, int, int, float], None]  # job, epochs done, of, val loss
 
 
 @dataclass
@@ -56,22 +57,36 @@ def evaluate(
     norm: Normalizer,
     num_classes: int,
     batch_size: int = 1024,
+    loss: Loss | None = None,
 ) -> Evaluation:
-    """Evaluate ``model`` on ``x[idx]`` (all of ``x`` when ``idx`` is None)."""
+    """Evaluate ``model`` on ``x[idx]`` (all of ``x`` when ``idx`` is None).
+
+    ``loss``: the criterion the loss is measured with, in eval mode (default: plain
+    cross-entropy). No samples give NaN loss and accuracy.
+    """
     idx = np.arange(len(y)) if idx is None else idx
+    if len(idx) == 0:
+        return Evaluation(math.nan, math.nan, [math.nan] * num_classes)
     model.eval()
-    loss_sum, correct = 0.0, np.zeros(num_classes)
+    if loss is not None:
+        loss.eval()
+    loss_sum, weight_sum, correct = 0.0, 0.0, np.zeros(num_classes)
     totals = np.bincount(y[idx], minlength=num_classes)
     with torch.no_grad():
         for start in range(0, len(idx), batch_size):
             bi = idx[start : start + batch_size]
             logits = model(norm(x, bi))
             target = torch.from_numpy(y[bi])
-            loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+            if loss is None:
+                loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
+                weight_sum += len(bi)
+            else:
+                part, weight = loss.total(logits, target)
+                loss_sum, weight_sum = loss_sum + part, weight_sum + weight
             hits = (logits.argmax(1) == target).numpy()
             correct += np.bincount(y[bi][hits], minlength=num_classes)
     per_class = [float(c / t) if t else math.nan for c, t in zip(correct, totals, strict=True)]
-    return Evaluation(loss_sum / len(idx), float(correct.sum() / len(idx)), per_class)
+    return Evaluation(loss_sum / weight_sum, float(correct.sum() / len(idx)), per_class)
 
 
 def _build_schedule(job: Job, opt: torch.optim.Optimizer, steps_per_epoch: int) -> LRSchedule:
@@ -160,7 +175,8 @@ def train_job(
             (replaying a job that tail widening gave more threads); None keeps the current
             setting.
         checkpoints: where epoch checkpoints are saved and resumed from; None disables them.
-        on_epoch: called as ``on_epoch(job_id, epoch_done, epochs)`` after each epoch.
+        on_epoch: called as ``on_epoch(job_id, epoch_done, epochs, val_loss)`` after each
+            epoch.
         attempt: the attempt number recorded in the result.
 
     Returns:
@@ -211,7 +227,7 @@ def train_job(
 
     writer = _CheckpointWriter(checkpoints, job.job_id) if checkpoints is not None else None
     since_checkpoint = 0.0
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = build_loss(cfg.loss, data.num_classes)
     val: Evaluation | None = None
     try:
         for epoch in range(first_epoch, cfg.epochs):
@@ -219,6 +235,7 @@ def train_job(
                 torch.set_num_threads(_epoch_threads(threads, epoch))
             t0 = time.perf_counter()
             model.train()
+            loss_fn.train()
             order = train_idx[np.random.default_rng([job.seed, epoch]).permutation(len(train_idx))]
             losses = torch.empty(steps_per_epoch)
             correct = torch.zeros((), dtype=torch.int64)
@@ -254,15 +271,19 @@ def train_job(
                 norm,
                 data.num_classes,
                 cfg.eval_batch_size,
+                loss_fn,
             )
             result.eval_seconds += time.perf_counter() - t1
             result.train_seconds += train_s
-            schedule.after_epoch(val.loss)
+            train_loss = float((losses.double() * sizes).sum()) / len(train_idx)
+            # a refit trains on every sample: no validation, so the schedule sees the
+            # training loss
+            schedule.after_epoch(val.loss if len(val_idx) else train_loss)
             result.history.append(
                 EpochRecord(
                     job.job_id,
                     epoch + 1,
-                    float((losses.double() * sizes).sum()) / len(train_idx),
+                    train_loss,
                     int(correct) / len(train_idx),
                     val.loss,
                     val.accuracy,
@@ -274,12 +295,12 @@ def train_job(
             )
             since_checkpoint += train_s
             every = cfg.checkpoint_seconds
-            if (
-                writer is not None
-                and every
-                and since_checkpoint >= every
-                and epoch + 1 < cfg.epochs
-            ):
+            due = (
+                (epoch + 1) % cfg.checkpoint_epochs == 0
+                if cfg.checkpoint_epochs
+                else bool(every) and since_checkpoint >= every
+            )
+            if writer is not None and due and epoch + 1 < cfg.epochs:
                 writer.submit(
                     {
                         "job_id": job.job_id,
@@ -294,7 +315,7 @@ def train_job(
                 )
                 since_checkpoint = 0.0
             if on_epoch is not None:
-                on_epoch(job.job_id, epoch + 1, cfg.epochs)
+                on_epoch(job.job_id, epoch + 1, cfg.epochs, val.loss)
     finally:
         if writer is not None:
             writer.close()
@@ -302,7 +323,14 @@ def train_job(
     t1 = time.perf_counter()
     if val is None:  # resumed after its last epoch: nothing trained here
         val = evaluate(
-            model, data.x_train, data.y_train, val_idx, norm, data.num_classes, cfg.eval_batch_size
+            model,
+            data.x_train,
+            data.y_train,
+            val_idx,
+            norm,
+            data.num_classes,
+            cfg.eval_batch_size,
+            loss_fn,
         )
     result.val_loss, result.val_accuracy, result.per_class_accuracy = (
         val.loss,
@@ -311,10 +339,65 @@ def train_job(
     )
     if cfg.evaluate_test and data.x_test is not None and data.y_test is not None:
         test = evaluate(
-            model, data.x_test, data.y_test, None, norm, data.num_classes, cfg.eval_batch_size
+            model,
+            data.x_test,
+            data.y_test,
+            None,
+            norm,
+            data.num_classes,
+            cfg.eval_batch_size,
+            loss_fn,
         )
         result.test_loss, result.test_accuracy = test.loss, test.accuracy
     result.eval_seconds += time.perf_counter() - t1
     result.epochs = cfg.epochs
+    if job.keep_model:
+        result.model_state = model_file(job, data, model, result)
     result.end_time = time.time()
     return result
+
+
+MODEL_FORMAT = "raynn-model/1"
+
+
+def model_file(job: Job, data: ArrayDataset, model: nn.Module, result: JobResult) -> bytes:
+    """A trained job's weights and what rebuilds its model, as the bytes of a ``.pt`` file.
+
+    Holds the state dict, the model entry (name, args, label, whether a Python factory built
+    it), the input shape, class count and the normalisation the model was trained behind
+    (per-channel ``mean``/``std`` of ``x / 255``), the loss, and the job's metrics. Read
+    with :func:`raynn.saved.load_model`.
+    """
+    import io
+
+    from raynn.spec import _to_plain
+
+    state = {
+        "format": MODEL_FORMAT,
+        "job_id": job.job_id,
+        "model": {
+            "name": job.model.name,
+            "args": _to_plain(dict(job.model.args)),
+            "label": job.model.label,
+            "python_factory": job.model.factory is not None,
+        },
+        "scheduler": job.scheduler.label,
+        "fold": job.fold,
+        "seed": job.seed,
+        "epochs": job.training.epochs,
+        "in_shape": list(data.in_shape),
+        "num_classes": data.num_classes,
+        "mean": [float(v) for v in data.mean],
+        "std": [float(v) for v in data.std],
+        "loss": _to_plain(job.training.loss),
+        "metrics": {
+            "val_accuracy": result.val_accuracy,
+            "val_loss": result.val_loss,
+            "test_accuracy": result.test_accuracy,
+            "test_loss": result.test_loss,
+        },
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()

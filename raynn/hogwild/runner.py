@@ -61,6 +61,7 @@ from raynn.hogwild.spec import HogwildSpec
 from raynn.hogwild.trainer import (
     LoopStats,
     build,
+    make_loss,
     make_optimizer,
     make_schedule,
     normalizer,
@@ -166,6 +167,7 @@ def prepare(spec: HogwildSpec, data: ArrayDataset | None = None) -> Prepared:
             f"{data.in_shape} and {data.num_classes} classes ({type(exc).__name__}: {exc}); "
             "check model.name and model.args"
         ) from None
+    make_loss(spec, data)  # a bad training.loss fails here, before any worker starts
     initial = flatten(model)
     if spec.hogwild.server_shards > initial.size:
         raise SpecError(
@@ -209,6 +211,7 @@ class _Evaluator:
         self.spec = prepared.spec
         self.model = build(prepared.spec, prepared.data)
         self.norm = normalizer(prepared.data)
+        self.loss = make_loss(prepared.spec, prepared.data)  # reported as trained
         self.attempt = attempt
         self.rows: list[dict[str, Any]] = [] if rows is None else rows
         self.t0 = time.time()
@@ -230,6 +233,7 @@ class _Evaluator:
                 self.norm,
                 d.num_classes,
                 self.spec.training.eval_batch_size,
+                self.loss,
             )
         finally:
             torch.set_num_threads(threads)
@@ -397,6 +401,7 @@ def _run_serial(
             seed=spec.seed,
             start_epoch=start_epoch,
             after_step=tick,
+            loss_fn=make_loss(spec, p.data),
         )
         view.show(evaluator(*push(stats), final=True))
         rows = [

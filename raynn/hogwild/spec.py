@@ -11,7 +11,7 @@ looked up in the registries. Layout (every section optional)::
     model:     mlp                                  # one name, or {name, args}
     optimizer: {name: sgd, lr: 0.02, momentum: 0.9} # raynn.spec.OptimizerSpec, per worker
     scheduler: cosine                               # optional, per worker, stepped per epoch
-    training:  {epochs: 20, batch_size: 32, eval_every_seconds: 1.0}
+    training:  {epochs: 20, batch_size: 32, eval_every_seconds: 1.0, loss: cross_entropy}
     hogwild:   {workers_per_node: auto, push_every: 20, pull_every: 20,
                 max_staleness: null, staleness_lr: false, max_restarts: 3}
     output:    {dir: runs}
@@ -39,6 +39,7 @@ from raynn.spec import (
     _positive_number,
     _section,
     _to_plain,
+    loss_component,
     short_repr,
 )
 
@@ -54,19 +55,23 @@ class HogwildTrainingSpec:
 
     ``epochs`` are passes over the training data by all workers together: each epoch the
     (shuffled) training set is partitioned across the workers. ``batch_size`` is per step of
-    one worker.
+    one worker. ``loss`` is the training loss, as for K-fold (``cross_entropy`` with
+    ``label_smoothing``/``weight``, ``nll``, or ``pkg.mod:factory``; :mod:`raynn.losses`);
+    the evaluation of the global weights reports the same criterion.
     """
 
     epochs: int = 10
     batch_size: int = 32
     eval_batch_size: int = 1024
     eval_every_seconds: float = 1.0
+    loss: Component = Component("cross_entropy")
 
     def __post_init__(self) -> None:
         _positive_int("training.epochs", self.epochs)
         _positive_int("training.batch_size", self.batch_size)
         _positive_int("training.eval_batch_size", self.eval_batch_size)
         _positive_number("training.eval_every_seconds", self.eval_every_seconds)
+        object.__setattr__(self, "loss", loss_component("training.loss", self.loss))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from raynn.grid import build_model
 from raynn.hogwild.server import PendingPush, PushReply, ServerClient, staleness_summary
 from raynn.hogwild.shared_params import SharedParams, param_numel
 from raynn.hogwild.spec import HogwildSpec
+from raynn.losses import Loss, build_loss
 from raynn.optim import LRSchedule
 from raynn.registry import OPTIMIZERS, SCHEDULERS
 from raynn.scheduler.cores import pin_current_process
@@ -43,6 +44,11 @@ from raynn.scheduler.monitor import UtilizationSampler
 def normalizer(data: ArrayDataset) -> Normalizer:
     """The dataset's normalisation (:meth:`raynn.data.ArrayDataset.normalizer`)."""
     return data.normalizer()
+
+
+def make_loss(spec: HogwildSpec, data: ArrayDataset) -> Loss:
+    """The spec's ``training.loss`` for the dataset's classes (each process builds its own)."""
+    return build_loss(spec.training.loss, data.num_classes)
 
 
 def build(spec: HogwildSpec, data: ArrayDataset) -> nn.Module:
@@ -67,6 +73,13 @@ def make_schedule(
     factory = comp.factory or SCHEDULERS.get(comp.name, key="scheduler")
     sched = factory(opt, spec.training.epochs, max(1, steps_per_epoch), **dict(comp.args))
     return sched if isinstance(sched, LRSchedule) else LRSchedule(sched)
+
+
+def build_loss_default() -> Loss:
+    """Plain cross-entropy (what :func:`train` uses when given no loss)."""
+    from raynn.spec import Component
+
+    return build_loss(Component("cross_entropy"), 2)
 
 
 def epoch_shard(n: int, seed: int, epoch: int, worker: int, workers: int) -> np.ndarray:
@@ -129,6 +142,7 @@ def train(
     after_step: Callable[[LoopStats], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     label: str = "serial",
+    loss_fn: Loss | None = None,
 ) -> LoopStats:
     """Train on this worker's part of every epoch from ``start_epoch`` to ``epochs``.
 
@@ -144,12 +158,13 @@ def train(
         after_step: called after every step with the running counts (publish, sync, eval).
         should_stop: asked before every step; True ends the loop there (``stats.stopped``).
         label: the worker's name, for error messages.
+        loss_fn: the loss (:func:`make_loss`); None: plain cross-entropy.
 
     Raises:
         TrainingError: the loss became NaN or infinite.
     """
     norm = normalizer(data)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = loss_fn if loss_fn is not None else build_loss_default()
     stats = LoopStats()
     t0 = time.perf_counter()
     n = len(data.y_train)
@@ -158,6 +173,7 @@ def train(
     schedule.skip([math.ceil(share / batch_size)] * start_epoch)
     for epoch in range(start_epoch, epochs):
         model.train()
+        loss_fn.train()
         idx = epoch_shard(n, seed, epoch, worker, workers)
         loss_sum, correct = 0.0, 0
         for b in range(0, len(idx), batch_size):
@@ -423,6 +439,7 @@ class HogwildWorker:
         self.model = self.shared.bind(build(spec, data))
         torch.manual_seed(spec.seed * 7919 + index + 1)  # dropout etc.: differs per worker
         self.opt = make_optimizer(spec, self.model)
+        self.loss = make_loss(spec, data)
         per_epoch = math.ceil(len(data.y_train) / workers / spec.training.batch_size)
         self.schedule = make_schedule(spec, self.opt, per_epoch)
         self.sync: NodeSync | None = None
@@ -457,7 +474,7 @@ class HogwildWorker:
 
     def step(self, count: int = 1) -> int:
         """Take ``count`` SGD steps on this worker's first batches (no sync); for tests."""
-        norm, loss_fn = normalizer(self.data), nn.CrossEntropyLoss()
+        norm, loss_fn = normalizer(self.data), self.loss
         idx = epoch_shard(len(self.data.y_train), self.spec.seed, 0, self.index, self.workers)
         bs = self.spec.training.batch_size
         for i in range(count):
@@ -499,6 +516,7 @@ class HogwildWorker:
                 after_step=self._after,
                 should_stop=self._stopped,
                 label=f"worker {self.worker_id}",
+                loss_fn=self.loss,
             )
         finally:
             self.shared.mark_done(self.slot)
@@ -597,6 +615,7 @@ __all__ = [
     "epoch_shard",
     "make_optimizer",
     "make_schedule",
+    "make_loss",
     "normalizer",
     "sgd_step",
     "train",
