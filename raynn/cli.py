@@ -63,8 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a spec and its dataset without running")
     v.add_argument("spec")
 
-    rep = sub.add_parser("report", help="summarise a run directory")
+    rep = sub.add_parser(
+        "report", help="summarise a run directory; write its report.html and report/*.png"
+    )
     rep.add_argument("run_dir")
+    rep.add_argument(
+        "--against",
+        metavar="OTHER_RUN",
+        default=None,
+        help="compare with another run of the same spec (e.g. the serial baseline): "
+        "accuracy paired by fold, paired t-test, speed-up",
+    )
+    rep.add_argument("--no-html", action="store_true", help="print the text summary only")
 
     sm = sub.add_parser("submit", help="submit a spec to a Ray cluster's job server")
     sm.add_argument("spec", help="job spec, inside the working directory")
@@ -220,9 +230,22 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from raynn.report import summarize
+    from raynn.report import compare, summarize
 
-    print(summarize(args.run_dir), end="")
+    summary = summarize(args.run_dir)
+    comparison = compare(args.run_dir, args.against) if args.against else ""
+    print(summary, end="")
+    if comparison:
+        print("\n" + comparison, end="")
+    if not args.no_html:
+        from raynn.report_html import write_html_report
+
+        written = write_html_report(args.run_dir, summary, comparison)
+        print(f"\nreport: {written.html}")
+        print(f"figures: {written.folder}/ ({', '.join(f.file for f in written.figures)})")
+        for f in written.figures:
+            if f.note:
+                print(f"note: {f.file}: {f.note}")
     return 0
 
 

@@ -103,6 +103,7 @@ UTILIZATION_SCHEMA = pa.schema(
         ("time", pa.float64()),
         ("core", pa.int32()),
         ("percent", pa.float64()),
+        ("own_percent", pa.float64()),  # of that core, by raynn's processes; null: unmeasured
     ]
 )
 

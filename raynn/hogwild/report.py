@@ -1,4 +1,5 @@
-"""Markdown summary of a HOGWILD run: accuracy against time, workers, staleness, per class."""
+"""Summary of a HOGWILD run: accuracy against time, workers, staleness, per class; and the
+figures ``raynn report`` draws of it (matplotlib, imported only when one is drawn)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from raynn import figures
 from raynn.errors import RaynnError
 from raynn.report import mean_utilization
 from raynn.results import read_table
@@ -133,3 +135,101 @@ def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
     if errors:
         lines += ["", "Errors:"] + [f"- {e}" for e in errors]
     return "\n".join(lines) + "\n"
+
+
+# -- figures -------------------------------------------------------------------------------------
+def eval_figure(evals: Any) -> Any:
+    """Test loss and accuracy of the server's weights against time, per attempt."""
+    fig = figures.new_figure(12.0, 4.4)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, what in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_title(f"test {what} against time")
+        ax.set_xlabel("seconds since the attempt started")
+        ax.set_ylabel(f"test {what}")
+        ax.grid(alpha=0.3)
+    fig.suptitle("HOGWILD: the parameter server's weights evaluated while training")
+    if not len(evals):
+        figures.empty(ax_loss, "no evaluations")
+        figures.empty(ax_acc, "no evaluations")
+        return fig
+    attempts = sorted(set(evals["attempt"]))
+    palette = figures.colours(attempts)
+    handles, labels = [], []
+    for a in attempts:
+        g = evals[evals["attempt"] == a].sort_values("time")
+        for ax, column in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            (line,) = ax.plot(g["elapsed"], g[column], marker="o", markersize=3, color=palette[a])
+            final = g[g["final"]]
+            ax.plot(
+                final["elapsed"],
+                final[column],
+                marker="*",
+                markersize=13,
+                ls="",
+                color=palette[a],
+                markeredgecolor="black",
+            )
+        handles.append(line)
+        labels.append(f"attempt {a}")
+    from matplotlib.lines import Line2D
+
+    handles.append(
+        Line2D([], [], marker="*", ls="", color="0.5", markeredgecolor="black", markersize=12)
+    )
+    labels.append("final weights")
+    figures.legend(ax_acc, handles, labels, loc="lower right")
+    return fig
+
+
+def push_figure(workers: Any) -> Any:
+    """Pushes (and refused pushes) per worker, and the staleness of the pushes it made."""
+    fig = figures.new_figure(12.0, 4.4)
+    ax_push, ax_stale = fig.subplots(1, 2)
+    ax_push.set_title("pushes to the parameter server per worker")
+    ax_push.set_xlabel("worker")
+    ax_push.set_ylabel("pushes")
+    ax_stale.set_title("staleness of the pushes (server versions behind)")
+    ax_stale.set_xlabel("staleness (versions)")
+    ax_stale.set_ylabel("share of the worker's pushes")
+    fig.suptitle("HOGWILD: synchronisation with the parameter server")
+    pushing = workers[workers["pushes"] > 0] if len(workers) else workers
+    if not len(pushing):
+        figures.empty(ax_push, "no worker pushed")
+        figures.empty(ax_stale, "no pushes")
+        return fig
+    pushing = pushing.sort_values(["node", "slot", "worker"])
+    names = [f"{w} ({n})" for w, n in zip(pushing["worker"], pushing["node"], strict=True)]
+    x = list(range(len(names)))
+    refused = pushing["refused"].fillna(0).tolist()
+    ax_push.bar(x, pushing["pushes"], color="tab:blue", label="accepted pushes")
+    if any(refused):
+        ax_push.bar(x, refused, bottom=pushing["pushes"], color="tab:red", label="refused")
+    figures.thin_ticks(ax_push, names, axis="x")
+    if len(names) > 4:
+        ax_push.tick_params(axis="x", labelrotation=30)
+    figures.legend(ax_push, *ax_push.get_legend_handles_labels(), loc="lower right")
+    palette = figures.colours(names)
+    handles = []
+    for name, hist in zip(names, pushing["staleness_hist"], strict=True):
+        counts = list(hist) if hist is not None else []
+        total = sum(counts)
+        if not total:
+            continue
+        (line,) = ax_stale.plot(
+            range(len(counts)),
+            [c / total for c in counts],
+            marker="o",
+            drawstyle="steps-mid",
+            color=palette[name],
+        )
+        handles.append((line, name))
+    from matplotlib.ticker import MaxNLocator
+
+    ax_stale.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_stale.set_ylim(0, 1.05)
+    ax_stale.grid(alpha=0.3)
+    if handles:
+        figures.legend(
+            ax_stale, [h for h, _ in handles], [n for _, n in handles], loc="upper right"
+        )
+    return fig

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -352,7 +353,7 @@ def _run_serial(
     per_epoch = -(-len(p.data.y_train) // spec.training.batch_size)
     schedule = make_schedule(spec, opt, per_epoch)
     evaluator = _Evaluator(p, n, evals, run_dir)
-    sampler = UtilizationSampler(node, spec.hogwild.sample_interval)
+    sampler = UtilizationSampler(node, spec.hogwild.sample_interval, own_tree=os.getpid())
     view.workers = 1
     sync = {"last": weights, "version": version, "seq": 0, "steps": 0, "samples": 0}
     every = spec.training.eval_every_seconds

@@ -117,7 +117,7 @@ class SerialExecutor(Executor):
         queue = JobQueue(jobs, max_attempts=scheduling.max_attempts)
         collector = ResultsCollector(run_dir)
         node = socket.gethostname()
-        sampler = UtilizationSampler(node, scheduling.sample_interval)
+        sampler = UtilizationSampler(node, scheduling.sample_interval, own_tree=os.getpid())
         worker = CoreGroupWorker(
             "serial-0", None, data, queue, collector, node=node, threads=self.threads
         )

@@ -171,7 +171,10 @@ class LocalRun:
             jobs, scheduling.max_attempts, scheduling.tail_widening, scheduling.lease_timeout
         )
         self.collector = ResultsCollector(run_dir)
-        self.sampler = UtilizationSampler(self.node.name, scheduling.sample_interval)
+        # raynn's own processes: the driver's tree (the zygote and the workers it forks)
+        self.sampler = UtilizationSampler(
+            self.node.name, scheduling.sample_interval, own_tree=os.getpid()
+        )
         self.workers: dict[Connection, WorkerProcess] = {}
         self.waiting: dict[Connection, str] = {}  # leases to answer once cores free up
         self.started = 0

@@ -80,6 +80,7 @@ class RayRun:
         self.worker_cls = ray.remote(num_cpus=1, max_restarts=0)(CoreGroupWorker)
         self.workers: dict[Any, tuple[str, Any, Slot]] = {}  # run ref -> (id, actor, slot)
         self.pids: dict[str, Any] = {}  # worker id -> ref to its pid (answered before run)
+        self.unwatched: dict[str, str] = {}  # worker id -> node, until its sampler knows it
         self.probing: dict[str, tuple[dict[str, Any], Any, float]] = {}  # joiners asked
         self.idle: list[Slot] = []  # slots whose worker retired
         self.dead_nodes: set[str] = set()
@@ -94,7 +95,7 @@ class RayRun:
             sampler = (
                 ray.remote(num_cpus=0)(UtilizationSampler)
                 .options(**_on(node.node_id))
-                .remote(node.name, self.scheduling.sample_interval)
+                .remote(node.name, self.scheduling.sample_interval, own_pids=[])
             )
             sampler.start.remote()
             self.samplers[node.name] = sampler
@@ -116,7 +117,26 @@ class RayRun:
             unit_cpus=node.cores.unit_cpus(),
         )
         self.pids[worker_id] = actor.pid.remote()
+        self.unwatched[worker_id] = node.name
         return worker_id, actor, slot
+
+    def _watch_ready(self) -> None:
+        """Tell each node's sampler the pid of every worker there that has answered it: the
+        processes whose CPU time is raynn's own in the utilisation table."""
+        import ray
+
+        if not self.unwatched:
+            return
+        refs = {self.pids[wid]: wid for wid in self.unwatched}
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        for ref in ready:
+            node = self.unwatched.pop(refs[ref])
+            try:
+                pid = ray.get(ref)
+            except Exception:  # noqa: BLE001 - died before answering: nothing to watch
+                continue
+            if node in self.samplers:
+                self.samplers[node].watch.remote(pid)
 
     def _launch(self, entry: tuple[str, Any, Slot]) -> None:
         self.workers[entry[1].run.remote()] = entry
@@ -234,6 +254,7 @@ class RayRun:
 
         next_poll = time.monotonic() + NODE_POLL_SECONDS
         while self.workers:
+            self._watch_ready()
             ready, _ = ray.wait(list(self.workers), num_returns=1, timeout=0.5)
             for ref in ready:
                 worker_id, actor, slot = self.workers.pop(ref)
