@@ -150,19 +150,79 @@ def _fmt_seconds(s: float) -> str:
     )
 
 
-def eta_seconds(stats: QueueStats, epochs_per_job: int) -> float | None:
-    """Remaining time from the share of epochs done so far; None until something is done."""
-    done_epochs = (stats.done + stats.failed) * epochs_per_job
-    done_epochs += sum(epoch for _, epoch, _, _ in stats.running_progress)
-    total = stats.total * epochs_per_job
-    if done_epochs <= 0 or total <= 0:
+def _epoch_estimate(stats: QueueStats, model: str, cores: int, prior: float | None) -> float | None:
+    """Seconds one epoch of ``model`` on ``cores`` is expected to take, best source first:
+    its measured mean on those cores, on the nearest core count measured, or the cost
+    model's ``prior`` scaled by what the measured epochs took against their priors."""
+    measured = stats.epoch_seconds
+    if (model, cores) in measured:
+        return measured[(model, cores)]
+    other = [c for m, c in measured if m == model]
+    if other:
+        return measured[(model, min(other, key=lambda c: (abs(c - cores), c)))]
+    if prior is None:
         return None
-    frac = min(done_epochs / total, 1.0)
-    return stats.elapsed * (1 - frac) / frac
+    if stats.measured_prior > 0:
+        return prior * stats.measured_seconds / stats.measured_prior
+    return prior if stats.prior_seconds else None
+
+
+def eta_seconds(stats: QueueStats) -> float | None:
+    """Seconds until the run ends, from the measured cost of the work that is left.
+
+    Each job's epochs cost what that model's epochs have measured on its cores so far (the
+    probe's estimate until then, see :func:`_epoch_estimate`); the work left is the pending
+    jobs' full cost plus the running jobs' remaining epochs, in core-seconds, spread over
+    the registered cores, and never less than the longest single job left (the tail). None
+    while some job's cost cannot be estimated yet (no probe and nothing measured).
+    """
+    if stats.finished:
+        return 0.0
+    work = tail = 0.0
+    for job in stats.running_jobs:
+        per_epoch = _epoch_estimate(stats, job.model, job.cores, job.prior)
+        if per_epoch is None:
+            return None
+        todo = max(job.epochs - job.epoch, 0)
+        # the epoch under way has used since_epoch of its time; the ones after it are whole
+        left = max(todo * per_epoch - job.since_epoch, (todo - 1) * per_epoch, 0.0)
+        work += left * max(job.cores, 1)
+        tail = max(tail, left)
+    for group in stats.pending_work:
+        per_epoch = _epoch_estimate(stats, group.model, group.cores, group.prior)
+        if per_epoch is None:
+            return None
+        seconds = group.epochs * per_epoch
+        work += seconds * max(group.cores, 1) * group.jobs
+        tail = max(tail, seconds)
+    return max(work / max(stats.capacity, 1), tail)
+
+
+MAX_JOB_ROWS = 16  # running jobs listed by the live view; the rest are counted
+
+
+def job_rows(stats: QueueStats) -> list[tuple[str, str, str, str, str, str]]:
+    """``(job, node, cores, epoch, val loss, elapsed)`` of each running job, by job id."""
+    return [
+        (
+            job.job_id,
+            job.node or "-",
+            str(job.cores) if job.cores else "-",
+            f"{job.epoch}/{job.epochs}",
+            "-" if job.loss is None else f"{job.loss:.4f}",
+            _fmt_seconds(job.elapsed),
+        )
+        for job in sorted(stats.running_jobs, key=lambda j: j.job_id)
+    ]
 
 
 class Progress:
-    """Jobs done/running/failed and an ETA: a live view on a terminal, plain lines otherwise."""
+    """Jobs done/running/failed and an ETA: a live view on a terminal, plain lines otherwise.
+
+    On a terminal, the summary line and a bar are followed by one row per running job
+    (node, cores, epoch, last validation loss, elapsed). Elsewhere (a log file, a pipe) the
+    summary line is printed when the counts change, or every ``line_interval`` seconds.
+    """
 
     def __init__(
         self,
@@ -191,7 +251,7 @@ class Progress:
 
     def line(self, stats: QueueStats) -> str:
         """One-line summary of ``stats``."""
-        eta = eta_seconds(stats, self.epochs_per_job)
+        eta = eta_seconds(stats)
         return (
             f"[{self.title}] {stats.done + stats.failed}/{stats.total} jobs done, "
             f"{stats.running} running, {stats.pending} pending, {stats.failed} failed, "
@@ -216,12 +276,34 @@ class Progress:
     def _render(self, stats: QueueStats, text: str) -> Any:
         from rich.console import Group
         from rich.progress_bar import ProgressBar
+        from rich.table import Table
         from rich.text import Text
 
-        rows = [Text(text), ProgressBar(total=stats.total, completed=stats.done + stats.failed)]
-        for job_id, epoch, epochs, secs in sorted(stats.running_progress)[:16]:
-            rows.append(Text(f"  {job_id:<32} epoch {epoch}/{epochs}  {_fmt_seconds(secs)}"))
-        return Group(*rows)
+        # a bar ends no line of its own: in a grid, the row after it is not drawn over it
+        bar = Table.grid(padding=(0, 1))
+        bar.add_row(
+            ProgressBar(total=max(stats.total, 1), completed=stats.done + stats.failed, width=40),
+            f"{100 * (stats.done + stats.failed) / max(stats.total, 1):.0f}%",
+        )
+        parts: list[Any] = [Text(text), bar]
+        rows = job_rows(stats)
+        if rows:
+            table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+            for name, justify in (
+                ("job", "left"),
+                ("node", "left"),
+                ("cores", "right"),
+                ("epoch", "right"),
+                ("val loss", "right"),
+                ("elapsed", "right"),
+            ):
+                table.add_column(name, justify=justify, no_wrap=True)
+            for row in rows[:MAX_JOB_ROWS]:
+                table.add_row(*row)
+            parts.append(table)
+            if len(rows) > MAX_JOB_ROWS:
+                parts.append(Text(f"... and {len(rows) - MAX_JOB_ROWS} more running"))
+        return Group(*parts)
 
     def close(self, stats: QueueStats | None = None) -> None:
         """Print the final state and stop the live view."""

@@ -36,6 +36,7 @@ WAIT_SECONDS = 0.2  # how long a worker waits for cores before asking again
 LEASE_FACTOR = 10.0
 LEASE_MIN_SECONDS = 60.0
 LEASE_UNKNOWN_SECONDS = 3600.0
+RECENT_WEIGHT = 0.95  # an epoch's weight in the ETA's measured costs decays this much an epoch
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Lease:
     leased_at: float
     epoch: int = 0
     renewed: float = 0.0  # its last sign of progress: the lease itself, then each epoch end
+    loss: float | None = None  # validation loss of its last epoch
 
 
 class Grant(NamedTuple):
@@ -69,8 +71,45 @@ class _Holder:
 
 
 @dataclass
+class RunningJob:
+    """A leased job as the progress view shows it."""
+
+    job_id: str
+    model: str  # the model's label
+    node: str  # the worker's node ("" for a worker that registered none: the serial one)
+    cores: int  # cores it holds now (0: not known, the serial executor's one worker)
+    epoch: int  # epochs done
+    epochs: int
+    loss: float | None  # validation loss of its last epoch (None before the first)
+    elapsed: float  # seconds since its lease
+    since_epoch: float  # seconds since its last epoch ended (or since its lease)
+    prior: float | None  # the cost model's seconds (or cost units) per epoch on its cores
+
+
+@dataclass
+class PendingWork:
+    """Pending jobs of one model that will run on the same number of cores."""
+
+    model: str
+    cores: int  # 0: not known (the serial executor)
+    epochs: int  # per job
+    jobs: int
+    prior: float | None  # the cost model's seconds (or cost units) per epoch on its cores
+
+
+@dataclass
 class QueueStats:
-    """Counts for the progress view."""
+    """Counts for the progress view, and what its ETA is computed from
+    (:func:`raynn.scheduler.monitor.eta_seconds`).
+
+    ``epoch_seconds`` holds the measured seconds per epoch of each ``(model label, cores)``
+    pair, a mean of the epoch ends reported so far, recent ones weighing most (a change of
+    load shows within tens of epochs); the ``prior`` of each job is the cost model's guess
+    before that, in seconds when ``prior_seconds`` (the probe measured every model: seconds
+    at one thread over the job's threads), else in FLOP units (only ratios mean something:
+    ``measured_seconds / measured_prior`` converts them to seconds).
+    ``capacity``: the cores registered by workers (0: one job at a time, the serial executor).
+    """
 
     total: int
     pending: int
@@ -79,7 +118,13 @@ class QueueStats:
     failed: int
     elapsed: float
     done_seconds: list[float] = field(default_factory=list)
-    running_progress: list[tuple[str, int, int, float]] = field(default_factory=list)
+    running_jobs: list[RunningJob] = field(default_factory=list)
+    pending_work: list[PendingWork] = field(default_factory=list)
+    epoch_seconds: dict[tuple[str, int], float] = field(default_factory=dict)
+    measured_seconds: float = 0.0  # seconds of the measured epochs whose prior is known
+    measured_prior: float = 0.0  # the sum of those epochs' priors (both weighted likewise)
+    prior_seconds: bool = False
+    capacity: int = 0
 
     @property
     def finished(self) -> bool:
@@ -106,6 +151,13 @@ class JobQueue:
         self.tail_widening = tail_widening
         self.lease_timeout = lease_timeout
         self._epoch_seconds: dict[str, float] = {}  # model label -> longest epoch seen
+        # what the progress view's ETA is computed from, recent epochs weighing most (the
+        # older ones decay by RECENT_WEIGHT an epoch, so a change of load shows within tens
+        # of epochs): (model label, cores) -> [seconds, epochs]; and [seconds, priors]
+        self._epoch_totals: dict[tuple[str, int], list[float]] = {}
+        self._measured = [0.0, 0.0]
+        self._probed = bool(self._jobs) and all(j.max_threads for j in self._jobs.values())
+        self._group = 0  # cores of the workers' groups (0: none registered)
         self._holders: dict[str, _Holder] = {}
         self._node_cores: dict[str, list[int]] = {}  # node -> every core registered there
         self.created = time.time()
@@ -115,6 +167,7 @@ class JobQueue:
         """A worker pinned to ``cores`` of ``node`` is up; those cores join the node's map."""
         cores = tuple(cores)
         self._holders[worker] = _Holder(node, cores)
+        self._group = max(self._group, len(cores))
         known = self._node_cores.setdefault(node, [])
         known.extend(c for c in cores if c not in known)
         known.sort()
@@ -187,8 +240,10 @@ class JobQueue:
         self._leases[job.job_id] = Lease(job, worker, attempt, now, renewed=now)
         return Grant(job, attempt, now - self.created, cores)
 
-    def progress(self, job_id: str, epoch: int) -> tuple[int, ...] | None:
-        """A worker finished ``epoch`` of its leased job.
+    def progress(
+        self, job_id: str, epoch: int, loss: float | None = None
+    ) -> tuple[int, ...] | None:
+        """A worker finished ``epoch`` of its leased job (``loss``: its validation loss).
 
         Returns the worker's new, wider core set when tail widening gives it more cores for
         the next epoch, else None.
@@ -198,9 +253,19 @@ class JobQueue:
             return None
         now = time.time()
         label = lease.job.model.label
-        took = (now - lease.renewed) / max(epoch - lease.epoch, 1)
+        epochs = max(epoch - lease.epoch, 1)
+        took = (now - lease.renewed) / epochs
         self._epoch_seconds[label] = max(self._epoch_seconds.get(label, 0.0), took)
-        lease.epoch, lease.renewed = epoch, now
+        holder = self._holders.get(lease.worker)
+        cores = len(holder.cores) if holder else 0
+        total = self._epoch_totals.setdefault((label, cores), [0.0, 0.0])
+        keep = RECENT_WEIGHT**epochs
+        total[:] = total[0] * keep + now - lease.renewed, total[1] * keep + epochs
+        prior = self._prior(lease.job, cores)
+        if prior is not None:
+            seconds, priors = self._measured
+            self._measured[:] = seconds * keep + now - lease.renewed, priors * keep + prior * epochs
+        lease.epoch, lease.renewed, lease.loss = epoch, now, loss
         if epoch >= lease.job.training.epochs:
             return None
         return self._widen(lease.worker, lease.job)
@@ -265,19 +330,63 @@ class JobQueue:
         leases = dict(self._leases)  # a copy first: another thread may be reading this
         return {j: (lease.worker, lease.attempt, lease.epoch) for j, lease in leases.items()}
 
+    def _prior(self, job: Job, cores: int) -> float | None:
+        """The cost model's seconds (probed) or cost units per epoch of ``job`` on ``cores``."""
+        if job.cost <= 0:
+            return None
+        threads = max(cores, 1)
+        if job.max_threads:  # the probe's cost is seconds at one thread
+            threads = min(threads, job.max_threads)
+        return job.cost / max(job.training.epochs, 1) / threads
+
     def stats(self) -> QueueStats:
-        """Counts and per-running-job progress."""
+        """Counts, per-running-job progress and what the ETA is computed from.
+
+        Cheap (polled twice a second): a pass over the leases and the pending jobs.
+        """
         now = time.time()
+        leases = list(self._leases.items())  # a copy first: another thread may be changing it
+        running = []
+        for job_id, lease in leases:
+            holder = self._holders.get(lease.worker)
+            cores = len(holder.cores) if holder else 0
+            running.append(
+                RunningJob(
+                    job_id,
+                    lease.job.model.label,
+                    holder.node if holder else "",
+                    cores,
+                    lease.epoch,
+                    lease.job.training.epochs,
+                    lease.loss,
+                    now - lease.leased_at,
+                    now - lease.renewed,
+                    self._prior(lease.job, cores),
+                )
+            )
+        groups: dict[tuple[str, int, int], PendingWork] = {}
+        for job in list(self._pending):
+            cores = job.cores or self._group
+            key = (job.model.label, cores, job.training.epochs)
+            work = groups.get(key)
+            if work is None:
+                prior = self._prior(job, cores)
+                groups[key] = PendingWork(key[0], cores, key[2], 1, prior)
+            else:
+                work.jobs += 1
         return QueueStats(
             total=len(self._jobs),
             pending=len(self._pending),
-            running=len(self._leases),
+            running=len(leases),
             done=len(self._done),
             failed=len(self._failed),
             elapsed=now - self.created,
             done_seconds=list(self._done.values()),
-            running_progress=[
-                (j, lease.epoch, lease.job.training.epochs, now - lease.leased_at)
-                for j, lease in self._leases.items()
-            ],
+            running_jobs=running,
+            pending_work=list(groups.values()),
+            epoch_seconds={k: t / n for k, (t, n) in list(self._epoch_totals.items()) if n},
+            measured_seconds=self._measured[0],
+            measured_prior=self._measured[1],
+            prior_seconds=self._probed,
+            capacity=sum(len(c) for c in list(self._node_cores.values())),
         )

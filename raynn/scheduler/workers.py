@@ -114,11 +114,11 @@ class CoreGroupWorker:
         if cores and cores != self.cores:
             self.cores, self.threads = cores, pin_current_process(self._cpus(cores))
 
-    def _on_epoch(self, job_id: str, epoch: int, epochs: int) -> None:
+    def _on_epoch(self, job_id: str, epoch: int, epochs: int, loss: float | None = None) -> None:
         if not self.cores:
-            call(self.queue, "progress", job_id, epoch, wait=False)
+            call(self.queue, "progress", job_id, epoch, loss, wait=False)
             return
-        wider = call(self.queue, "progress", job_id, epoch)
+        wider = call(self.queue, "progress", job_id, epoch, loss)
         if wider:  # tail widening: more cores from the next epoch on
             self._repin(tuple(wider))
 
