@@ -7,14 +7,22 @@
     tester = DistributedTester(DataLoader(test_dataset, batch_size=batch_size), root_dir)
     tester(model)
 
-``DistributedTrainer`` converts the training set to arrays once, builds a ``kind: hogwild``
-spec (``num_processes`` workers per node, the optimizer's class and lr, the scheduler), runs it
-with :func:`raynn.hogwild.runner.run` under ``root_dir`` and loads the server's final weights
-back into ``model``. ``DistributedTester`` evaluates ``model`` on the loader's data with the
-same preprocessing the trainer used (stored on the model as ``raynn_preprocess``).
+(also importable from :mod:`raynn.compat`). ``DistributedTrainer`` converts the training set
+to arrays once (:func:`raynn.compat_data.convert_dataset`: every sample through
+``dataset[i]``, so its transforms apply; uint8, PIL, ``ToTensor()`` and normalised inputs
+are stored exactly), builds a ``kind: hogwild`` spec (``num_processes`` workers per node, the
+optimizer's class and settings, the scheduler), runs it with :func:`raynn.hogwild.runner.run`
+under ``root_dir``, loads the server's final weights into ``model`` and attaches the input
+mapping to it (``model.raynn_input``, applied by a forward pre-hook): ``model(x)`` then takes
+the tensors the dataset yields and computes what the network computed on them in training.
+``model`` may also be a class, a factory or a raynn model name; ``trainer.model`` is the
+trained module either way. ``DistributedTester`` is a plain PyTorch evaluation loop over the
+loader, so its accuracy is what the user's own loop over the same loader gives.
 
-Limits: the loss is cross-entropy (other criteria are refused); an optimizer or scheduler
-*object* is rebuilt for every worker from its class and settings.
+Limits: the criteria accepted are those of :class:`DistributedTrainer`; the tester reports
+the cross-entropy of the model's outputs as its loss; an optimizer or scheduler *object* is
+rebuilt for every worker from its class and settings; ``state_dict()`` holds the weights
+only (keep ``model.raynn_input`` with them, see :func:`raynn.compat_data.attach_input_mapping`).
 """
 
 from __future__ import annotations
@@ -26,7 +34,6 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,89 +41,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from raynn.data import ArrayDataset
+from raynn.compat_data import (
+    attach_input_mapping,
+    batch_tensor,
+    convert_dataset,
+    instance_factory,
+    model_instance,
+)
 from raynn.errors import RaynnError
 from raynn.hogwild.shared_params import load_flat
 from raynn.hogwild.spec import HogwildSpec, hogwild_spec_from_dict
 from raynn.optim import LRSchedule
 from raynn.results import write_json
 from raynn.spec import Component, OptimizerSpec
-
-
-def _image_array(image: Any) -> np.ndarray:
-    """One image (tensor CHW / HW, PIL image or array HWC / HW) as a float array CHW."""
-    if isinstance(image, torch.Tensor):
-        arr = image.detach().cpu().numpy()
-        return arr[None] if arr.ndim == 2 else arr
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        return arr[None]
-    return arr.transpose(2, 0, 1)
-
-
-def _scale_of(x: np.ndarray) -> tuple[float, float]:
-    """The value range mapped onto 0..255: uint8 as is, [0, 1] floats, else min..max."""
-    if x.dtype == np.uint8:
-        return 0.0, 255.0
-    lo, hi = float(x.min()), float(x.max())
-    if lo >= 0.0 and hi <= 1.0:
-        return 0.0, 1.0
-    return lo, hi if hi > lo else lo + 1.0
-
-
-def _to_uint8(x: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
-    lo, hi = scale
-    if x.dtype == np.uint8 and scale == (0.0, 255.0):
-        return np.ascontiguousarray(x)
-    out = (x.astype(np.float32) - lo) * (255.0 / (hi - lo))
-    return np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
-
-
-def dataset_arrays(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A torch Dataset of ``(image, label)`` pairs as ``(images NCHW, labels int64)`` arrays.
-
-    Datasets with ``data`` and ``targets`` arrays (torchvision's) are read directly, without
-    per-sample ``__getitem__`` (their transforms are not applied: raynn normalises itself).
-    """
-    data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
-    if data is not None and targets is not None and len(data) == len(targets):
-        x = data.numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
-        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-        y = targets.numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
-        return x, y.astype(np.int64)
-    xs, ys = [], []
-    for i in range(len(dataset)):
-        image, label = dataset[i]
-        xs.append(_image_array(image))
-        ys.append(int(label))
-    if not xs:
-        raise RaynnError("the training dataset is empty; pass a dataset with samples")
-    return np.stack(xs), np.asarray(ys, dtype=np.int64)
-
-
-def _loader_arrays(loader: Any) -> tuple[np.ndarray, np.ndarray]:
-    xs, ys = [], []
-    for batch in loader:
-        x, y = batch[0], batch[1]
-        xs.append(np.stack([_image_array(img) for img in x]))
-        ys.append(np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y, dtype=np.int64))
-    if not xs:
-        raise RaynnError("the test loader yields no batches; pass a loader over test data")
-    return np.concatenate(xs), np.concatenate(ys)
-
-
-def _model_factory(model: Any) -> tuple[nn.Module, Callable[..., nn.Module]]:
-    if isinstance(model, nn.Module):
-        instance = model
-    elif callable(model):
-        instance = model()
-    else:
-        raise RaynnError(f"model must be an nn.Module or a factory of one, got {model!r}")
-
-    def factory(in_shape: Any = None, num_classes: Any = None, **_: Any) -> nn.Module:
-        return copy.deepcopy(instance)
-
-    return instance, factory
 
 
 def _optimizer_spec(optimizer: Any, model: nn.Module) -> OptimizerSpec:
@@ -216,7 +153,9 @@ class DistributedTrainer:
 
     Args:
         num_processes: workers per node (each pinned to one core), or ``"auto"``.
-        criterion: the loss; cross-entropy only.
+        criterion: the loss (:func:`raynn.losses.loss_from_criterion`): ``nn.CrossEntropyLoss``
+            (with ``weight``/``label_smoothing``), ``nn.NLLLoss``, a loss class, instance or
+            factory; anything else is refused.
         root_dir: where run directories are written.
         batch_size: samples per step of one worker.
         **spec_overrides: extra spec sections, e.g. ``hogwild={"push_every": 10}``.
@@ -230,17 +169,17 @@ class DistributedTrainer:
         batch_size: int,
         **spec_overrides: Any,
     ) -> None:
-        if criterion is not None and not isinstance(criterion, nn.CrossEntropyLoss):
-            raise RaynnError(
-                f"criterion {type(criterion).__name__} is not supported; HOGWILD trains with "
-                "nn.CrossEntropyLoss"
-            )
+        from raynn.losses import loss_from_criterion
+
+        self.loss = loss_from_criterion(criterion)  # training.loss; refused here, one line
         self.num_processes = num_processes
         self.root_dir = str(root_dir)
         self.batch_size = batch_size
         self.spec_overrides = spec_overrides
         self.result: Any = None
         self.spec: HogwildSpec | None = None
+        self.model: nn.Module | None = None
+        self.input_mapping: Any = None
 
     def __call__(
         self,
@@ -257,16 +196,11 @@ class DistributedTrainer:
         """Train ``model`` in place on ``train_dataset``; returns the run's ``RunResult``."""
         from raynn.hogwild.runner import final_weights, run
 
-        instance, factory = _model_factory(model)
-        x, y = dataset_arrays(train_dataset)
-        scale = _scale_of(x)
-        x8 = _to_uint8(x, scale)
-        classes = int(y.max()) + 1 if len(y) else 0
-        data = ArrayDataset("seed_dataset", x8, y, None, None, num_classes=max(classes, 2))
+        data, mapping = convert_dataset(train_dataset)
         raw: dict[str, Any] = {
             "kind": "hogwild",
             "name": "distributed_trainer",
-            "training": {"epochs": epochs, "batch_size": self.batch_size},
+            "training": {"epochs": epochs, "batch_size": self.batch_size, "loss": self.loss},
             "hogwild": {"workers_per_node": self.num_processes},
             "output": {"dir": self.root_dir},
         }
@@ -274,9 +208,10 @@ class DistributedTrainer:
             merged = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
             raw[key] = merged
         base = hogwild_spec_from_dict(raw)
+        instance = model_instance(model, data, base.seed)
         spec = dataclasses.replace(
             base,
-            model=Component(type(instance).__name__, factory=factory),
+            model=Component(type(instance).__name__, factory=instance_factory(instance)),
             optimizer=_optimizer_spec(optimizer, instance),
             scheduler=_scheduler_component(scheduler),
         )
@@ -289,11 +224,8 @@ class DistributedTrainer:
                 f"{self.result.run_dir}"
             )
         load_flat(instance, final_weights(self.result.run_dir))
-        instance.raynn_preprocess = {
-            "scale": list(scale),
-            "mean": list(data.mean),
-            "std": list(data.std),
-        }
+        self.model = attach_input_mapping(instance, mapping)
+        self.input_mapping = mapping
         return self.result
 
 
@@ -309,36 +241,44 @@ class DistributedTester:
         self.test_loader = test_loader
         self.root_dir = Path(root_dir)
 
-    def __call__(self, model: nn.Module, batch_size: int = 1024) -> dict[str, Any]:
-        """Loss, accuracy and per-class accuracy of ``model``; also written to JSON."""
-        from raynn.data import Normalizer
-        from raynn.training import evaluate
+    def __call__(self, model: nn.Module) -> dict[str, Any]:
+        """Loss, accuracy and per-class accuracy of ``model`` on the loader; also written to JSON.
 
-        x, y = _loader_arrays(self.test_loader)
-        pre = getattr(model, "raynn_preprocess", None)
-        if pre is not None:
-            x8 = _to_uint8(x, tuple(pre["scale"]))
-            norm = Normalizer(tuple(pre["mean"]), tuple(pre["std"]))
-        else:  # not trained by DistributedTrainer: feed the loader's values as they are
-            x8 = _to_uint8(x, (0.0, 255.0)) if x.dtype == np.uint8 else None
-            norm = Normalizer((0.0,), (1.0 / 255.0,))  # the identity
-        classes = max(int(y.max()) + 1, 2)
-        if x8 is None:
-            model.eval()
+        A plain PyTorch evaluation loop: each batch goes to ``model`` as the loader yields it
+        (non-tensor batches are stacked into float32 NCHW tensors). A model trained by
+        :class:`DistributedTrainer` carries its input mapping, so it sees exactly what training
+        fed it; any other model sees the loader's values unchanged.
+        """
+        was_training = model.training
+        model.eval()
+        loss, preds, labels = 0.0, [], []
+        try:
             with torch.no_grad():
-                logits = model(torch.from_numpy(x.astype(np.float32)))
-            loss = float(nn.functional.cross_entropy(logits, torch.from_numpy(y)))
-            hits = logits.argmax(1).numpy() == y
-            per_class = [
-                float(hits[y == c].mean()) if (y == c).any() else math.nan for c in range(classes)
-            ]
-            result = {"loss": loss, "accuracy": float(hits.mean()), "per_class_accuracy": per_class}
-        else:
-            ev = evaluate(model, x8, y, None, norm, classes, batch_size)
-            result = {"loss": ev.loss, "accuracy": ev.accuracy, "per_class_accuracy": ev.per_class}
-        result.update({"samples": int(len(y)), "time": time.time()})
+                for batch in self.test_loader:
+                    x, y = batch_tensor(batch[0]), torch.as_tensor(batch[1], dtype=torch.int64)
+                    logits = model(x).float()
+                    loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                    preds.append(logits.argmax(1).numpy())
+                    labels.append(y.numpy())
+        finally:
+            model.train(was_training)
+        if not labels:
+            raise RaynnError("the test loader yields no batches; pass a loader over test data")
+        pred, y_all = np.concatenate(preds), np.concatenate(labels)
+        hits, classes = pred == y_all, int(logits.shape[1])
+        per_class = [
+            float(hits[y_all == c].mean()) if (y_all == c).any() else math.nan
+            for c in range(classes)
+        ]
+        result = {
+            "loss": loss / len(y_all),
+            "accuracy": float(hits.mean()),
+            "per_class_accuracy": per_class,
+            "samples": int(len(y_all)),
+            "time": time.time(),
+        }
         write_json(self.root_dir / "test_results.json", result)
         return json.loads(json.dumps(result))
 
 
-__all__ = ["DistributedTester", "DistributedTrainer", "dataset_arrays"]
+__all__ = ["DistributedTester", "DistributedTrainer"]
