@@ -59,6 +59,8 @@ def thin_ticks(ax: Any, labels: list[str], axis: str = "y") -> None:
 def empty(ax: Any, text: str) -> None:
     """Say on the axes why there is nothing to draw."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:

@@ -194,7 +194,8 @@ def push_figure(workers: Any) -> Any:
     fig.suptitle("HOGWILD: synchronisation with the parameter server")
     pushing = workers[workers["pushes"] > 0] if len(workers) else workers
     if not len(pushing):
-        figures.empty(ax_push, "no worker pushed")
+        serial = "role" in workers.columns and len(workers) and (workers["role"] == "serial").all()
+        figures.empty(ax_push, "serial baseline: one process, no pushes" if serial else "no pushes")
         figures.empty(ax_stale, "no pushes")
         return fig
     pushing = pushing.sort_values(["node", "slot", "worker"])
@@ -205,9 +206,11 @@ def push_figure(workers: Any) -> Any:
     if any(refused):
         ax_push.bar(x, refused, bottom=pushing["pushes"], color="tab:red", label="refused")
     figures.thin_ticks(ax_push, names, axis="x")
+    margin = 0.5 if len(names) > 2 else 1.0  # one or two bars: not as wide as the axes
+    ax_push.set_xlim(-margin, len(names) - 1 + margin)
     if len(names) > 4:
         ax_push.tick_params(axis="x", labelrotation=30)
-    figures.legend(ax_push, *ax_push.get_legend_handles_labels(), loc="lower right")
+    figures.legend(ax_push, *ax_push.get_legend_handles_labels(), loc="best")
     palette = figures.colours(names)
     handles = []
     for name, hist in zip(names, pushing["staleness_hist"], strict=True):
@@ -226,6 +229,8 @@ def push_figure(workers: Any) -> Any:
     from matplotlib.ticker import MaxNLocator
 
     ax_stale.xaxis.set_major_locator(MaxNLocator(integer=True))
+    longest = max((len(h) for h in pushing["staleness_hist"] if h is not None), default=1)
+    ax_stale.set_xlim(-0.5, max(longest, 2) - 0.5)
     ax_stale.set_ylim(0, 1.05)
     ax_stale.grid(alpha=0.3)
     if handles:
