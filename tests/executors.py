@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from raynn.scheduler.executor import Executor, RayExecutor, SerialExecutor
+from raynn.scheduler.base import Executor
+from raynn.scheduler.ray_executor import RayExecutor
+from raynn.scheduler.serial import SerialExecutor
 
 PARALLEL = ("local", "ray")
 ALL = ("serial", *PARALLEL)

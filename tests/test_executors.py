@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from raynn.kfold import run
-from raynn.scheduler.executor import SerialExecutor
+from raynn.scheduler.serial import SerialExecutor
 from tests.conftest import make_spec
 from tests.executors import ALL, PARALLEL, kill_worker, leases, make_executor, wait_for, workers
 

@@ -18,7 +18,8 @@ from raynn.errors import OutputError
 from raynn.files import CheckpointDir, file_stem
 from raynn.kfold import run
 from raynn.results import ResultsCollector
-from raynn.scheduler.executor import RayExecutor, SerialExecutor
+from raynn.scheduler.ray_executor import RayExecutor
+from raynn.scheduler.serial import SerialExecutor
 from tests.conftest import REPO, make_spec
 from tests.test_training import MemoryStore
 

@@ -18,7 +18,7 @@ from raynn.data import load_dataset
 from raynn.errors import RaynnError, SpecError
 from raynn.kfold import prepare, run
 from raynn.losses import loss_from_criterion
-from raynn.scheduler.executor import SerialExecutor
+from raynn.scheduler.serial import SerialExecutor
 from raynn.spec import Component, spec_from_dict
 from raynn.training import train_job
 from tests.conftest import TINY, make_spec

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from raynn.kfold import run
-from raynn.scheduler.executor import RayExecutor
+from raynn.scheduler.ray_executor import RayExecutor
 from tests.conftest import make_spec
 
 pytestmark = pytest.mark.ray

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from raynn.scheduler.executor import RayExecutor
+from raynn.scheduler.ray_executor import RayExecutor
 
 pytestmark = pytest.mark.ray
 

@@ -26,8 +26,8 @@ from raynn.kfold import run
 from raynn.report import compare, paired_folds, paired_p_value, paired_table, wall_seconds
 from raynn.report_html import kfold_figures
 from raynn.results import JOBS_SCHEMA, read_table
-from raynn.scheduler.executor import SerialExecutor
 from raynn.scheduler.monitor import UtilizationSampler
+from raynn.scheduler.serial import SerialExecutor
 from tests.conftest import make_spec
 
 KFOLD_FIGURES = ["accuracy", "epochs", "timeline", "utilization"]

@@ -17,7 +17,7 @@ from raynn.files import atomic_write, file_stem, write_bytes
 from raynn.kfold import prepare, run
 from raynn.records import JobResult
 from raynn.results import ResultsCollector, RunLock, output_root, read_table
-from raynn.scheduler.executor import SerialExecutor
+from raynn.scheduler.serial import SerialExecutor
 from raynn.spec import load_spec
 from tests.conftest import make_spec
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raynn.scheduler.executor import Node
+from raynn.scheduler.nodes import Node
 from raynn.scheduler.topology import flat_cores, parse_cpu_list, read_topology
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -85,18 +84,14 @@ def run_pool(spec_path: str, out: str, cores_per_job: int, workers: int) -> None
 def run_tune(spec_path: str, out: str, cores_per_job: int, workers: int, reuse: bool) -> None:
     """Ray Tune: one trial per job, ``{"cpu": cores_per_job}``, ``reuse_actors=reuse``."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no progress tables on stdout
-    import ray
     from ray import tune
+
+    from raynn.scheduler.session import connect
 
     plan = _plan(spec_path)
     by_id = {j.job_id: j for j in plan.jobs}
-    ray.init(
-        address="local",
-        num_cpus=workers * cores_per_job,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-    )
+    # Ray as a Tune user starts it: its own worker priority (nice 15), not raynn's
+    connect("local", workers * cores_per_job, system_config={})
 
     def trainable(config: dict, data: Any) -> dict:
         from raynn.results import ResultsCollector

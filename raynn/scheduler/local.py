@@ -30,8 +30,16 @@ from raynn.data import ArrayDataset
 from raynn.errors import RaynnError
 from raynn.files import CheckpointDir
 from raynn.grid import Job
-from raynn.scheduler.executor import Chooser, Execution, Executor, Node, Slot, choose_group_size
+from raynn.scheduler.base import (
+    Chooser,
+    Execution,
+    Executor,
+    choose_group_size,
+    register_executor,
+)
+from raynn.scheduler.cores import usable_cpus
 from raynn.scheduler.monitor import Progress
+from raynn.scheduler.nodes import Node, Slot
 from raynn.scheduler.processes import ZYGOTE_PRELOAD, PipeProxy, Zygote, recv, send
 from raynn.scheduler.topology import read_topology
 from raynn.scheduler.workers import CoreGroupWorker
@@ -105,8 +113,6 @@ class LocalExecutor(Executor):
         smt: str = "together",
         zygote: Zygote | None = None,
     ) -> None:
-        from raynn.scheduler.cores import usable_cpus
-
         self.max_workers = max_workers
         self.zygote = zygote or Zygote(ZYGOTE_PRELOAD)
         host = socket.gethostname()
@@ -304,3 +310,6 @@ class LocalRun:
             self.restarts,
             dict(self.executor.cores_by_model),
         )
+
+
+register_executor("local", LocalExecutor)

@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from raynn.errors import RaynnError
 from raynn.records import JobResult
 from raynn.results import ResultsCollector
-from raynn.scheduler.executor import alive_node_ids
+from raynn.scheduler.base import Execution
 from raynn.scheduler.monitor import Progress, UtilizationSampler
+from raynn.scheduler.nodes import Node, Slot, alive_node_ids, nodes_from, slots
 from raynn.scheduler.queue import JobQueue
 from raynn.scheduler.workers import CoreGroupWorker
 
 if TYPE_CHECKING:
     from raynn.data import ArrayDataset
     from raynn.grid import Job
-    from raynn.scheduler.executor import Execution, Node, RayExecutor, Slot
     from raynn.spec import SchedulingSpec
 
 log = logging.getLogger(__name__)
@@ -43,23 +44,42 @@ def _on(node_id: str) -> dict[str, Any]:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
 
 
+Prober = Callable[[set[str]], list[tuple[dict[str, Any], Any]]]
+
+
 class RayRun:
-    """Runs ``jobs`` on the nodes an executor prepared; see the module docstring."""
+    """Runs ``jobs`` on the nodes an executor prepared; see the module docstring.
+
+    Args:
+        nodes: the nodes probed before the run (joiners are added as they come).
+        group_size: units of each worker's core group.
+        cores_by_model: ``cores_per_job: auto``'s choice per model (recorded).
+        max_workers: cap on worker actors started at once (default: one per job).
+        start_probes: starts the probes of nodes not in the given ids
+            (:func:`raynn.scheduler.nodes.start_probes`).
+    """
 
     def __init__(
         self,
-        executor: RayExecutor,
         nodes: list[Node],
         jobs: list[Job],
         data: ArrayDataset,
         run_dir: str,
         scheduling: SchedulingSpec,
         progress: Progress,
+        *,
+        group_size: int,
+        cores_by_model: dict[str, int],
+        max_workers: int | None,
+        start_probes: Prober,
     ) -> None:
         import ray
 
-        self.executor = executor
         self.nodes = nodes
+        self.group_size = group_size
+        self.cores_by_model = cores_by_model
+        self.max_workers = max_workers
+        self.start_probes = start_probes
         self.jobs = jobs
         self.scheduling = scheduling
         self.progress = progress
@@ -223,7 +243,7 @@ class RayRun:
         if not self._stats().pending:
             return
         known = {n.node_id for n in self.nodes} | set(self.probing)
-        for entry, ref in self.executor.start_probes(known):
+        for entry, ref in self.start_probes(known):
             self.probing[entry["NodeID"]] = (entry, ref, time.monotonic())
         answered = []
         for node_id, (entry, ref, since) in list(self.probing.items()):
@@ -238,12 +258,12 @@ class RayRun:
                 del self.probing[node_id]
                 ray.cancel(ref, force=True)
                 log.warning("joined node %s did not answer its probe; will retry", node_id)
-        new = self.executor.nodes_from(self.nodes, answered)
+        new = nodes_from(self.nodes, answered)
         if not new:
             return
         self.nodes.extend(new)
         self._add_samplers(new)
-        for slot in self.executor.slots(new):
+        for slot in slots(new, self.group_size):
             self._start(slot)  # joiners start at once: the others are already running
 
     # -- the loop ------------------------------------------------------------------------------
@@ -293,13 +313,11 @@ class RayRun:
         """Start the workers and drive them to the end of the queue."""
         from ray.exceptions import RayActorError, RayTaskError
 
-        from raynn.scheduler.executor import Execution
-
         self._add_samplers(self.nodes)
-        slots = self.executor.slots(self.nodes)
-        cap = min(len(self.jobs), self.executor.max_workers or len(self.jobs))
-        self.idle = slots[cap:]
-        self._start_together(slots[:cap])
+        first = slots(self.nodes, self.group_size)
+        cap = min(len(self.jobs), self.max_workers or len(self.jobs))
+        self.idle = first[cap:]
+        self._start_together(first[:cap])
         try:
             try:
                 self._drive()
@@ -327,10 +345,10 @@ class RayRun:
         return Execution(
             "ray",
             self.started,
-            self.executor._cores_per_job,
+            self.group_size,
             {n.name: n.cpus for n in self.nodes if n.node_id not in self.dead_nodes},
             self.restarts,
-            dict(self.executor.cores_by_model),
+            dict(self.cores_by_model),
         )
 
     def _shutdown(self, quiet: bool = False) -> None:
