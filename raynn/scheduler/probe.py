@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raynn._version import __version__
 from raynn.data import ArrayDataset
 from raynn.grid import Job, build_model
 from raynn.spec import Component
@@ -125,8 +126,6 @@ class ProbeCache:
     ) -> str | None:
         if component.factory is not None:
             return None
-        import raynn
-
         ident = {
             "model": component.name,
             "args": sorted(component.args.items()),
@@ -136,7 +135,7 @@ class ProbeCache:
             "threads": list(threads),
             "cpu": _cpu_model(),
             "torch": torch.__version__,
-            "raynn": raynn.__version__,
+            "raynn": __version__,
             "probe": PROBE_VERSION,
         }
         blob = json.dumps(ident, sort_keys=True, default=str).encode()
