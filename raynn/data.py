@@ -19,6 +19,7 @@ import torch
 
 from raynn.errors import DatasetError, SpecError
 from raynn.folds import stratified_kfold, stratified_split
+from raynn.registry import DATASETS
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -285,12 +286,11 @@ LOADERS: dict[str, Callable[..., ArrayDataset]] = {
     "cifar10": _torchvision("cifar10"),
     "synthetic": _synthetic,
 }
+DATASETS.add_builtins(LOADERS)
 
 
 def load_dataset(spec) -> ArrayDataset:  # noqa: ANN001 - raynn.spec.DatasetSpec
     """Load the dataset a :class:`~raynn.spec.DatasetSpec` names into arrays."""
-    from raynn.registry import DATASETS
-
     loader = DATASETS.get(spec.name, key="dataset.name")
     data = loader(spec)
     if not isinstance(data, ArrayDataset):

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from raynn.errors import SpecError
+from raynn.registry import LOSSES
+from raynn.spec_checks import Component, fail, short_repr
 
 BUILTIN_LOSSES: dict[str, tuple[str, ...]] = {
     "cross_entropy": ("label_smoothing", "weight", "reduction"),
@@ -57,21 +59,12 @@ LOSS_FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "cross_entropy": _cross_entropy,
     "nll": _nll,
 }
+LOSSES.add_builtins(LOSS_FACTORIES)
 
 _MEAN_ONLY = (
     "raynn records each batch's mean loss and weighs it by the batch size; use mean "
     "(or leave it out)"
 )
-
-
-def _fail(key: str, problem: str, fix: str) -> SpecError:
-    return SpecError(f"spec key '{key}': {problem}; {fix}")
-
-
-def _short(value: Any) -> str:
-    from raynn.spec import short_repr
-
-    return short_repr(value)
 
 
 def check_loss(key: str, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -87,20 +80,22 @@ def check_loss(key: str, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(args)
     for arg in out:
         if arg not in valid:
-            raise _fail(
+            raise fail(
                 f"{key}.args.{arg}",
                 f"unknown argument of loss {name}",
                 f"valid: {', '.join(a for a in valid)}",
             )
     if "reduction" in out and out["reduction"] != "mean":
-        raise _fail(f"{key}.args.reduction", f"{_short(out['reduction'])} is refused", _MEAN_ONLY)
+        raise fail(
+            f"{key}.args.reduction", f"{short_repr(out['reduction'])} is refused", _MEAN_ONLY
+        )
     if "label_smoothing" in out:
         value = out["label_smoothing"]
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not number or not 0 <= value < 1:
-            raise _fail(
+            raise fail(
                 f"{key}.args.label_smoothing",
-                f"must be a number in [0, 1), got {_short(value)}",
+                f"must be a number in [0, 1), got {short_repr(value)}",
                 "use e.g. 0.1",
             )
         out["label_smoothing"] = float(value)
@@ -114,13 +109,48 @@ def check_loss(key: str, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
             for v in items or ()
         )
         if not ok:
-            raise _fail(
+            raise fail(
                 f"{key}.args.weight",
-                f"must be a list of positive numbers, one per class, got {_short(value)}",
+                f"must be a list of positive numbers, one per class, got {short_repr(value)}",
                 "use e.g. [1.0, 2.0, ...]",
             )
         out["weight"] = [float(v) for v in items or ()]
     return out
+
+
+def loss_component(key: str, value: Any) -> Component:
+    """The ``training.loss`` entry: a name or ``{name, args}``, checked without data (names,
+    arg names and values); raises SpecError naming ``key``."""
+    if isinstance(value, Component):
+        comp = value
+    elif isinstance(value, str):
+        comp = Component(name=value)
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {"name", "args", "label"}
+        if unknown:
+            raise fail(
+                key,
+                f"unknown key(s) {short_repr(sorted(map(str, unknown)))}",
+                "valid keys: name, args",
+            )
+        if not isinstance(value.get("name"), str):
+            raise fail(key, "needs a 'name'", "e.g. {name: cross_entropy, args: {}}")
+        args = value.get("args") or {}
+        if not isinstance(args, Mapping):
+            raise fail(
+                f"{key}.args", f"must be a mapping, got {short_repr(args)}", "use key: value"
+            )
+        comp = Component(name=value["name"], args=dict(args), label=value.get("label") or "")
+    else:
+        raise fail(
+            key,
+            f"must be a loss name or {{name, args}}, got {short_repr(value)}",
+            f"use one of {', '.join(LOSSES.names())} or pkg.mod:factory",
+        )
+    if comp.factory is None:
+        LOSSES.get(comp.name, key=key)
+    args = check_loss(key, comp.name, comp.args)
+    return Component(comp.name, args=args, label=comp.label, factory=comp.factory)
 
 
 class Loss:
@@ -171,13 +201,11 @@ def build_loss(component: Any, num_classes: int, key: str = "training.loss") -> 
             else than an ``nn.Module``, reduces otherwise than by the mean, or cannot take
             ``(logits, class targets)``.
     """
-    from raynn.registry import LOSSES
-
     name, args = component.name, dict(component.args)
     if component.factory is None and name in BUILTIN_LOSSES:
         weight = args.get("weight")
         if weight is not None and len(weight) != num_classes:
-            raise _fail(
+            raise fail(
                 f"{key}.args.weight",
                 f"{len(weight)} numbers for a dataset of {num_classes} classes",
                 "give one positive number per class",
@@ -187,38 +215,38 @@ def build_loss(component: Any, num_classes: int, key: str = "training.loss") -> 
         summed = factory(**{**args, "reduction": "sum"})
         return Loss(module, summed, getattr(module, "weight", None))
     factory = component.factory or LOSSES.get(name, key=key)
-    shown = ", ".join(f"{k}={_short(v)}" for k, v in args.items()) or "no args"
+    shown = ", ".join(f"{k}={short_repr(v)}" for k, v in args.items()) or "no args"
     try:
         module = factory(**args)
     except Exception as exc:  # noqa: BLE001 - user code: one line, not a traceback
-        raise _fail(
+        raise fail(
             key,
             f"calling {name} with {shown} failed: {type(exc).__name__}: {str(exc)[:200]}",
             "check the loss args",
         ) from None
     if not isinstance(module, nn.Module):
-        raise _fail(
+        raise fail(
             key,
             f"{name} returned {type(module).__name__}, not a torch.nn.Module",
             "return the loss module (e.g. nn.CrossEntropyLoss(...))",
         )
     reduction = getattr(module, "reduction", "mean")
     if reduction != "mean":
-        raise _fail(key, f"{name} reduces by {_short(reduction)}", _MEAN_ONLY)
+        raise fail(key, f"{name} reduces by {short_repr(reduction)}", _MEAN_ONLY)
     logits = torch.zeros(2, num_classes, requires_grad=True)
     target = torch.tensor([0, 1 % num_classes])
     try:
         value = module(logits, target)
         ok = isinstance(value, torch.Tensor) and value.dim() == 0
     except Exception as exc:  # noqa: BLE001
-        raise _fail(
+        raise fail(
             key,
             f"{name} cannot take (logits [batch, {num_classes}], class targets [batch]): "
             f"{type(exc).__name__}: {str(exc)[:150]}",
             "use a loss that takes logits and class indices",
         ) from None
     if not ok:
-        raise _fail(
+        raise fail(
             key,
             f"{name} returned {type(value).__name__} of shape "
             f"{tuple(getattr(value, 'shape', ()))}, not one number",
@@ -258,8 +286,6 @@ def _class_path(obj: Any) -> str | None:
 
 
 def _torch_criterion(criterion: nn.Module) -> Any:
-    from raynn.spec import Component
-
     kind = "cross_entropy" if isinstance(criterion, nn.CrossEntropyLoss) else "nll"
     cls = type(criterion).__name__
     if criterion.reduction != "mean":
@@ -296,8 +322,6 @@ def loss_from_criterion(criterion: Any) -> Any:
         SpecError: anything else, or a torch loss that does not take class-index targets,
             with the reason on one line.
     """
-    from raynn.spec import Component, loss_component
-
     if criterion is None or isinstance(criterion, (str, Mapping, Component)):
         return loss_component("criterion", "cross_entropy" if criterion is None else criterion)
     if inspect.isclass(criterion) and criterion in (nn.CrossEntropyLoss, nn.NLLLoss):
@@ -350,7 +374,7 @@ def loss_from_criterion(criterion: Any) -> Any:
         path = _class_path(criterion)
         return Component(path or name, label=name.lower(), factory=criterion)
     raise SpecError(
-        f"criterion {_short(criterion)} is refused: it is not a loss; pass "
+        f"criterion {short_repr(criterion)} is refused: it is not a loss; pass "
         "nn.CrossEntropyLoss(...), nn.NLLLoss(...), a loss module (class or instance) or a "
         "factory returning one"
     )
@@ -362,5 +386,6 @@ __all__ = [
     "Loss",
     "build_loss",
     "check_loss",
+    "loss_component",
     "loss_from_criterion",
 ]

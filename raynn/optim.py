@@ -1,18 +1,24 @@
-"""Optimizers and learning-rate schedules, by name.
+"""Optimizers and learning-rate schedules, by name, and the one factory of each.
 
 A schedule is wrapped in :class:`LRSchedule` so the training loop steps every kind the same
 way: per batch (``onecycle``), per epoch (``cosine``, ``warm``, ``step``) or on the validation
-loss (``reduce``).
+loss (``reduce``). :func:`make_optimizer` and :func:`make_schedule` build them from what a
+K-fold job (:class:`raynn.grid.Job`) or a HOGWILD spec says: both kinds train with these.
+The built-ins register themselves in :data:`raynn.registry.OPTIMIZERS` and
+:data:`raynn.registry.SCHEDULERS` on import.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from raynn.registry import OPTIMIZERS as OPTIMIZER_REGISTRY
+from raynn.registry import SCHEDULERS as SCHEDULER_REGISTRY
 
 
 def sgd(
@@ -170,3 +176,42 @@ SCHEDULERS: dict[str, ScheduleFactory] = {
     "onecycle": onecycle,
     "none": none,
 }
+OPTIMIZER_REGISTRY.add_builtins(OPTIMIZERS)
+SCHEDULER_REGISTRY.add_builtins(SCHEDULERS)
+
+
+class TrainsOneModel(Protocol):
+    """What the factories read: a K-fold :class:`raynn.grid.Job` or a
+    :class:`raynn.hogwild.spec.HogwildSpec` (``optimizer``: an ``OptimizerSpec``,
+    ``scheduler``: a ``Component``, ``training.epochs``)."""
+
+    optimizer: Any
+    scheduler: Any
+    training: Any
+
+
+def make_optimizer(run: TrainsOneModel, model: nn.Module) -> torch.optim.Optimizer:
+    """``run``'s optimizer over ``model`` (each job, each HOGWILD worker its own state).
+
+    A Python ``optimizer.factory`` is called as ``factory(model)``; a registered name as
+    ``factory(model.parameters(), **optimizer.kwargs())``.
+    """
+    if run.optimizer.factory is not None:
+        return run.optimizer.factory(model)
+    factory = OPTIMIZER_REGISTRY.get(run.optimizer.name, key="optimizer.name")
+    return factory(model.parameters(), **run.optimizer.kwargs())
+
+
+def make_schedule(
+    run: TrainsOneModel,
+    opt: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    *,
+    key: str = "scheduler",
+) -> LRSchedule:
+    """``run``'s learning-rate schedule over ``training.epochs`` epochs of ``steps_per_epoch``
+    optimizer steps (at least 1); ``key`` names the spec key in an unknown-name error."""
+    comp = run.scheduler
+    factory = comp.factory or SCHEDULER_REGISTRY.get(comp.name, key=key)
+    sched = factory(opt, run.training.epochs, max(1, steps_per_epoch), **dict(comp.args))
+    return sched if isinstance(sched, LRSchedule) else LRSchedule(sched)

@@ -1,13 +1,19 @@
-"""Look-up of models, schedulers, optimizers, datasets and losses by name.
+"""Look-up of models, schedulers, optimizers, datasets and losses by name: the mechanism.
 
 A name is either one of the registered built-ins or ``package.module:attr`` pointing at user
 code. Unknown names fail with the list of valid ones.
+
+This module imports nothing of raynn but the errors: the built-ins are registered where they
+live (:mod:`raynn.data` its datasets, :mod:`raynn.losses` its losses, :mod:`raynn.optim` its
+optimizers and schedules, on import), and :mod:`raynn.builtins` sets every table's
+:meth:`Registry.fill_with` hook, so a table is filled whenever it is read (the package face,
+``raynn/__init__.py``, imports the spec, which imports :mod:`raynn.builtins`).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from raynn.errors import SpecError
@@ -19,16 +25,33 @@ class Registry:
     def __init__(self, kind: str, entries: dict[str, Any] | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, Any] = dict(entries or {})
+        self._fill: Callable[[], None] | None = None
 
     def register(self, name: str, obj: Any) -> None:
         """Add (or replace) the entry ``name``."""
         self._entries[name] = obj
 
+    def add_builtins(self, entries: Mapping[str, Any]) -> None:
+        """Add built-in entries; a name registered before keeps its entry."""
+        for name, obj in entries.items():
+            self._entries.setdefault(name, obj)
+
+    def fill_with(self, fill: Callable[[], None]) -> None:
+        """Call ``fill()`` once, before the first read (it registers the built-ins)."""
+        self._fill = fill
+
+    def _filled(self) -> None:
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill()
+
     def names(self) -> list[str]:
         """The registered names, sorted."""
+        self._filled()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        self._filled()
         return name in self._entries or (isinstance(name, str) and ":" in name)
 
     def get(self, name: str, *, key: str | None = None) -> Any:
@@ -41,6 +64,7 @@ class Registry:
         Raises:
             SpecError: the name is unknown or cannot be imported.
         """
+        self._filled()
         where = f"spec key '{key}'" if key else f"{self.kind} name"
         if name in self._entries:
             return self._entries[name]
@@ -67,63 +91,12 @@ def _import_attr(path: str, where: str) -> Any:
     return obj
 
 
-def _model_entries() -> dict[str, Callable[..., Any]]:
-    from raynn.models import MODEL_FACTORIES
-
-    return dict(MODEL_FACTORIES)
-
-
-class _LazyRegistry(Registry):
-    """A registry whose built-ins are loaded on first use (models import torch)."""
-
-    def __init__(self, kind: str, loader: Callable[[], dict[str, Any]]) -> None:
-        super().__init__(kind)
-        self._loader: Callable[[], dict[str, Any]] | None = loader
-
-    def _load(self) -> None:
-        if self._loader is not None:
-            loader, self._loader = self._loader, None
-            self._entries = {**loader(), **self._entries}
-
-    def names(self) -> list[str]:
-        self._load()
-        return super().names()
-
-    def __contains__(self, name: object) -> bool:
-        self._load()
-        return super().__contains__(name)
-
-    def get(self, name: str, *, key: str | None = None) -> Any:
-        self._load()
-        return super().get(name, key=key)
-
-
-def _optim_entries(attr: str) -> Callable[[], dict[str, Any]]:
-    def load() -> dict[str, Any]:
-        from raynn import optim
-
-        return dict(getattr(optim, attr))
-
-    return load
-
-
-def _dataset_entries() -> dict[str, Any]:
-    from raynn import data
-
-    return dict(data.LOADERS)
-
-
-def _loss_entries() -> dict[str, Any]:
-    from raynn.losses import LOSS_FACTORIES
-
-    return dict(LOSS_FACTORIES)
-
-
-MODELS: Registry = _LazyRegistry("model", _model_entries)
-SCHEDULERS: Registry = _LazyRegistry("scheduler", _optim_entries("SCHEDULERS"))
-OPTIMIZERS: Registry = _LazyRegistry("optimizer", _optim_entries("OPTIMIZERS"))
-DATASETS: Registry = _LazyRegistry("dataset", _dataset_entries)
-LOSSES: Registry = _LazyRegistry("loss", _loss_entries)
+MODELS: Registry = Registry("model")
+SCHEDULERS: Registry = Registry("scheduler")
+OPTIMIZERS: Registry = Registry("optimizer")
+DATASETS: Registry = Registry("dataset")
+LOSSES: Registry = Registry("loss")
+ALL: tuple[Registry, ...] = (MODELS, SCHEDULERS, OPTIMIZERS, DATASETS, LOSSES)
 
 
 def check_names(registry: Registry, names: Iterable[str], key: str) -> None:

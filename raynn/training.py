@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -29,77 +29,16 @@ import torch
 from torch import nn
 
 from raynn import checkpoint
-from raynn.data import ArrayDataset, Normalizer
+from raynn.data import ArrayDataset
 from raynn.errors import CheckpointError
-from raynn.grid import Job, build_model
-from raynn.losses import Loss, build_loss
-from raynn.optim import LRSchedule
+from raynn.grid import Job
+from raynn.losses import build_loss
+from raynn.nn_helpers import Evaluation, evaluate, seeded_model
+from raynn.optim import make_optimizer, make_schedule
 from raynn.records import EpochRecord, JobResult
-from raynn.registry import OPTIMIZERS, SCHEDULERS
+from raynn.spec_checks import to_plain
 
 EpochCallback = Callable[[str, int, int, float], None]  # job, epochs done, of, val loss
-
-
-@dataclass
-class Evaluation:
-    """Loss, accuracy and per-class accuracy on a set of samples."""
-
-    loss: float
-    accuracy: float
-    per_class: list[float]
-
-
-def evaluate(
-    model: nn.Module,
-    x: np.ndarray,
-    y: np.ndarray,
-    idx: np.ndarray | None,
-    norm: Normalizer,
-    num_classes: int,
-    batch_size: int = 1024,
-    loss: Loss | None = None,
-) -> Evaluation:
-    """Evaluate ``model`` on ``x[idx]`` (all of ``x`` when ``idx`` is None).
-
-    ``loss``: the criterion the loss is measured with, in eval mode (default: plain
-    cross-entropy). No samples give NaN loss and accuracy.
-    """
-    idx = np.arange(len(y)) if idx is None else idx
-    if len(idx) == 0:
-        return Evaluation(math.nan, math.nan, [math.nan] * num_classes)
-    model.eval()
-    if loss is not None:
-        loss.eval()
-    loss_sum, weight_sum, correct = 0.0, 0.0, np.zeros(num_classes)
-    totals = np.bincount(y[idx], minlength=num_classes)
-    with torch.no_grad():
-        for start in range(0, len(idx), batch_size):
-            bi = idx[start : start + batch_size]
-            logits = model(norm(x, bi))
-            target = torch.from_numpy(y[bi])
-            if loss is None:
-                loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
-                weight_sum += len(bi)
-            else:
-                part, weight = loss.total(logits, target)
-                loss_sum, weight_sum = loss_sum + part, weight_sum + weight
-            hits = (logits.argmax(1) == target).numpy()
-            correct += np.bincount(y[bi][hits], minlength=num_classes)
-    per_class = [float(c / t) if t else math.nan for c, t in zip(correct, totals, strict=True)]
-    return Evaluation(loss_sum / weight_sum, float(correct.sum() / len(idx)), per_class)
-
-
-def _build_schedule(job: Job, opt: torch.optim.Optimizer, steps_per_epoch: int) -> LRSchedule:
-    factory = job.scheduler.factory or SCHEDULERS.get(job.scheduler.name, key="schedulers")
-    sched = factory(opt, job.training.epochs, steps_per_epoch, **dict(job.scheduler.args))
-    return sched if isinstance(sched, LRSchedule) else LRSchedule(sched)
-
-
-def _build_optimizer(job: Job, model: nn.Module) -> torch.optim.Optimizer:
-    if job.optimizer.factory is not None:
-        return job.optimizer.factory(model)
-    factory = OPTIMIZERS.get(job.optimizer.name, key="optimizer.name")
-    return factory(model.parameters(), **job.optimizer.kwargs())
 
 
 def _restore(job: Job, store: checkpoint.CheckpointStore | None) -> dict[str, Any] | None:
@@ -197,10 +136,9 @@ def train_job(
         dtype=torch.float64,
     )
 
-    torch.manual_seed(job.seed)
-    model = build_model(job.model, data.in_shape, data.num_classes)
-    opt = _build_optimizer(job, model)
-    schedule = _build_schedule(job, opt, steps_per_epoch)
+    model = seeded_model(job.model, job.seed, data.in_shape, data.num_classes)
+    opt = make_optimizer(job, model)
+    schedule = make_schedule(job, opt, steps_per_epoch, key="schedulers")
     result = JobResult(
         job.job_id,
         job.model.label,
@@ -370,14 +308,12 @@ def model_file(job: Job, data: ArrayDataset, model: nn.Module, result: JobResult
     """
     import io
 
-    from raynn.spec import _to_plain
-
     state = {
         "format": MODEL_FORMAT,
         "job_id": job.job_id,
         "model": {
             "name": job.model.name,
-            "args": _to_plain(dict(job.model.args)),
+            "args": to_plain(dict(job.model.args)),
             "label": job.model.label,
             "python_factory": job.model.factory is not None,
         },
@@ -389,7 +325,7 @@ def model_file(job: Job, data: ArrayDataset, model: nn.Module, result: JobResult
         "num_classes": data.num_classes,
         "mean": [float(v) for v in data.mean],
         "std": [float(v) for v in data.std],
-        "loss": _to_plain(job.training.loss),
+        "loss": to_plain(job.training.loss),
         "metrics": {
             "val_accuracy": result.val_accuracy,
             "val_loss": result.val_loss,

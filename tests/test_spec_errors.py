@@ -143,3 +143,32 @@ def test_benchmark_specs_validate(spec, capsys, monkeypatch):
     monkeypatch.setenv("RAYNN_DATA", str(data))
     assert main(["validate", str(spec)]) == 0
     assert f"{spec}: ok: " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("raw", "keys", "fixes"),
+    [
+        (
+            {**_with("training.epoch", 3), "dataset": {**TINY["dataset"], "nam": "digits"}},
+            ["'dataset.nam'", "'training.epoch'"],
+            ["valid keys in dataset: name,", "valid keys in training: epochs,"],
+        ),
+        (
+            {"kind": "hogwild", "epochs": 1, "training": {"epoch": 3}, "hogwild": {"push": 5}},
+            ["'epochs'", "'training.epoch'", "'hogwild.push'"],
+            [
+                "valid top-level keys: name, kind,",
+                "valid keys in training: epochs,",
+                "valid keys in hogwild: workers_per_node,",
+            ],
+        ),
+    ],
+    ids=["kfold", "hogwild"],
+)
+def test_unknown_keys_in_several_sections_are_reported_together(raw, keys, fixes, tmp_path, capsys):
+    assert main(["validate", str(_write(tmp_path, raw))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("raynn: error: spec keys "), err
+    assert f"{len(keys)} unknown keys" in err, err
+    for text in keys + fixes:
+        assert text in err, err

@@ -19,34 +19,25 @@ looked up in the registries. Layout (every section optional)::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from raynn.errors import SpecError
 from raynn.registry import MODELS, SCHEDULERS
-from raynn.spec import (
+from raynn.spec_builder import SpecKind, build
+from raynn.spec_checks import (
     Component,
-    DatasetSpec,
-    OptimizerSpec,
-    OutputSpec,
-    _bool,
-    _components,
-    _fail,
-    _key,
-    _positive_int,
-    _positive_number,
-    _section,
-    _to_plain,
-    loss_component,
+    check_bool,
+    check_non_negative_int,
+    check_positive_int,
+    check_positive_number,
+    components,
+    fail,
     short_repr,
+    to_plain,
 )
-
-
-def _non_negative_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _fail(key, f"must be an integer >= 0, got {short_repr(value)}", "set it to 0 or more")
+from raynn.spec_sections import DatasetSpec, OptimizerSpec, OutputSpec
 
 
 @dataclass(frozen=True)
@@ -67,10 +58,12 @@ class HogwildTrainingSpec:
     loss: Component = Component("cross_entropy")
 
     def __post_init__(self) -> None:
-        _positive_int("training.epochs", self.epochs)
-        _positive_int("training.batch_size", self.batch_size)
-        _positive_int("training.eval_batch_size", self.eval_batch_size)
-        _positive_number("training.eval_every_seconds", self.eval_every_seconds)
+        check_positive_int("training.epochs", self.epochs)
+        check_positive_int("training.batch_size", self.batch_size)
+        check_positive_int("training.eval_batch_size", self.eval_batch_size)
+        check_positive_number("training.eval_every_seconds", self.eval_every_seconds)
+        from raynn.losses import loss_component  # torch: imported when a spec is made
+
         object.__setattr__(self, "loss", loss_component("training.loss", self.loss))
 
 
@@ -108,28 +101,28 @@ class HogwildProtocolSpec:
     def __post_init__(self) -> None:
         wpn = self.workers_per_node
         if wpn != "auto" and (isinstance(wpn, bool) or not isinstance(wpn, int) or wpn < 1):
-            raise _fail(
+            raise fail(
                 "hogwild.workers_per_node",
                 f"must be a positive integer or 'auto', got {short_repr(wpn)}",
                 "use 1, 2, ... or auto (one per core)",
             )
-        _positive_int("hogwild.push_every", self.push_every)
-        _non_negative_int("hogwild.pull_every", self.pull_every)
+        check_positive_int("hogwild.push_every", self.push_every)
+        check_non_negative_int("hogwild.pull_every", self.pull_every)
         if self.max_staleness is not None:
-            _non_negative_int("hogwild.max_staleness", self.max_staleness)
-        _bool("hogwild.staleness_lr", self.staleness_lr)
-        _positive_int("hogwild.server_shards", self.server_shards)
+            check_non_negative_int("hogwild.max_staleness", self.max_staleness)
+        check_bool("hogwild.staleness_lr", self.staleness_lr)
+        check_positive_int("hogwild.server_shards", self.server_shards)
         ok = isinstance(self.checkpoint_seconds, (int, float)) and not isinstance(
             self.checkpoint_seconds, bool
         )
         if not ok or self.checkpoint_seconds < 0:
-            raise _fail(
+            raise fail(
                 "hogwild.checkpoint_seconds",
                 f"must be a number >= 0, got {short_repr(self.checkpoint_seconds)}",
                 "use e.g. 2 (0 turns server checkpoints off)",
             )
-        _positive_number("hogwild.sample_interval", self.sample_interval)
-        _non_negative_int("hogwild.max_restarts", self.max_restarts)
+        check_positive_number("hogwild.sample_interval", self.sample_interval)
+        check_non_negative_int("hogwild.max_restarts", self.max_restarts)
 
 
 @dataclass(frozen=True)
@@ -149,63 +142,59 @@ class HogwildSpec:
 
     def __post_init__(self) -> None:
         if self.kind != "hogwild":
-            raise _fail(
+            raise fail(
                 "kind", f"expected 'hogwild', got {short_repr(self.kind)}", "set kind: hogwild"
             )
         if not isinstance(self.name, str) or not self.name:
-            raise _fail(
+            raise fail(
                 "name", f"must be a non-empty string, got {short_repr(self.name)}", "name the run"
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise _fail("seed", f"must be an integer, got {short_repr(self.seed)}", "use e.g. 0")
+            raise fail("seed", f"must be an integer, got {short_repr(self.seed)}", "use e.g. 0")
         object.__setattr__(self, "model", _one("model", MODELS, self.model))
         object.__setattr__(self, "scheduler", _one("scheduler", SCHEDULERS, self.scheduler))
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able dict that :func:`hogwild_spec_from_dict` turns back into this."""
-        return _to_plain(self)
+        return to_plain(self)
 
 
 def _one(key: str, registry: Any, value: Any) -> Component:
     if value is None:
-        raise _fail(key, "is empty", f"name one {registry.kind}, e.g. {registry.names()[0]}")
+        raise fail(key, "is empty", f"name one {registry.kind}, e.g. {registry.names()[0]}")
     if isinstance(value, (list, tuple)) and len(value) != 1:
-        raise _fail(
+        raise fail(
             key,
             f"HOGWILD trains exactly one {registry.kind}, got {len(value)}",
             f"name a single {registry.kind}",
         )
     try:
-        return _components(key, registry, value)[0]
+        return components(key, registry, value)[0]
     except SpecError as exc:  # one entry: name the key, not its list index
         raise SpecError(str(exc).replace(f"'{key}[0]", f"'{key}")) from None
 
 
-_SECTIONS: dict[str, type] = {
-    "dataset": DatasetSpec,
-    "optimizer": OptimizerSpec,
-    "training": HogwildTrainingSpec,
-    "hogwild": HogwildProtocolSpec,
-    "output": OutputSpec,
-}
+HOGWILD = SpecKind(
+    HogwildSpec,
+    sections={
+        "dataset": DatasetSpec,
+        "optimizer": OptimizerSpec,
+        "training": HogwildTrainingSpec,
+        "hogwild": HogwildProtocolSpec,
+        "output": OutputSpec,
+    },
+    entries={
+        "model": "name one entry (or leave the key out)",
+        "scheduler": "name one entry (or leave the key out)",
+    },
+)
 
 
 def hogwild_spec_from_dict(raw: Mapping[str, Any]) -> HogwildSpec:
     """Build a validated :class:`HogwildSpec` from a plain mapping (a parsed YAML/JSON spec).
 
     Raises:
-        SpecError: an unknown key, a bad value or an unknown name, naming the key and the fix.
+        SpecError: unknown keys (all at once), a bad value or an unknown name, naming the key
+            and the fix.
     """
-    if not isinstance(raw, Mapping):
-        raise SpecError("spec: the top level must be a mapping of keys; see jobs/*.yaml")
-    valid = [f.name for f in dataclasses.fields(HogwildSpec)]
-    for name in raw:
-        if name not in valid:
-            raise _fail(_key(name), "unknown key", f"valid top-level keys: {', '.join(valid)}")
-    kwargs = dict(raw)
-    for name, cls in _SECTIONS.items():
-        kwargs[name] = _section(name, cls, kwargs.get(name))
-    for name in ("model", "scheduler"):
-        if name in kwargs and kwargs[name] is None:
-            raise _fail(name, "is empty", "name one entry (or leave the key out)")
-    return HogwildSpec(**kwargs)
+    return build(HOGWILD, raw)
