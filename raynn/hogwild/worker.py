@@ -1,0 +1,253 @@
+"""One HOGWILD worker of a node, and the rows a worker reports.
+
+A :class:`HogwildWorker` is pinned to one core with one thread; its model's tensors are views
+into the node's :class:`~raynn.hogwild.shared_params.SharedParams`, so its optimizer steps go
+straight into the weights every worker of the node reads. No locks. The node's first worker
+also runs the node's sync role (:class:`~raynn.hogwild.node_sync.NodeSync`). A plain class;
+the runner wraps it with ``ray.remote`` at the edge.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from raynn.data import ArrayDataset
+from raynn.errors import TrainingError
+from raynn.hogwild.loop import LoopStats, build, epoch_shard, make_loss, sgd_step, train
+from raynn.hogwild.node_sync import NodeSync, SyncStats
+from raynn.hogwild.server import ServerClient, staleness_summary
+from raynn.hogwild.shared_params import SharedParams, param_numel
+from raynn.hogwild.spec import HogwildSpec
+from raynn.optim import make_optimizer, make_schedule
+from raynn.scheduler.cores import pin_current_process
+from raynn.scheduler.monitor import UtilizationSampler
+
+
+class HogwildWorker:
+    """One HOGWILD worker: pinned to one core, training on the node's shared weights.
+
+    Args:
+        worker_id: unique name in the run (``n<node>w<slot>``).
+        node: the node's name; slot: this worker's index on the node (0 runs the sync role);
+        slots: workers on the node; index: this worker's index over all nodes; workers: all
+            workers of the run.
+        core: the CPU to pin to (None: leave affinity and threads alone).
+        spec: the run's spec; data: the dataset.
+        segment: the node's shared-memory segment name (created by the driver).
+        initial: the weights to start from (the server's at ``version``).
+        version: the server version of ``initial``.
+        shards: the server shards (actor handles or objects); bounds: their ranges.
+        start_epoch: first epoch to run (resume).
+        solo: this node is the run's only one and the driver's: the server's weights would
+            only ever equal the node's, so the sync role pushes just every
+            ``hogwild.checkpoint_seconds`` (for the server's checkpoint) and at the end, and
+            the driver evaluates the shared weights directly.
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        node: str,
+        slot: int,
+        slots: int,
+        index: int,
+        workers: int,
+        core: int | None,
+        spec: HogwildSpec,
+        data: ArrayDataset,
+        segment: str,
+        initial: np.ndarray,
+        version: int,
+        shards: list[Any],
+        bounds: list[tuple[int, int]],
+        start_epoch: int = 0,
+        solo: bool = False,
+    ) -> None:
+        self.threads = pin_current_process((core,)) if core is not None else torch.get_num_threads()
+        self.worker_id, self.node, self.slot, self.core = worker_id, node, slot, core
+        self.index, self.workers = index, workers
+        self.spec, self.data, self.start_epoch = spec, data, start_epoch
+        self.shared = SharedParams.attach(segment)
+        if self.shared.numel != initial.size or self.shared.slots != slots:
+            raise TrainingError(
+                f"shared-memory segment {segment} holds {self.shared.numel} values x "
+                f"{self.shared.slots} slots, expected {initial.size} x {slots}"
+            )
+        self.model = self.shared.bind(build(spec, data))
+        torch.manual_seed(spec.seed * 7919 + index + 1)  # dropout etc.: differs per worker
+        self.opt = make_optimizer(spec, self.model)
+        self.loss = make_loss(spec, data)
+        per_epoch = math.ceil(len(data.y_train) / workers / spec.training.batch_size)
+        self.schedule = make_schedule(spec, self.opt, per_epoch)
+        self.sync: NodeSync | None = None
+        self.sampler: UtilizationSampler | None = None
+        if slot == 0:
+            client = ServerClient(shards, bounds)
+            count = param_numel(self.model)
+            h = spec.hogwild
+            if solo:
+                every, pull, seconds = None, 0, h.checkpoint_seconds or None
+            else:
+                every, pull, seconds = h.push_every, h.pull_every, None
+            self.sync = NodeSync(
+                node, self.shared, client, initial, version, every, pull, count, seconds
+            )
+            self.sampler = UtilizationSampler(node, h.sample_interval)
+
+    def ready(self) -> dict[str, Any]:
+        """Where the worker runs: pid, host, core, threads, segment."""
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "core": self.core,
+            "threads": self.threads,
+            "cores": sorted(os.sched_getaffinity(0)),
+            "segment": self.shared.name,
+        }
+
+    def snapshot(self) -> np.ndarray:
+        """A copy of the node's shared weights as this worker sees them."""
+        return self.shared.snapshot()
+
+    def step(self, count: int = 1) -> int:
+        """Take ``count`` SGD steps on this worker's first batches (no sync); for tests."""
+        norm, loss_fn = self.data.normalizer(), self.loss
+        idx = epoch_shard(len(self.data.y_train), self.spec.seed, 0, self.index, self.workers)
+        bs = self.spec.training.batch_size
+        for i in range(count):
+            bi = idx[(i * bs) % max(len(idx), 1) :][:bs]
+            xb = norm(self.data.x_train, bi)
+            sgd_step(self.model, self.opt, loss_fn, xb, torch.from_numpy(self.data.y_train[bi]))
+        return count
+
+    def _before(self, stats: LoopStats) -> None:
+        if self.shared.hold:  # a stale-synchronous push of this node is waiting
+            stats.hold_seconds += self.shared.wait_while_held()
+
+    def _stopped(self) -> bool:
+        return self.shared.stop
+
+    def _after(self, stats: LoopStats) -> None:
+        self.shared.record(self.slot, stats.steps, stats.samples)
+        if self.sync is not None:
+            self.sync.maybe_sync()
+
+    def run(self) -> dict[str, Any]:
+        """Train every epoch; the sync role then finishes the node. Returns the worker's row."""
+        start = time.time()
+        if self.sampler is not None:
+            self.sampler.start()
+        try:
+            stats = train(
+                self.model,
+                self.opt,
+                self.schedule,
+                self.data,
+                epochs=self.spec.training.epochs,
+                batch_size=self.spec.training.batch_size,
+                seed=self.spec.seed,
+                worker=self.index,
+                workers=self.workers,
+                start_epoch=self.start_epoch,
+                before_step=self._before,
+                after_step=self._after,
+                should_stop=self._stopped,
+                label=f"worker {self.worker_id}",
+                loss_fn=self.loss,
+            )
+        finally:
+            self.shared.mark_done(self.slot)
+        if self.sync is not None:
+            self.sync.finish()
+        util = utilization_rows(self.sampler) if self.sampler is not None else []
+        row = worker_row(
+            self.worker_id,
+            self.node,
+            self.slot,
+            "sync" if self.sync is not None else "worker",
+            self.core,
+            self.threads,
+            stats,
+            self.sync.stats if self.sync is not None else None,
+            start,
+        )
+        return {"row": row, "utilization": util, "stopped": stats.stopped}
+
+    def close(self) -> None:
+        """Unmap the segment in this process (the driver unlinks it)."""
+        self.shared.close()
+
+
+def utilization_rows(sampler: UtilizationSampler) -> list[dict[str, Any]]:
+    """Stop ``sampler``; a run shorter than its interval still gets one sample per core."""
+    rows = sampler.stop()
+    if not rows:
+        import psutil
+
+        now = time.time()  # CPU % since the sampler primed psutil's counters
+        for core, pct in enumerate(psutil.cpu_percent(percpu=True)):
+            rows.append({"node": sampler.node, "time": now, "core": core, "percent": pct})
+    return rows
+
+
+def worker_row(
+    worker: str,
+    node: str,
+    slot: int,
+    role: str,
+    core: int | None,
+    threads: int,
+    stats: LoopStats | None,
+    sync: SyncStats | None,
+    start: float,
+    status: str = "ok",
+    error: str | None = None,
+) -> dict[str, Any]:
+    """A ``hogwild/`` table row (see :data:`raynn.hogwild.runner.HOGWILD_SCHEMA`)."""
+    stats = stats or LoopStats()
+    sync = sync or SyncStats()
+    hist = [0] * (max(sync.staleness, default=-1) + 1)
+    for k, v in sync.staleness.items():
+        hist[k] = v
+    summary = staleness_summary(dict(sync.staleness))
+    row: dict[str, Any] = {
+        "worker": worker,
+        "node": node,
+        "slot": slot,
+        "role": role,
+        "core": -1 if core is None else core,
+        "threads": threads,
+        "status": status,
+        "error": error,
+        "epochs": stats.epochs,
+        "steps": stats.steps,
+        "samples": stats.samples,
+        "seconds": stats.seconds,
+        "samples_per_second": stats.samples / stats.seconds if stats.seconds > 0 else 0.0,
+        "loss": stats.loss,
+        "accuracy": stats.accuracy,
+        "hold_seconds": stats.hold_seconds,
+        "pushes": sync.pushes,
+        "pulls": sync.pulls,
+        "refused": sync.refused,
+        "wait_seconds": sync.wait_seconds,
+        "sync_seconds": sync.sync_seconds,
+        "staleness_mean": summary["mean"],
+        "staleness_max": summary["max"],
+        "staleness_p50": summary["p50"],
+        "staleness_p95": summary["p95"],
+        "staleness_hist": hist,
+        "start_time": start,
+        "end_time": time.time(),
+    }
+    return row
+
+
+__all__ = ["HogwildWorker", "utilization_rows", "worker_row"]
