@@ -21,92 +21,46 @@ is the version gap ``version - base_version``: how many other pushes the node mi
   already holds is not applied twice.
 
 Checkpoints are numpy-only (``RAYNNPS1`` + SHA-256 + an ``.npz`` of the weights and a JSON
-header; see :func:`encode_checkpoint`), so the server process never imports torch and starts
-(and restarts) quickly.
+header; see :mod:`raynn.hogwild.checkpoint`), so the server process never imports torch and
+starts (and restarts) quickly. Its client is :mod:`raynn.hogwild.client`; what both agree on
+(the push reply, shard bounds, versions) is :mod:`raynn.hogwild.protocol`. This module
+re-exports those names.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import math
-import os
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from raynn.errors import CheckpointError
+from raynn.hogwild.checkpoint import decode_checkpoint, encode_checkpoint, read_checkpoint
+from raynn.hogwild.client import PendingPush, ServerClient
+from raynn.hogwild.protocol import (
+    INCARNATION_SHIFT,
+    PushReply,
+    shard_bounds,
+    staleness_summary,
+    version_count,
+)
 from raynn.results import write_bytes
 
-_MAGIC = b"RAYNNPS1"
-
-
-def encode_checkpoint(weights: np.ndarray, meta: dict[str, Any]) -> bytes:
-    """Self-checking checkpoint bytes: magic, SHA-256 of the payload, an ``.npz`` payload."""
-    buf = io.BytesIO()
-    header = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
-    np.savez(buf, weights=np.asarray(weights, dtype=np.float32), meta=header)
-    payload = buf.getvalue()
-    return _MAGIC + hashlib.sha256(payload).digest() + payload
-
-
-def decode_checkpoint(blob: bytes) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(weights, meta)`` from :func:`encode_checkpoint` bytes.
-
-    Raises:
-        CheckpointError: not a server checkpoint, truncated or corrupt.
-    """
-    if not blob.startswith(_MAGIC) or len(blob) < len(_MAGIC) + 32:
-        raise CheckpointError("server checkpoint has no raynn header (truncated or foreign)")
-    digest, payload = blob[len(_MAGIC) : len(_MAGIC) + 32], blob[len(_MAGIC) + 32 :]
-    if hashlib.sha256(payload).digest() != digest:
-        raise CheckpointError("server checkpoint checksum mismatch (file corrupt)")
-    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-        return npz["weights"].copy(), json.loads(npz["meta"].tobytes().decode())
-
-
-def read_checkpoint(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read and verify a server checkpoint file."""
-    return decode_checkpoint(Path(path).read_bytes())
-
-
-@dataclass
-class PushReply:
-    """The server's answer to a push."""
-
-    accepted: bool
-    weights: np.ndarray | None
-    version: int
-    staleness: int
-    scale: float
-    duplicate: bool = False
-    own: bool = False  # weights omitted: they are exactly the pusher's base + its payload
-
-
-def shard_bounds(numel: int, shards: int) -> list[tuple[int, int]]:
-    """Contiguous ``[lo, hi)`` ranges splitting ``numel`` values over ``shards`` servers."""
-    shards = max(1, min(shards, max(numel, 1)))
-    edges = np.linspace(0, numel, shards + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-
-
-# A version is ``incarnation << INCARNATION_SHIFT | count``: the count of pushes applied, and
-# how many times the server was restored from a checkpoint. A restored server resumes the
-# count of its checkpoint, which may be below versions it handed out before it died; with a
-# new incarnation none of its versions equals one of those, so a node can never take a reply
-# as made against a base it does not hold.
-INCARNATION_SHIFT = 40
-
-
-def version_count(version: int) -> int:
-    """The push count of a version (what the eval table and ``run.json`` show)."""
-    return int(version) & ((1 << INCARNATION_SHIFT) - 1)
+__all__ = [
+    "INCARNATION_SHIFT",
+    "ParameterServer",
+    "PendingPush",
+    "PushReply",
+    "ServerClient",
+    "decode_checkpoint",
+    "encode_checkpoint",
+    "read_checkpoint",
+    "shard_bounds",
+    "staleness_summary",
+    "version_count",
+]
 
 
 class ParameterServer:
@@ -380,232 +334,3 @@ class ParameterServer:
             "staleness": {n: {int(k): v for k, v in c.items()} for n, c in self.staleness.items()},
             "active": sorted(self.active),
         }
-
-
-class _Done:
-    """An already computed result (a call on a plain object), shaped like an ObjectRef."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-
-def _submit(targets: Sequence[Any], method: str, args: Sequence[tuple]) -> list[Any]:
-    """Start ``method`` on every target: Ray ObjectRefs for actors, :class:`_Done` otherwise."""
-    fns = [getattr(t, method) for t in targets]
-    if fns and getattr(fns[0], "remote", None) is not None:
-        return [fn.remote(*a) for fn, a in zip(fns, args, strict=True)]
-    return [_Done(fn(*a)) for fn, a in zip(fns, args, strict=True)]
-
-
-def _ready(refs: Sequence[Any]) -> bool:
-    pending = [r for r in refs if not isinstance(r, _Done)]
-    if not pending:
-        return True
-    import ray
-
-    done, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
-    return len(done) == len(pending)
-
-
-def _get(refs: Sequence[Any]) -> list[Any]:
-    if all(isinstance(r, _Done) for r in refs):
-        return [r.value for r in refs]
-    import ray
-
-    return [r.value if isinstance(r, _Done) else ray.get(r) for r in refs]
-
-
-_INLINE_VALUES = 24_000  # float32 values per part: under Ray's 100 KiB inline-argument limit
-_INLINE_PARTS = 16  # beyond this the payload goes through the object store in one piece
-
-
-def _parts(payload: np.ndarray) -> list[np.ndarray]:
-    n = -(-payload.size // _INLINE_VALUES)
-    return np.array_split(payload, n) if 1 < n <= _INLINE_PARTS else [payload]
-
-
-def _submit_push(
-    targets: Sequence[Any], args: Sequence[tuple], payloads: Sequence[np.ndarray]
-) -> list[Any]:
-    """Start ``push(node, seq, payload, *rest)`` on every target; to Ray actors in parts."""
-    if targets and getattr(targets[0].push, "remote", None) is not None:
-        return [
-            t.push_parts.remote(a[0], a[1], *a[2:], *_parts(p))
-            for t, a, p in zip(targets, args, payloads, strict=True)
-        ]
-    return [
-        _Done(t.push(a[0], a[1], p, *a[2:]))
-        for t, a, p in zip(targets, args, payloads, strict=True)
-    ]
-
-
-def _invoke(targets: Sequence[Any], method: str, args: Sequence[tuple]) -> list[Any]:
-    """Call ``method`` on every target (plain objects or Ray actor handles) and wait."""
-    return _get(_submit(targets, method, args))
-
-
-class PendingPush:
-    """A push in flight: shard 0 first (it gates and picks the scale), then the other shards.
-
-    :meth:`poll` never blocks, so a node's sync role keeps training while its update travels.
-    """
-
-    def __init__(
-        self,
-        client: ServerClient,
-        args: tuple,
-        base: np.ndarray | None = None,
-        param_count: int | None = None,
-    ) -> None:
-        self.client = client
-        self.args = args  # (node, seq, payload, base_version, steps, samples)
-        self.base, self.param_count = base, param_count
-        node, seq, payload, version, steps, samples = args
-        lo, hi = client.bounds[0]
-        omit = base is not None and param_count is not None
-        self._first = _submit_push(
-            client.shards[:1],
-            [(node, seq, version, steps, samples, None, True, omit)],
-            [payload[lo:hi]],
-        )
-        self._head: PushReply | None = None
-        self._rest: list[Any] | None = None
-        self._reply: PushReply | None = None
-
-    def poll(self) -> PushReply | None:
-        """The merged reply once every shard has answered, else None (without waiting)."""
-        if self._reply is not None:
-            return self._reply
-        if self._rest is None:
-            if not _ready(self._first):
-                return None
-            head = _get(self._first)[0]
-            if head.own:
-                head.weights = self._own_weights()
-            if not head.accepted or len(self.client.shards) == 1:
-                self._reply = head
-                return head
-            node, seq, payload, base, _, _ = self.args
-            self._head = head
-            bounds = self.client.bounds[1:]
-            self._rest = _submit_push(
-                self.client.shards[1:],
-                [(node, seq, base, 0, 0, head.scale, False, False)] * len(bounds),
-                [payload[a:b] for a, b in bounds],
-            )
-        if not _ready(self._rest):
-            return None
-        head, rest = self._head, _get(self._rest)
-        assert head is not None
-        head.weights = np.concatenate([head.weights] + [r.weights for r in rest])
-        self._reply = head
-        return head
-
-    def _own_weights(self) -> np.ndarray:
-        """Shard 0's new weights when the server omitted them: base + payload, buffers replaced."""
-        assert self.base is not None and self.param_count is not None
-        lo, hi = self.client.bounds[0]
-        payload = self.args[2]
-        weights = self.base[lo:hi] + payload[lo:hi]
-        cut = min(max(self.param_count - lo, 0), hi - lo)
-        weights[cut:] = payload[lo + cut : hi]
-        return weights
-
-    def wait(self, poll: float = 0.0005) -> PushReply:
-        """Block until :meth:`poll` has the reply."""
-        while (reply := self.poll()) is None:
-            time.sleep(poll)
-        return reply
-
-
-class ServerClient:
-    """One view of a (possibly sharded) server: split payloads, merge weights.
-
-    Args:
-        shards: :class:`ParameterServer` objects or their Ray actor handles, in range order.
-        bounds: their ``[lo, hi)`` ranges (see :func:`shard_bounds`).
-    """
-
-    def __init__(self, shards: Sequence[Any], bounds: Sequence[tuple[int, int]]) -> None:
-        if len(shards) != len(bounds) or not shards:
-            raise ValueError("one [lo, hi) range per server shard")
-        self.shards = list(shards)
-        self.bounds = list(bounds)
-
-    def register(self, node: str, base_version: int | None = None) -> int:
-        """Register ``node`` on every shard; returns shard 0's version."""
-        return _invoke(self.shards, "register", [(node, base_version)] * len(self.shards))[0]
-
-    def start(self, nodes: list[str]) -> int:
-        """Start every shard with ``nodes`` active; returns shard 0's version."""
-        return _invoke(self.shards, "start", [(list(nodes),)] * len(self.shards))[0]
-
-    def leave(self, node: str) -> None:
-        """Tell every shard that ``node`` is done."""
-        _invoke(self.shards, "leave", [(node,)] * len(self.shards))
-
-    def weights(self) -> tuple[np.ndarray, int, int, int]:
-        """``(weights, version, steps, samples)`` of the whole vector (counts from shard 0)."""
-        parts = _invoke(self.shards, "weights", [()] * len(self.shards))
-        w = np.concatenate([p[0] for p in parts])
-        return w, parts[0][1], parts[0][2], parts[0][3]
-
-    def pull(self, node: str) -> tuple[np.ndarray, int]:
-        """Whole weights and shard 0's version; ``node`` counts as synced."""
-        parts = _invoke(self.shards, "pull", [(node,)] * len(self.shards))
-        return np.concatenate([p[0] for p in parts]), parts[0][1]
-
-    def push_async(
-        self,
-        node: str,
-        seq: int,
-        payload: np.ndarray,
-        base_version: int,
-        steps: int,
-        samples: int,
-        base: np.ndarray | None = None,
-        param_count: int | None = None,
-    ) -> PendingPush:
-        """Start a push; poll the returned :class:`PendingPush` for the reply.
-
-        With ``base`` (the weights of ``base_version``) and ``param_count``, the server may omit
-        the weights from its reply when nobody else pushed meanwhile (they are then rebuilt
-        here, bit for bit): a single node then sends its update and receives almost nothing.
-        """
-        args = (node, seq, payload, base_version, steps, samples)
-        return PendingPush(self, args, base, param_count)
-
-    def push(
-        self,
-        node: str,
-        seq: int,
-        payload: np.ndarray,
-        base_version: int,
-        steps: int,
-        samples: int,
-        base: np.ndarray | None = None,
-        param_count: int | None = None,
-    ) -> PushReply:
-        """Push and wait for the (merged) reply; see :meth:`push_async`."""
-        pending = self.push_async(
-            node, seq, payload, base_version, steps, samples, base, param_count
-        )
-        return pending.wait()
-
-    def stats(self) -> list[dict[str, Any]]:
-        """Every shard's :meth:`ParameterServer.stats`."""
-        return _invoke(self.shards, "stats", [()] * len(self.shards))
-
-
-def staleness_summary(counts: dict[int, int]) -> dict[str, float]:
-    """Mean, max, median and 95th percentile of a staleness histogram."""
-    total = sum(counts.values())
-    if not total:
-        return {"mean": math.nan, "max": math.nan, "p50": math.nan, "p95": math.nan}
-    values = np.repeat(np.array(sorted(counts)), [counts[k] for k in sorted(counts)])
-    return {
-        "mean": float(values.mean()),
-        "max": float(values.max()),
-        "p50": float(np.percentile(values, 50)),
-        "p95": float(np.percentile(values, 95)),
-    }
