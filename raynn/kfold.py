@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
-import socket
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -18,18 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from raynn.data import ArrayDataset, load_dataset
-from raynn.errors import OutputError, RaynnError
+from raynn.errors import RaynnError
 from raynn.files import file_stem
 from raynn.grid import Job, make_jobs
-from raynn.results import (
-    SCHEMA_VERSION,
-    RunLock,
-    create_run_dir,
-    output_root,
-    read_table,
-    set_aside,
-    write_json,
-)
+from raynn.results import output_root, read_table, set_aside
+from raynn.run_record import RunRecord, RunResult, check_writable
 from raynn.scheduler.cores import usable_cpus
 from raynn.scheduler.executor import Executor, get_executor
 from raynn.scheduler.monitor import Progress
@@ -44,20 +35,6 @@ class Plan:
     spec: KFoldSpec
     data: ArrayDataset
     jobs: list[Job]
-
-
-@dataclass
-class RunResult:
-    """Where a run's results are, plus its job table (and the spec it ran)."""
-
-    run_dir: Path
-    status: str
-    jobs: Any  # pandas.DataFrame
-    spec: KFoldSpec | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed"
 
 
 def load_data(spec: KFoldSpec, data: ArrayDataset | None = None) -> ArrayDataset:
@@ -97,21 +74,6 @@ def schedule(
     return jobs, size, report
 
 
-def _versions() -> dict[str, str]:
-    """Versions for run.json, read from package metadata (importing Ray costs 0.4 s)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    import raynn
-
-    out = {"raynn": raynn.__version__, "python": platform.python_version()}
-    for package in ("torch", "numpy", "ray"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:  # pragma: no cover - all three are dependencies
-            pass
-    return out
-
-
 def process_start() -> float:
     """When this process started, as ``time.time()`` (the start of the command).
 
@@ -132,8 +94,7 @@ def _execute(
     spec: KFoldSpec,
     jobs: list[Job],
     data: ArrayDataset,
-    run_dir: Path,
-    meta: dict[str, Any],
+    record: RunRecord,
     cores_per_job: int,
     progress: bool,
     stages: dict[str, float],
@@ -145,43 +106,29 @@ def _execute(
     seconds since the process started, with the probe's report.
     """
     t0 = stages.get("process_start", time.time())
-    attempt: dict[str, Any] = {
-        "executor": ex.name,
-        "jobs": len(jobs),
-        "cores_per_job": cores_per_job,
-        "start": time.time(),
-        "status": "running",
-        "stages": {k: round(v - t0, 3) for k, v in stages.items() if k != "process_start"},
-        "probe": dataclasses.asdict(probe),
-    }
-    meta["runs"].append(attempt)
-    write_json(run_dir / "run.json", meta)
-    view = Progress(spec.name, spec.training.epochs, enabled=progress)
-    try:
-        execution = ex.execute(jobs, data, str(run_dir), scheduling=spec.scheduling, progress=view)
-        attempt.update(vars(execution))
-        attempt["status"] = "completed"
-    except KeyboardInterrupt:
-        attempt["status"] = "interrupted"
-        raise
-    except BaseException as exc:
-        attempt["status"] = "failed"
-        attempt["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        view.close()
-        attempt["end"] = time.time()
-        attempt["wall_seconds"] = attempt["end"] - attempt["start"]
+    with record.attempt(
+        ex.name,
+        jobs=len(jobs),
+        cores_per_job=cores_per_job,
+        stages={k: round(v - t0, 3) for k, v in stages.items() if k != "process_start"},
+        probe=dataclasses.asdict(probe),
+    ) as attempt:
+        view = Progress(spec.name, spec.training.epochs, enabled=progress)
         try:
-            write_json(run_dir / "run.json", meta)
-        except OutputError:
-            pass  # the original error (often the same full disk) is the one to report
+            execution = ex.execute(
+                jobs, data, str(record.run_dir), scheduling=spec.scheduling, progress=view
+            )
+            attempt.update(vars(execution))
+            attempt["status"] = "completed"
+        finally:
+            view.close()
     return attempt
 
 
-def _check_rows(run_dir: Path, jobs: list[Job], meta: dict[str, Any], attempt: dict) -> Any:
+def _check_rows(record: RunRecord, jobs: list[Job], attempt: dict) -> Any:
     """The run's job table; a run whose table lacks a row for any of its jobs is
     ``incomplete``, never ``completed`` (say, an output path that resolved somewhere else)."""
+    run_dir = record.run_dir
     table = read_table(run_dir, "jobs")
     missing = sorted({j.job_id for j in jobs} - set(table["job_id"]))
     if attempt["status"] == "completed" and missing:
@@ -190,29 +137,8 @@ def _check_rows(run_dir: Path, jobs: list[Job], meta: dict[str, Any], attempt: d
             f"{len(missing)} of {len(jobs)} jobs have no row in {run_dir / 'jobs'} "
             f"(first: {missing[0]}); run 'raynn run --resume {run_dir}' to train them"
         )
-        write_json(run_dir / "run.json", meta)
+        record.save()
     return table
-
-
-def _check_writable(root: Path) -> None:
-    """Refuse an output folder that cannot take a run directory, by trying: a temporary file
-    in its nearest existing folder (nothing is created). Permissions alone would not tell:
-    root may write anywhere, yet a read-only mount or a file in the way refuses even root."""
-    import tempfile
-
-    probe = root
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        if not probe.is_dir():
-            raise NotADirectoryError(20, f"{probe} is a file", str(probe))
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        raise OutputError(
-            f"output directory {root} is not writable ({exc.strerror or exc}); choose another "
-            "with --output (or output.dir in the spec)"
-        ) from None
 
 
 def run(
@@ -241,32 +167,24 @@ def run(
     Returns:
         The run directory, its final status and its job table.
     """
-    import json
-
+    record: RunRecord | None = None
     if resume is not None:
-        run_dir = Path(resume)
-        try:
-            meta = json.loads((run_dir / "run.json").read_text())
-        except (OSError, ValueError) as exc:
+        record = RunRecord.open(resume)
+        if record.meta.get("data") == "in-memory":
             raise RaynnError(
-                f"cannot resume {run_dir}: no readable run.json ({exc}); pass a "
-                "run directory made by 'raynn run'"
-            ) from None
-        if meta.get("data") == "in-memory":
-            raise RaynnError(
-                f"cannot resume {run_dir}: it trained on in-memory data; run it again from Python"
+                f"cannot resume {record.run_dir}: it trained on in-memory data; run it again "
+                "from Python"
             )
-        spec = spec_from_dict(meta["spec"])
+        spec = spec_from_dict(record.meta["spec"])
     elif spec is None:
         raise RaynnError("run() needs a spec or resume=RUN_DIR")
     stages = {"process_start": process_start()}
     if resume is None:
         root = output_root(output or spec.output.dir)
-        _check_writable(root)  # before the data loads or any executor starts
+        check_writable(root)  # before the data loads or any executor starts
     if not isinstance(executor, Executor) and executor != "serial":
         executor_options.setdefault("smt", spec.scheduling.smt)
     ex = executor if isinstance(executor, Executor) else get_executor(executor, **executor_options)
-    lock = None
     try:
         dataset = load_data(spec, data)
         ex.stage(dataset)  # the local executor's zygote takes the data now
@@ -274,9 +192,9 @@ def run(
         plan = plan_jobs(spec, dataset)
         stages["jobs_planned"] = time.time()
         jobs = plan.jobs
-        if resume is not None:
-            lock = RunLock(run_dir)
-            lock.acquire()
+        if record is not None:
+            run_dir = record.run_dir
+            record.acquire()
             damaged: list[Path] = []
             table = read_table(run_dir, "jobs", damaged)
             read_table(run_dir, "epochs", damaged)
@@ -288,32 +206,22 @@ def run(
             jobs = [j for j in jobs if j.job_id not in done]
         jobs, cores_per_job, probe = schedule(ex, spec, jobs, plan.data)
         stages["scheduled"] = time.time()
-        if resume is None:
-            run_dir = create_run_dir(root, spec.name)
-            lock = RunLock(run_dir)
-            lock.acquire()
-            meta = {
-                "schema_version": SCHEMA_VERSION,
-                "spec": spec.to_dict(),
-                "argv": sys.argv,
-                "versions": _versions(),
-                "driver": socket.gethostname(),
-                "data": "in-memory" if data is not None else "spec",
-                "runs": [],
-            }
+        if record is None:
+            record = RunRecord.create(root, spec, data="in-memory" if data is not None else "spec")
+            record.acquire()
         attempt = _execute(
-            ex, spec, jobs, plan.data, run_dir, meta, cores_per_job, progress, stages, probe
+            ex, spec, jobs, plan.data, record, cores_per_job, progress, stages, probe
         )
-        table = _check_rows(run_dir, jobs, meta, attempt)
-        _keep_models(spec, plan, run_dir, table, meta, attempt)
+        table = _check_rows(record, jobs, attempt)
+        _keep_models(spec, plan, record, table, attempt)
     finally:
         ex.close()
-        if lock is not None:
-            lock.release()
+        if record is not None:
+            record.release()
     from raynn.report import write_report
 
-    write_report(run_dir)
-    return RunResult(run_dir, attempt["status"], table, spec)
+    write_report(record.run_dir)
+    return RunResult(record.run_dir, attempt["status"], table, spec)
 
 
 def _refit(spec: KFoldSpec, plan: Plan, best: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -372,12 +280,7 @@ def _refit(spec: KFoldSpec, plan: Plan, best: dict[str, Any], run_dir: Path) -> 
 
 
 def _keep_models(
-    spec: KFoldSpec,
-    plan: Plan,
-    run_dir: Path,
-    table: Any,
-    meta: dict[str, Any],
-    attempt: dict[str, Any],
+    spec: KFoldSpec, plan: Plan, record: RunRecord, table: Any, attempt: dict[str, Any]
 ) -> None:
     """``output.keep_models`` and ``output.refit`` once the jobs are done: find the best
     configuration, delete the other configurations' files (``best``, and only once every
@@ -385,6 +288,7 @@ def _keep_models(
     """
     from raynn.saved import MODELS_DIR, REFIT, best_configuration, model_path
 
+    run_dir, meta = record.run_dir, record.meta
     keep = getattr(spec.output, "keep_models", "none")
     refit = getattr(spec.output, "refit", False)
     if keep == "none" and not refit:
@@ -392,22 +296,22 @@ def _keep_models(
     best = best_configuration(table, spec)
     ok = set(table.loc[table["status"] == "ok", "job_id"]) if len(table) else set()
     all_ok = {j.job_id for j in plan.jobs} <= ok
-    record: dict[str, Any] = {"keep": keep, "dir": MODELS_DIR, "best": best}
+    kept: dict[str, Any] = {"keep": keep, "dir": MODELS_DIR, "best": best}
     if keep == "best" and best is not None and all_ok:
         winners = set(best["jobs"])
         for job in plan.jobs:
             if job.job_id not in winners:
                 model_path(run_dir, job.job_id).unlink(missing_ok=True)
     elif keep == "best":
-        record["pending"] = (
+        kept["pending"] = (
             "not every job has an ok row yet: every job's file is kept until a resume finishes them"
         )
     folder = run_dir / MODELS_DIR
-    record["files"] = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
-    meta["models"] = record
-    write_json(run_dir / "run.json", meta)
+    kept["files"] = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+    meta["models"] = kept
+    record.save()
     if refit and best is not None and attempt["status"] == "completed" and all_ok:
         if not model_path(run_dir, REFIT).exists():  # a resume keeps the one it has
             meta["refit"] = _refit(spec, plan, best, run_dir)
-            record["files"] = sorted(p.name for p in folder.glob("*.pt"))
-            write_json(run_dir / "run.json", meta)
+            kept["files"] = sorted(p.name for p in folder.glob("*.pt"))
+            record.save()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
 from raynn.errors import RaynnError
+from raynn.report_common import mean_utilization, read_meta
 from raynn.results import read_table, write_bytes
 
 
@@ -25,32 +25,6 @@ def _pm(values: Any) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
 
-def mean_utilization(
-    run_dir: str | os.PathLike[str], start: float | None = None, end: float | None = None
-) -> float | None:
-    """Mean CPU % over every sampled core (of the cores the run used) between start and end."""
-    util = read_table(run_dir, "utilization")
-    if util.empty:
-        return None
-    meta = _meta(Path(run_dir))
-    nodes = (meta.get("runs") or [{}])[-1].get("nodes") or {}
-    if nodes:
-        keep = util.apply(lambda r: r["core"] in nodes.get(r["node"], [r["core"]]), axis=1)
-        util = util[keep]
-    if start is not None:
-        util = util[util["time"] >= start]
-    if end is not None:
-        util = util[util["time"] <= end]
-    return None if util.empty else float(util["percent"].mean())
-
-
-def _meta(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def summarize(run_dir: str | os.PathLike[str]) -> str:
     """A markdown summary of a K-fold run directory."""
     run_dir = Path(run_dir)
@@ -58,7 +32,7 @@ def summarize(run_dir: str | os.PathLike[str]) -> str:
         raise RaynnError(
             f"{run_dir} is not a raynn run directory (no run.json); pass runs/<run-id>"
         )
-    meta = _meta(run_dir)
+    meta = read_meta(run_dir)
     if meta.get("spec", {}).get("kind") == "hogwild":
         from raynn.hogwild.report import summarize as summarize_hogwild
 
@@ -173,7 +147,7 @@ def paired_table(pairs: Any) -> Any:
 def wall_seconds(run_dir: str | os.PathLike[str], jobs: Any = None) -> float | None:
     """The run's wall time: run.json's last attempt ``wall_seconds``, else the span from the
     first job's start to the last job's end; None when neither is known."""
-    last = (_meta(Path(run_dir)).get("runs") or [{}])[-1]
+    last = (read_meta(Path(run_dir)).get("runs") or [{}])[-1]
     wall = last.get("wall_seconds")
     if isinstance(wall, (int, float)) and wall > 0:
         return float(wall)
@@ -188,7 +162,7 @@ def _kfold_jobs(run_dir: Path) -> Any:
         raise RaynnError(
             f"{run_dir} is not a raynn run directory (no run.json); pass runs/<run-id>"
         )
-    if _meta(run_dir).get("spec", {}).get("kind") == "hogwild":
+    if read_meta(run_dir).get("spec", {}).get("kind") == "hogwild":
         raise RaynnError(f"--against compares K-fold runs; {run_dir} is a HOGWILD run")
     return read_table(run_dir, "jobs")
 
@@ -212,7 +186,7 @@ def compare(run_dir: str | os.PathLike[str], other_dir: str | os.PathLike[str]) 
         )
 
     def who(d: Path) -> str:
-        last = (_meta(d).get("runs") or [{}])[-1]
+        last = (read_meta(d).get("runs") or [{}])[-1]
         return f"{d.name} ({last.get('executor', '?')} executor)"
 
     lines = [

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from raynn.data import ArrayDataset
-from raynn.hogwild.server import version_count
+from raynn.hogwild.protocol import version_count
 from raynn.hogwild.shared_params import load_flat
 from raynn.hogwild.spec import HogwildSpec
 from raynn.hogwild.tables import EVAL_SCHEMA

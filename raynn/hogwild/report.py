@@ -11,7 +11,7 @@ from typing import Any
 
 from raynn import figures
 from raynn.errors import RaynnError
-from raynn.report import mean_utilization
+from raynn.report_common import mean_utilization
 from raynn.results import read_table
 
 

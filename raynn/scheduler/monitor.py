@@ -143,7 +143,8 @@ class UtilizationSampler:
         return list(self._rows)
 
 
-def _fmt_seconds(s: float) -> str:
+def fmt_seconds(s: float) -> str:
+    """``s`` seconds as ``m:ss`` (``h:mm:ss`` from an hour on)."""
     s = int(round(s))
     return (
         f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
@@ -210,7 +211,7 @@ def job_rows(stats: QueueStats) -> list[tuple[str, str, str, str, str, str]]:
             str(job.cores) if job.cores else "-",
             f"{job.epoch}/{job.epochs}",
             "-" if job.loss is None else f"{job.loss:.4f}",
-            _fmt_seconds(job.elapsed),
+            fmt_seconds(job.elapsed),
         )
         for job in sorted(stats.running_jobs, key=lambda j: j.job_id)
     ]
@@ -255,8 +256,8 @@ class Progress:
         return (
             f"[{self.title}] {stats.done + stats.failed}/{stats.total} jobs done, "
             f"{stats.running} running, {stats.pending} pending, {stats.failed} failed, "
-            f"elapsed {_fmt_seconds(stats.elapsed)}, "
-            f"ETA {_fmt_seconds(eta) if eta is not None else '?'}"
+            f"elapsed {fmt_seconds(stats.elapsed)}, "
+            f"ETA {fmt_seconds(eta) if eta is not None else '?'}"
         )
 
     def update(self, stats: QueueStats) -> None:

@@ -1,0 +1,37 @@
+"""What the K-fold and the HOGWILD reports share: a run's run.json, its mean utilisation."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from raynn.results import read_table
+
+
+def mean_utilization(
+    run_dir: str | os.PathLike[str], start: float | None = None, end: float | None = None
+) -> float | None:
+    """Mean CPU % over every sampled core (of the cores the run used) between start and end."""
+    util = read_table(run_dir, "utilization")
+    if util.empty:
+        return None
+    meta = read_meta(Path(run_dir))
+    nodes = (meta.get("runs") or [{}])[-1].get("nodes") or {}
+    if nodes:
+        keep = util.apply(lambda r: r["core"] in nodes.get(r["node"], [r["core"]]), axis=1)
+        util = util[keep]
+    if start is not None:
+        util = util[util["time"] >= start]
+    if end is not None:
+        util = util[util["time"] <= end]
+    return None if util.empty else float(util["percent"].mean())
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    """A run directory's run.json ({} where it has none or cannot be read)."""
+    try:
+        return json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return {}
