@@ -24,19 +24,11 @@ from typing import Any
 from raynn.errors import RaynnError
 from raynn.scheduler.base import EXECUTORS, Chooser, Execution, Executor
 from raynn.scheduler.local import LocalExecutor
-from raynn.scheduler.nodes import Node, alive_node_ids
 from raynn.scheduler.ray_executor import RayExecutor
 from raynn.scheduler.serial import SerialExecutor
-from raynn.scheduler.session import LOCAL_RAY_SYSTEM_CONFIG, fast_shutdown
 
-# Node, alive_node_ids, LOCAL_RAY_SYSTEM_CONFIG and fast_shutdown live in
-# raynn.scheduler.nodes and raynn.scheduler.session; named here for the callers not moved yet.
 __all__ = [
     "EXECUTORS",
-    "LOCAL_RAY_SYSTEM_CONFIG",
-    "Node",
-    "alive_node_ids",
-    "fast_shutdown",
     "Chooser",
     "Execution",
     "Executor",

@@ -105,9 +105,5 @@ class RayExecutor(Executor):
         session.shutdown_if_started(self._owns_ray)
         self._owns_ray = False
 
-    def _connect(self) -> None:
-        # transitional: raynn.hogwild.runner still calls it; it moves to session.connect
-        self._owns_ray = session.connect(self.address, self.num_cpus) or self._owns_ray
-
 
 register_executor("ray", RayExecutor)
