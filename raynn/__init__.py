@@ -12,8 +12,7 @@ Public API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from raynn._version import __version__
 from raynn.errors import (  # noqa: E402
     CheckpointError,
     DatasetError,
@@ -47,6 +46,7 @@ def loss_from_criterion(criterion):  # noqa: ANN001, ANN201 - re-exported
 
 
 __all__ = [
+    "__version__",
     "CheckpointError",
     "DatasetError",
     "KFoldSpec",
