@@ -139,6 +139,11 @@ def run_ray(
         timings["training"] = time.monotonic() - entered - timings.get("startup", 0.0)
         if fields.get("error") is None:
             view.show(evaluator(*client.weights(), final=True))
+    except BaseException as exc:  # Ctrl-C, Ray going down: the caller still records the rounds
+        if rounds:
+            rounds[-1].update(getattr(exc, "partial_round", {}))
+        exc.partial_outcome = Outcome(rows, util, fields)  # type: ignore[attr-defined]
+        raise
     finally:
         cleanup = time.monotonic()
         try:

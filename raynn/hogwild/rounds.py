@@ -243,6 +243,9 @@ def train_round(
                     results[wid] = ray.get(ref)
                 except (RayActorError, RayTaskError):
                     pass  # the worker that failed, or one that died with it
+    except BaseException as exc:  # Ctrl-C: the caller still records what the round set up
+        exc.partial_round = record  # type: ignore[attr-defined]
+        raise
     finally:
         for actor in actors.values():
             try:
@@ -252,6 +255,8 @@ def train_round(
         if mine is not None:
             mine.close()  # unlinked below with the others
         not_released = release_all(segments, driver_node)
+        if not_released:  # in the round's record too, so an interrupted round still says so
+            record["segments_not_released"] = not_released
         consume(list(refs) + list(ready.values()))
     rows, util = [], []
     stopped = f"stopped: worker {failure[0]} failed" if failure else None

@@ -157,6 +157,11 @@ def _attempt(
                 r["status"] in ("ok", "restarted") for r in outcome.rows
             )
             attempt["status"] = "completed" if ok else "failed"
+        except BaseException as exc:
+            # what the rounds did before the interrupt: their rows and run.json fields
+            outcome = getattr(exc, "partial_outcome", outcome)
+            attempt.update(outcome.fields)
+            raise
         finally:
             view.finish()
             final = [e for e in evaluator.rows if e["final"]]
