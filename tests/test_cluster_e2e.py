@@ -64,7 +64,7 @@ def test_an_up_that_fails_stops_the_nodes_it_started(tmp_path):
     env = {
         **_cluster_env(state, 21500 + 3000 * (os.getpid() % 4)),
         "RAY": str(ray),
-        "RAYNN_UP_TIMEOUT": "20",
+        "RAYNN_UP_TIMEOUT": "10",
     }
     script = str(REPO / "cluster" / "local.sh")
     up = subprocess.run(
@@ -100,9 +100,10 @@ def local_cluster(tmp_path_factory):
     assert not list(state.glob("*.pid")) and not (state / "ray_temp_dir").exists()
 
 
-def test_ray_job_submit_runs_the_demo_on_both_nodes(local_cluster, tmp_path):
-    # the spec's relative output.dir (runs), as the README's cluster line runs it: the rows
-    # must not land in Ray's temporary copy of the working dir
+def test_ray_job_submit_runs_a_spec_on_both_nodes(local_cluster, tmp_path):
+    # the README's cluster line (a smaller spec than the demo, which test_demo runs whole),
+    # with the spec's relative output.dir (runs): the rows must not land in Ray's temporary
+    # copy of the working dir
     out = tmp_path / "runs"
     env_vars = json.dumps({"env_vars": {"RAYNN_RESULTS_HOME": str(tmp_path)}})
     proc = subprocess.run(
@@ -117,7 +118,7 @@ def test_ray_job_submit_runs_the_demo_on_both_nodes(local_cluster, tmp_path):
             "--",
             "raynn",
             "run",
-            "jobs/kfold_digits.yaml",
+            "tests/data/cluster_kfold.yaml",
             "--no-progress",
         ],
         env=local_cluster,
@@ -128,9 +129,9 @@ def test_ray_job_submit_runs_the_demo_on_both_nodes(local_cluster, tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (run_dir,) = list(out.iterdir())
-    assert f"results: {run_dir}" in proc.stdout and "jobs: 30 ok" in proc.stdout
+    assert f"results: {run_dir}" in proc.stdout and "jobs: 6 ok" in proc.stdout
     jobs = pd.read_parquet(run_dir / "jobs")
-    assert len(jobs) == 30 and jobs["job_id"].is_unique and (jobs["status"] == "ok").all()
+    assert len(jobs) == 6 and jobs["job_id"].is_unique and (jobs["status"] == "ok").all()
     assert jobs["node"].nunique() == 2
     assert not pd.read_parquet(run_dir / "epochs").empty
 

@@ -76,7 +76,7 @@ def test_report_command(tmp_path, capsys):
     from raynn.kfold import run
 
     result = run(make_spec(tmp_path, models=["mlp"]), executor="serial", progress=False)
-    assert main(["report", str(result.run_dir)]) == 0
+    assert main(["report", str(result.run_dir), "--no-html"]) == 0
     out = capsys.readouterr().out
     assert "| mlp | cosine | 2 |" in out and "mean CPU utilisation" in out
     assert main(["report", str(tmp_path)]) == 2
