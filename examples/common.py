@@ -11,6 +11,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 
@@ -24,9 +25,12 @@ def options(doc: str, epochs: int, batch_size: int = 64, address: bool = False) 
     p.add_argument("--executor", default="ray", help="ray (parallel), or serial (one process)")
     p.add_argument("--download", action="store_true", help="download the dataset first")
     p.add_argument("--root-dir", default="runs", help="where run directories are written")
+    p.add_argument("--seed", type=int, default=0, help="seeds the model's initial weights")
     if address:
         p.add_argument("--address", help="a Ray cluster to train on (default: this machine)")
-    return p.parse_args()
+    args = p.parse_args()
+    torch.manual_seed(args.seed)  # the models are built after this: the same start every run
+    return args
 
 
 def subset(dataset: Dataset, n: int | None) -> Dataset:
