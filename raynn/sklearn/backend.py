@@ -83,7 +83,7 @@ class RaynnBackend(ParallelBackendBase):
     """
 
     supports_retrieve_callback = True
-    supports_inner_max_num_threads = False
+    supports_inner_max_num_threads = True  # so that joblib hands it over: refused below
     supports_sharedmem = False
     uses_threads = False
     default_n_jobs = -1
@@ -106,13 +106,8 @@ class RaynnBackend(ParallelBackendBase):
                 f"joblib backend 'raynn': unknown option {name!r}; valid options: "
                 f"{', '.join(OPTIONS)}"
             )
-        if inner_max_num_threads is not None:
-            raise BackendOptionError(
-                "joblib backend 'raynn': inner_max_num_threads is not accepted; each task "
-                "runs with cores_per_task threads, so pass cores_per_task instead"
-            )
         check_options(cores_per_task, address, num_cpus, max_attempts, sample_interval)
-        super().__init__(nesting_level=nesting_level)
+        super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
         self.cores_per_task = int(cores_per_task)
         self.address = address
         self.num_cpus = num_cpus
@@ -121,6 +116,19 @@ class RaynnBackend(ParallelBackendBase):
         self.pool: WorkerPool | None = None
         self.summary: RunSummary | None = None  # the last pool's, once it is shut down
         self._finalizer: Any = None
+
+    @property
+    def inner_max_num_threads(self) -> None:
+        """Always None: each task runs with ``cores_per_task`` threads."""
+        return None
+
+    @inner_max_num_threads.setter
+    def inner_max_num_threads(self, value: int | None) -> None:
+        if value is not None:
+            raise BackendOptionError(
+                "joblib backend 'raynn': inner_max_num_threads is not accepted; each task "
+                "runs with cores_per_task threads, so pass cores_per_task instead"
+            )
 
     # -- the pool ------------------------------------------------------------------------------
     def _ensure_pool(self) -> WorkerPool:
@@ -161,7 +169,7 @@ class RaynnBackend(ParallelBackendBase):
         _last[:] = [pool.summary]
 
     # -- joblib's API --------------------------------------------------------------------------
-    def effective_n_jobs(self, n_jobs: int | None) -> int:
+    def _n_jobs(self, n_jobs: int | None) -> int:
         """Tasks that run at once: ``n_jobs`` capped by the core groups (-1: all of them)."""
         if n_jobs == 0:
             raise ValueError("n_jobs == 0 in Parallel has no meaning")
@@ -172,6 +180,15 @@ class RaynnBackend(ParallelBackendBase):
             n_jobs = slots + 1 + n_jobs
         return max(1, min(n_jobs, slots))
 
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        """What joblib is told: the tasks that run at once, but at least 2.
+
+        joblib runs a call in the calling process, unpinned, whenever its backend reports
+        one worker; a pool of one worker (or ``n_jobs=1``) says 2 so that the tasks still
+        run on a pinned worker, and the pool runs them one at a time (its ``limit``).
+        """
+        return max(2, self._n_jobs(n_jobs))
+
     def configure(
         self,
         n_jobs: int = 1,
@@ -181,10 +198,10 @@ class RaynnBackend(ParallelBackendBase):
         **_: Any,
     ) -> int:
         """Start the pool unless it is up (joblib's per-call options are not used)."""
-        n = self.effective_n_jobs(n_jobs)
+        limit = self._n_jobs(n_jobs)
         self.parallel = parallel
-        self._ensure_pool().limit = n
-        return n
+        self._ensure_pool().limit = limit
+        return max(2, limit)
 
     def submit(self, func: Any, callback: Any = None) -> Future:
         """Queue one batch; ``callback`` runs when it is done (joblib's completion hook)."""
