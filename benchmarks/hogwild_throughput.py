@@ -23,7 +23,7 @@ The ``torch_ray`` mode runs PyTorch's HOGWILD again while an idle embedded Ray i
 
 A thin wrapper over ``raynn bench hogwild`` (:func:`raynn.bench.hogwild.bench_hogwild`, where
 the modes and columns are described): every contender trains the same model on the same
-index-sliced batches with the same step code (:func:`raynn.hogwild.trainer.train`), one
+index-sliced batches with the same step code (:func:`raynn.hogwild.loop.train`), one
 thread per worker. Throughput is ``samples / seconds`` from the first worker's first step to
 the last worker's end (process and Ray start-up excluded, raynn's syncs with the parameter
 server included). Each configuration runs ``--repeats`` times, interleaved; the medians are

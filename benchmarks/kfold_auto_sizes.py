@@ -32,8 +32,8 @@ BAR = 1.05
 
 
 def _run(spec, setting, output: Path) -> dict:
-    from raynn.kfold import run
-    from raynn.scheduler.executor import RayExecutor
+    from raynn.kfold.executors.factory import RayExecutor
+    from raynn.kfold.runner import run
 
     spec = dataclasses.replace(
         spec, scheduling=dataclasses.replace(spec.scheduling, cores_per_job=setting)
@@ -57,7 +57,7 @@ def _run(spec, setting, output: Path) -> dict:
 
 def main() -> int:
     from raynn.bench.common import machine, machine_line, markdown_table
-    from raynn.scheduler.cores import usable_cpus
+    from raynn.placement.cores import usable_cpus
     from raynn.spec import load_spec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

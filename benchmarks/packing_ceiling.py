@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _one(job, data, core, repeats, barrier, results) -> None:  # noqa: ANN001 - a target
-    from raynn.scheduler.cores import pin_current_process
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
+    from raynn.placement.cores import pin_current_process
 
     pin_current_process((core,))
     barrier.wait()
@@ -63,8 +63,8 @@ def main() -> None:
     parser.add_argument("--spec", default=str(REPO / "benchmarks/specs/lenet_mnist.yaml"))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from raynn.kfold import prepare
-    from raynn.scheduler.cores import usable_cpus
+    from raynn.kfold.runner import prepare
+    from raynn.placement.cores import usable_cpus
     from raynn.spec import load_spec
 
     plan = prepare(load_spec(args.spec))

@@ -3,14 +3,14 @@ in a pinned plain process, with one per core and every core busy? Whatever separ
 a cost every raynn worker pays for being a Ray actor, beyond raynn's own code. Where does it
 come from: Ray running on the machine at all, or the actor's own process?
 
-Every kind runs the same loop (raynn's HOGWILD step, :func:`raynn.hogwild.trainer.sgd_step`,
+Every kind runs the same loop (raynn's HOGWILD step, :func:`raynn.hogwild.loop.sgd_step`,
 on an ``mlp`` over scikit-learn's digits, batch 32, about 0.7 ms a step, each process its own
-model), pinned with :func:`raynn.scheduler.cores.pin_current_process`, for ``--seconds``:
+model), pinned with :func:`raynn.placement.cores.pin_current_process`, for ``--seconds``:
 
 ``process``
     ``spawn``-ed plain processes, no Ray running.
 ``process_ray``
-    the same processes while raynn's own Ray (:class:`raynn.scheduler.executor.RayExecutor`)
+    the same processes while raynn's own Ray (:class:`raynn.kfold.executors.RayExecutor`)
     is up with one idle actor per core: the cost of Ray's presence.
 ``actor``
     the loop in those actors.
@@ -41,10 +41,10 @@ def steps_per_second(core: int, seconds: float) -> float:
     import numpy as np
     import torch
 
-    from raynn.data import load_dataset
-    from raynn.grid import build_model
-    from raynn.hogwild.trainer import sgd_step
-    from raynn.scheduler.cores import pin_current_process
+    from raynn.core.data import load_dataset
+    from raynn.core.model_builder import build_model
+    from raynn.hogwild.loop import sgd_step
+    from raynn.placement.cores import pin_current_process
     from raynn.spec import Component, DatasetSpec
 
     pin_current_process((core,))
@@ -102,10 +102,10 @@ def run_in_ray(kind: str, cores: list[int], seconds: float) -> list[float]:
     """Start raynn's Ray with one idle actor per core, then run ``kind`` there; steps/s."""
     import ray
 
-    from raynn.scheduler.executor import RayExecutor
+    from raynn.kfold.executors.factory import RayExecutor
 
     executor = RayExecutor(num_cpus=len(cores))
-    executor.prepare(1, 1)
+    executor.size_groups(1, 1)
     try:
         actor_cls = ray.remote(num_cpus=1)(Stepper)
         actors = [actor_cls.remote() for _ in cores]
@@ -124,7 +124,7 @@ KINDS = ("process", "process_ray", "actor", "actor_child")
 
 
 def main() -> int:
-    from raynn.scheduler.cores import usable_cpus
+    from raynn.placement.cores import usable_cpus
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)

@@ -33,7 +33,7 @@ auth_env() {
   export RAY_AUTH_MODE=token
   export RAY_AUTH_TOKEN_PATH="$STATE/auth_token"
   # Ray runs workers at nice 15, below every other process; raynn's pinned workers own their
-  # cores, so they run at the default priority (see raynn.scheduler.executor)
+  # cores, so they run at the default priority (see raynn.kfold.executors.factory)
   export RAY_worker_niceness=0
 }
 

@@ -24,23 +24,26 @@ from raynn.errors import (  # noqa: E402
 from raynn.spec import KFoldSpec, load_spec, spec_from_dict  # noqa: E402
 
 
-def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - re-exported, see raynn.kfold.run
-    """Run a K-fold spec; see :func:`raynn.kfold.run`."""
-    from raynn.kfold import run as _run
+def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - re-exported, see raynn.api.run
+    """Run a spec of any kind (or ``resume=`` a run directory); see :func:`raynn.api.run`."""
+    from raynn.api import run as _run
 
     return _run(*args, **kwargs)
 
 
 def load_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - re-exported
-    """A trained model of a run directory; see :func:`raynn.saved.load_model`."""
-    from raynn.saved import load_model as _load_model
+    """A trained model of a run directory; see :func:`raynn.kfold.saved.load_model`."""
+    from raynn.kfold.saved import load_model as _load_model
 
     return _load_model(*args, **kwargs)
 
 
 def loss_from_criterion(criterion):  # noqa: ANN001, ANN201 - re-exported
-    """The ``training.loss`` of a torch criterion; see :func:`raynn.losses.loss_from_criterion`."""
-    from raynn.losses import loss_from_criterion as _loss_from_criterion
+    """The ``training.loss`` of a torch criterion.
+
+    See :func:`raynn.core.losses.loss_from_criterion`.
+    """
+    from raynn.core.losses import loss_from_criterion as _loss_from_criterion
 
     return _loss_from_criterion(criterion)
 

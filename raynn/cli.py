@@ -96,8 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     bk.add_argument(
         "--modes",
         default="serial,serial1,raynn,pool,tune,multi_instance",
-        help="comma-separated: serial, serial1, raynn, raynn_cold, raynn_ray, pool, tune, "
-        "tune_fresh, multi_instance, processes (benchmarks/README.md)",
+        help="comma-separated: serial, serial1, raynn, raynn_cold, raynn_ray, racing (fold "
+        "racing on), pool, tune, tune_fresh, multi_instance, processes (benchmarks/README.md)",
     )
     bk.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved")
     bk.add_argument("--output", default="bench", help="root of bench result folders")
@@ -129,74 +129,60 @@ def _parser() -> argparse.ArgumentParser:
     )
     bh.add_argument("--output", default="bench", help="root of bench result folders")
     bh.add_argument("--no-progress", action="store_true")
+    bs = bsub.add_parser(
+        "sklearn", help="one skorch GridSearchCV through joblib's loky, Ray's and raynn's backends"
+    )
+    bs.add_argument(
+        "--backends", default="loky,ray,raynn", help="comma-separated: loky, ray, raynn"
+    )
+    bs.add_argument("--grid-size", type=int, default=3, help="learning rates x hidden widths (1-5)")
+    bs.add_argument("--cv", type=int, default=5)
+    bs.add_argument("--epochs", type=int, default=3, help="skorch max_epochs per fit")
+    bs.add_argument("--limit", type=int, default=None, help="first N digits (default: all)")
+    bs.add_argument("--num-cpus", type=int, default=None, help="CPUs to use (default: all)")
+    bs.add_argument("--output", default="bench", help="root of bench result folders")
+    bs.add_argument("--no-progress", action="store_true")
     return p
 
 
-def _run_dir_kind(run_dir: str) -> str:
-    """The spec kind recorded in a run directory's run.json (kfold when unreadable)."""
-    import json
-    from pathlib import Path
-
-    try:
-        return json.loads((Path(run_dir) / "run.json").read_text())["spec"]["kind"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "kfold"  # the K-fold path reports the unreadable run.json properly
-
-
-def _peek_kind(path: str) -> str:
-    """The ``kind`` a spec file declares (``kfold`` when unreadable: validation says why)."""
-    import json
-    from pathlib import Path
-
-    try:
-        import yaml
-
-        text = Path(path).read_text()
-        raw = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
-        return str(raw.get("kind", "kfold")) if isinstance(raw, dict) else "kfold"
-    except Exception:  # noqa: BLE001 - load_spec reports the problem properly
-        return "kfold"
-
-
 def _run(args: argparse.Namespace) -> int:
+    from raynn.kinds import KINDS, get_kind, run_dir_kind, spec_file_kind
+
     if args.resume is None and args.spec is None:
         raise RaynnError("raynn run needs a SPEC (e.g. jobs/kfold_digits.yaml) or --resume RUN_DIR")
-    kind = _peek_kind(args.spec) if args.resume is None else _run_dir_kind(args.resume)
+    name = spec_file_kind(args.spec) if args.resume is None else run_dir_kind(args.resume)
+    kind = get_kind(name if name in KINDS else "kfold")  # load_spec names a bad kind properly
     executor = "serial" if args.serial else args.executor
     if executor == "auto":
         executor = "ray" if args.address or os.environ.get("RAY_ADDRESS") else "local"
     zygote = None
-    if executor == "local" and kind == "kfold":
+    if executor == "local" and kind.uses_zygote:
         # start the workers' zygote now: its import of torch runs beside ours
-        from raynn.scheduler.processes import ZYGOTE_PRELOAD, Zygote
+        from raynn.placement.processes import ZYGOTE_PRELOAD, Zygote
 
         zygote = Zygote(ZYGOTE_PRELOAD)
     try:
-        return _run_spec(args, kind, executor, zygote)
+        return _run_spec(args, executor, zygote)
     finally:
         if zygote is not None:
             zygote.close()
 
 
-def _run_spec(args: argparse.Namespace, kind: str, executor: str, zygote: object) -> int:
-    from raynn.kfold import run
+def _run_spec(args: argparse.Namespace, executor: str, zygote: object) -> int:
+    from raynn import api
+    from raynn.kinds import get_kind, run_dir_kind
     from raynn.spec import load_spec
 
     spec = load_spec(args.spec) if args.spec and args.resume is None else None
-    if spec is not None:
-        kind = spec.kind
-    if kind == "hogwild":
-        from raynn.hogwild.runner import run as run_hogwild
-
-        run = run_hogwild
-        executor = "ray" if executor == "local" else executor  # HOGWILD: serial or Ray
+    kind = get_kind(spec.kind if spec is not None else run_dir_kind(args.resume))
+    executor = kind.local_executor if executor == "local" else executor
     if executor == "serial":
         options = {"executor": "serial", "threads": args.threads}
     elif executor == "local":
         options = {"executor": "local", "num_cpus": args.num_cpus, "zygote": zygote}
     else:
         options = {"executor": "ray", "address": args.address, "num_cpus": args.num_cpus}
-    result = run(
+    result = api.run(
         spec, resume=args.resume, output=args.output, progress=not args.no_progress, **options
     )
     print((result.run_dir / "report.md").read_text())
@@ -206,41 +192,22 @@ def _run_spec(args: argparse.Namespace, kind: str, executor: str, zygote: object
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from raynn.kfold import prepare
-    from raynn.scheduler.cores import check_cores_per_job, usable_cpus
+    from raynn import api
     from raynn.spec import load_spec
 
-    spec = load_spec(args.spec)
-    if spec.kind == "hogwild":
-        from raynn.hogwild.runner import validate
-
-        print(f"{args.spec}: ok: {validate(spec)}")
-        return 0
-    plan = prepare(spec)
-    if spec.scheduling.cores_per_job != "auto":
-        check_cores_per_job(int(spec.scheduling.cores_per_job), [len(usable_cpus())])
-    d = plan.data
-    test = 0 if d.y_test is None else len(d.y_test)
-    print(
-        f"{args.spec}: ok: {len(plan.jobs)} jobs ({len(spec.models)} models x "
-        f"{len(spec.schedulers)} schedulers x {spec.folds} folds) on {d.name} "
-        f"{d.in_shape}, {len(d.y_train)} train / {test} test samples"
-    )
+    print(f"{args.spec}: ok: {api.validate(load_spec(args.spec))}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from raynn.report import compare, summarize
+    from raynn import api
 
-    summary = summarize(args.run_dir)
-    comparison = compare(args.run_dir, args.against) if args.against else ""
-    print(summary, end="")
-    if comparison:
-        print("\n" + comparison, end="")
+    rep = api.report(args.run_dir, args.against)
+    print(rep.summary, end="")
+    if rep.comparison:
+        print("\n" + rep.comparison, end="")
     if not args.no_html:
-        from raynn.report_html import write_html_report
-
-        written = write_html_report(args.run_dir, summary, comparison)
+        written = api.write_html(args.run_dir, rep)
         print(f"\nreport: {written.html}")
         print(f"figures: {written.folder}/ ({', '.join(f.file for f in written.figures)})")
         for f in written.figures:
@@ -265,6 +232,8 @@ def _submit(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from raynn.spec import load_spec
 
+    if args.bench == "sklearn":  # no spec: the grid is the bench's own
+        return _bench_sklearn(args)
     spec = load_spec(args.spec)
     if args.bench == "hogwild":
         return _bench_hogwild(args, spec)
@@ -281,6 +250,25 @@ def _bench(args: argparse.Namespace) -> int:
         args.timeout,
         progress=not args.no_progress,
         repeats=args.repeats,
+    )
+    print((out / "summary.md").read_text())
+    print(f"results: {out}")
+    return 0
+
+
+def _bench_sklearn(args: argparse.Namespace) -> int:
+    from raynn.bench.sklearn import bench_sklearn
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    _, out = bench_sklearn(
+        backends,
+        args.output,
+        grid_size=args.grid_size,
+        cv=args.cv,
+        epochs=args.epochs,
+        limit=args.limit,
+        num_cpus=args.num_cpus,
+        progress=not args.no_progress,
     )
     print((out / "summary.md").read_text())
     print(f"results: {out}")

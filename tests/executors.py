@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from raynn.scheduler.base import Executor
-from raynn.scheduler.ray_executor import RayExecutor
-from raynn.scheduler.serial import SerialExecutor
+from raynn.kfold.executors.base import Executor
+from raynn.kfold.executors.ray_executor import RayExecutor
+from raynn.kfold.executors.serial import SerialExecutor
 
 PARALLEL = ("local", "ray")
 ALL = ("serial", *PARALLEL)
@@ -19,7 +19,7 @@ def make_executor(name: str, **options: Any) -> Executor:
     if name == "serial":
         return SerialExecutor(threads=1)
     if name == "local":
-        from raynn.scheduler.local import LocalExecutor
+        from raynn.kfold.executors.local import LocalExecutor
 
         return LocalExecutor(**options)
     return RayExecutor(**options)

@@ -21,11 +21,11 @@ def exploding_mlp(in_shape: tuple[int, int, int], num_classes: int) -> nn.Module
     return _Exploding(c * h * w, num_classes)
 
 
-def echo_worker(conn, payload, tag):  # noqa: ANN001 - a zygote target (raynn.scheduler.processes)
+def echo_worker(conn, payload, tag):  # noqa: ANN001 - a zygote target (raynn.placement.processes)
     """Send back what a forked worker sees: its tag, the payload, its pid and thread count."""
     import os
 
-    from raynn.scheduler.processes import send
+    from raynn.placement.processes import send
 
     send(conn, (tag, payload, os.getpid(), len(os.listdir("/proc/self/task"))))
 
@@ -35,7 +35,7 @@ def sleeping_worker(conn, payload, seconds):  # noqa: ANN001 - a zygote target
     import os
     import time
 
-    from raynn.scheduler.processes import send
+    from raynn.placement.processes import send
 
     send(conn, os.getpid())
     time.sleep(seconds)

@@ -1,8 +1,8 @@
 """The house's rules, read from the code itself (like Ray Train's circular-import test).
 
 Walks every module of the package with ``ast`` (imports inside functions included) and fails
-on an import cycle, on ``from raynn.x import _private`` across modules, and on a module over
-``MAX_LINES`` lines.
+on an import cycle, on an import that points up the floors (:data:`FLOORS`), on
+``from raynn.x import _private`` across modules, and on a module over ``MAX_LINES`` lines.
 """
 
 from __future__ import annotations
@@ -14,6 +14,19 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "raynn"
 MAX_LINES = 400
+
+# The floors of the house (docs/DESIGN.md), top first. A module imports only from its own
+# floor or the floors below; the two kinds never import each other.
+FLOORS: list[tuple[str, ...]] = [
+    ("raynn", "raynn.__main__", "raynn.cli", "raynn.api", "raynn.kinds", "raynn.compat",
+     "raynn.bench", "raynn.submit", "raynn.joblib", "raynn.sklearn"),  # the faces
+    ("raynn.kfold", "raynn.hogwild"),  # the two kinds
+    ("raynn.runs",),  # the run machinery both kinds share
+    ("raynn.placement",),  # placement on Ray
+    ("raynn.core", "raynn.spec"),  # the pure core
+    ("raynn.errors", "raynn._version"),
+]  # fmt: skip
+KINDS = ("raynn.kfold", "raynn.hogwild")
 
 
 def _modules() -> dict[str, Path]:
@@ -106,6 +119,29 @@ def test_no_import_cycles():
     users = sorted(m for m, targets in graph.items() if "raynn" in targets)
     assert not users, f"modules importing the package face `raynn` (import the module): {users}"
     assert not _cycles(graph), _cycles(graph)
+
+
+def _room(module: str) -> tuple[int, str]:
+    """``(floor index, top first; the floor's package)`` of a module."""
+    best = max(
+        ((i, p) for i, floor in enumerate(FLOORS) for p in floor if module in (p,) or
+         module.startswith(p + ".")),
+        key=lambda f: len(f[1]),
+        default=None,
+    )  # fmt: skip
+    assert best is not None, f"{module} is on no floor: add its package to FLOORS"
+    return best
+
+
+def test_every_import_points_down_the_floors():
+    bad = []
+    for module, targets in _graph().items():
+        floor, room = _room(module)
+        for target in targets:
+            t_floor, t_room = _room(target)
+            if t_floor < floor or (room in KINDS and t_room in KINDS and room != t_room):
+                bad.append(f"{module} -> {target}")
+    assert not bad, f"imports that point up the floors (or across the kinds): {sorted(bad)}"
 
 
 def test_no_private_names_imported_across_modules():

@@ -102,7 +102,7 @@ def test_worker_counts_without_ray(tmp_path):
 def test_torch_beside_an_idle_ray(tmp_path):
     import ray
 
-    code, folder = _bench(tmp_path, "--workers", "1", "--modes", "torch,torch_ray")
+    code, folder = _bench(tmp_path, "--workers", "1", "--modes", "torch,torch_ray", "--epochs", "1")
     assert code == 0 and folder is not None and not ray.is_initialized()  # Ray stopped again
     table = pd.read_parquet(folder / "summary.parquet")
     assert list(table["mode"]) == ["torch", "torch_ray"]

@@ -67,7 +67,7 @@ def test_widened_jobs_are_replayed_at_their_thread_counts(tmp_path):
     spec = _spec_file(tmp_path, probe=False, tail_widening=True)
     raw = yaml.safe_load(spec.read_text())
     raw.update(folds=3, models=["lenet"], training={"epochs": 6})
-    raw["dataset"] = {"name": "synthetic", "shape": [1, 24, 24], "samples": 1800}
+    raw["dataset"] = {"name": "synthetic", "shape": [1, 24, 24], "samples": 900}
     spec.write_text(yaml.safe_dump(raw))
     out_root = tmp_path / "bench"
     argv = ["bench", "kfold", "--spec", str(spec), "--output", str(out_root), "--no-progress"]

@@ -1,4 +1,4 @@
-"""Worker process set-up (raynn.scheduler.cores): pinning every thread, pools, the heap."""
+"""Worker process set-up (raynn.placement.cores): pinning every thread, pools, the heap."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ FAULTS = """
 import resource, sys
 import numpy as np
 if sys.argv[1] == "keep":
-    from raynn.scheduler.cores import keep_large_blocks
+    from raynn.placement.cores import keep_large_blocks
     assert keep_large_blocks()
 def cycle():
     a = np.ones(10 << 20, dtype=np.float32)  # 40 MiB: above glibc's own largest threshold
@@ -44,7 +44,7 @@ def test_kept_large_blocks_are_reused_instead_of_faulted_in_again():
 PIN = """
 import os, sys
 import torch
-from raynn.scheduler.cores import pin_threads, thread_masks
+from raynn.placement.cores import pin_threads, thread_masks
 torch.set_num_threads(2)
 x = torch.randn(256, 256)
 for _ in range(20):
@@ -70,7 +70,7 @@ def test_pinning_binds_every_thread_not_only_the_caller():
 def test_the_pools_are_capped_and_reported():
     code = (
         "import os\n"
-        "from raynn.scheduler.cores import affinity_in_force, pin_current_process, thread_pools\n"
+        "from raynn.placement.cores import affinity_in_force, pin_current_process, thread_pools\n"
         "cpu = min(os.sched_getaffinity(0))\n"
         "print(repr((pin_current_process([cpu]), thread_pools(), affinity_in_force() == [cpu])))"
     )

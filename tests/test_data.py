@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from raynn.data import Normalizer
-from raynn.models.lenet import lenet
+from raynn.core.data import Normalizer
+from raynn.core.models.lenet import lenet
 
 
 def test_a_one_channel_view_and_its_copy_give_the_same_outputs_bit_for_bit():
@@ -40,7 +40,7 @@ MNIST = Path(__file__).resolve().parents[2] / "shared" / "data"
 def test_mnist_is_read_as_torchvision_reads_it():
     import torchvision
 
-    from raynn.data import load_dataset
+    from raynn.core.data import load_dataset
     from raynn.spec import DatasetSpec
 
     data = load_dataset(DatasetSpec(name="mnist", root=str(MNIST)))
@@ -56,7 +56,7 @@ def test_mnist_is_read_as_torchvision_reads_it():
 def test_cifar10_batches_are_read_as_images_and_labels(tmp_path):
     import pickle
 
-    from raynn.data import load_dataset
+    from raynn.core.data import load_dataset
     from raynn.spec import DatasetSpec
 
     folder = tmp_path / "cifar-10-batches-py"
@@ -76,7 +76,7 @@ def test_cifar10_batches_are_read_as_images_and_labels(tmp_path):
 
 
 def test_a_missing_dataset_names_the_file_and_the_fix(tmp_path):
-    from raynn.data import load_dataset
+    from raynn.core.data import load_dataset
     from raynn.errors import DatasetError
     from raynn.spec import DatasetSpec
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from raynn.cli import main
-from raynn.files import file_stem
+from raynn.runs.files import file_stem
 from tests.conftest import REPO, make_spec
 
 
@@ -53,7 +53,7 @@ def test_readme_demo_spec_completes(tmp_path):
 
 def test_resume_runs_only_the_missing_jobs(tmp_path, capsys):
     spec = make_spec(tmp_path, schedulers=["cosine", "warm"])
-    from raynn.kfold import run
+    from raynn.kfold.runner import run
 
     first = run(spec, executor="serial", progress=False)
     before = pd.read_parquet(first.run_dir / "jobs").set_index("job_id")
@@ -73,7 +73,7 @@ def test_resume_runs_only_the_missing_jobs(tmp_path, capsys):
 
 
 def test_report_command(tmp_path, capsys):
-    from raynn.kfold import run
+    from raynn.kfold.runner import run
 
     result = run(make_spec(tmp_path, models=["mlp"]), executor="serial", progress=False)
     assert main(["report", str(result.run_dir), "--no-html"]) == 0

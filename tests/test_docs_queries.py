@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from raynn.kfold import run
+from raynn.kfold.runner import run
 from tests.conftest import REPO, make_spec
 
 

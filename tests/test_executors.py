@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from raynn.kfold import run
-from raynn.scheduler.serial import SerialExecutor
+from raynn.kfold.executors.serial import SerialExecutor
+from raynn.kfold.runner import run
 from tests.conftest import make_spec
 from tests.executors import ALL, PARALLEL, kill_worker, leases, make_executor, wait_for, workers
 
@@ -95,7 +95,7 @@ def _overlaps_on_disjoint_cores(jobs: pd.DataFrame) -> int:
 
 def _allowed(pid: int) -> dict[int, set[int]]:
     """Every thread of ``pid`` and the CPUs it may run on, read from outside (/proc)."""
-    from raynn.scheduler.topology import parse_cpu_list
+    from raynn.placement.topology import parse_cpu_list
 
     out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -145,7 +145,7 @@ def test_every_thread_of_every_worker_stays_on_its_own_cores(ray_local, tmp_path
 
 @pytest.mark.parametrize("name", PARALLEL)
 def test_auto_gives_each_model_its_own_cores_per_job(ray_local, tmp_path, monkeypatch, name):
-    import raynn.kfold
+    import raynn.kfold.runner
 
     asked = []
 
@@ -153,7 +153,7 @@ def test_auto_gives_each_model_its_own_cores_per_job(ray_local, tmp_path, monkey
         asked.append((sorted(speeds), list(nodes)))
         return {"lenet": 2, "mlp": 1}
 
-    monkeypatch.setattr(raynn.kfold, "auto_group_sizes", choose)
+    monkeypatch.setattr(raynn.kfold.runner, "auto_group_sizes", choose)
     spec = make_spec(tmp_path, folds=3, scheduling={"probe": True, "tail_widening": False})
     result = run(spec, executor=make_executor(name), progress=False)
     assert asked == [(["lenet", "mlp"], [2])]
@@ -180,11 +180,11 @@ def test_auto_gives_each_model_its_own_cores_per_job(ray_local, tmp_path, monkey
 
 @pytest.mark.parametrize("name", PARALLEL)
 def test_jobs_wider_than_every_node_fail_clearly_and_resume(ray_local, tmp_path, monkeypatch, name):
-    import raynn.kfold
+    import raynn.kfold.runner
     from raynn.errors import RaynnError
 
     # as if the node that fit 4-core jobs had left: lenet's jobs fit no node now
-    monkeypatch.setattr(raynn.kfold, "auto_group_sizes", lambda *a: {"lenet": 4, "mlp": 1})
+    monkeypatch.setattr(raynn.kfold.runner, "auto_group_sizes", lambda *a: {"lenet": 4, "mlp": 1})
     spec = make_spec(tmp_path, scheduling={"probe": True})
     with pytest.raises(RaynnError, match="2 job.s. need more cores than"):
         run(spec, executor=make_executor(name), progress=False)

@@ -15,11 +15,11 @@ import pytest
 
 from raynn.cli import main
 from raynn.errors import OutputError
-from raynn.files import CheckpointDir, file_stem
-from raynn.kfold import run
-from raynn.results import ResultsCollector
-from raynn.scheduler.ray_executor import RayExecutor
-from raynn.scheduler.serial import SerialExecutor
+from raynn.kfold.collector import ResultsCollector
+from raynn.kfold.executors.ray_executor import RayExecutor
+from raynn.kfold.executors.serial import SerialExecutor
+from raynn.kfold.runner import run
+from raynn.runs.files import CheckpointDir, file_stem
 from tests.conftest import REPO, make_spec
 from tests.test_training import MemoryStore
 
@@ -157,8 +157,8 @@ def test_a_corrupt_checkpoint_restarts_the_job_from_scratch(tmp_path):
     first = run(spec, executor="serial", progress=False)
     jobs = pd.read_parquet(first.run_dir / "jobs").set_index("job_id")
     good, bad = sorted(jobs.index)
-    from raynn.kfold import prepare
-    from raynn.training import train_job
+    from raynn.kfold.runner import prepare
+    from raynn.kfold.train import train_job
 
     plan = prepare(spec)
     by_id = {j.job_id: j for j in plan.jobs}

@@ -1,4 +1,4 @@
-"""raynn.folds and the digits loader reproduce scikit-learn's splits and data exactly."""
+"""raynn.core.folds and the digits loader reproduce scikit-learn's splits and data exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from raynn.folds import stratified_kfold, stratified_split
+from raynn.core.folds import stratified_kfold, stratified_split
 
 
 def _labels(n: int, classes: int, seed: int) -> np.ndarray:
@@ -51,7 +51,7 @@ def test_split_refuses_what_scikit_learn_refuses():
 def test_digits_are_scikit_learns_own():
     from sklearn.datasets import load_digits
 
-    from raynn.data import digits_arrays
+    from raynn.core.data import digits_arrays
 
     images, labels = digits_arrays()
     bunch = load_digits()

@@ -17,10 +17,15 @@ import torch
 import yaml
 
 from raynn.cli import main
-from raynn.data import load_dataset
+from raynn.core.data import load_dataset
+from raynn.core.optim import make_optimizer, make_schedule
 from raynn.errors import SpecError
+from raynn.hogwild.client import ServerClient
+from raynn.hogwild.loop import build, epoch_shard, train
+from raynn.hogwild.node_sync import NodeSync
+from raynn.hogwild.protocol import shard_bounds, version_count
 from raynn.hogwild.runner import SERVER_NAME, run
-from raynn.hogwild.server import ParameterServer, ServerClient, shard_bounds, version_count
+from raynn.hogwild.server import ParameterServer
 from raynn.hogwild.shared_params import (
     SharedParams,
     flat_numel,
@@ -29,16 +34,8 @@ from raynn.hogwild.shared_params import (
     request_stop,
     unlink_segment,
 )
-from raynn.hogwild.spec import HogwildSpec, hogwild_spec_from_dict
-from raynn.hogwild.trainer import (
-    NodeSync,
-    build,
-    epoch_shard,
-    make_optimizer,
-    make_schedule,
-    train,
-)
 from raynn.spec import load_spec, spec_from_dict
+from raynn.spec.hogwild import HogwildSpec, hogwild_spec_from_dict
 from tests.conftest import REPO
 
 DIGITS = REPO / "jobs" / "hogwild_digits.yaml"
@@ -391,16 +388,17 @@ def test_ray_run_tables_and_no_segment_left(ray_run):
 
 
 def main_report(run_dir: Path) -> str:
-    from raynn.report import summarize
+    """What ``raynn report`` prints: the kind's summary, through the table of kinds."""
+    from raynn.api import report
 
-    return summarize(run_dir)
+    return report(run_dir).summary
 
 
 @pytest.mark.ray
 def test_workers_share_memory_without_messages(ray_local, tmp_path):
     import ray
 
-    from raynn.hogwild.trainer import HogwildWorker
+    from raynn.hogwild.worker import HogwildWorker
 
     spec, data = _digits_spec(tmp_path)
     init = flatten(build(spec, data))
@@ -467,7 +465,7 @@ def test_server_killed_mid_run_restarts_from_checkpoint(ray_local, tmp_path):
         ckpts = list((tmp_path / "runs").glob("*/checkpoints/server-0.ckpt"))
         names = [n for n in ray.util.list_named_actors() if n.startswith(SERVER_NAME)]
         if ckpts and names and _still_running(tmp_path / "runs"):
-            from raynn.hogwild.server import read_checkpoint
+            from raynn.hogwild.checkpoint import read_checkpoint
 
             version = read_checkpoint(ckpts[0])[1]["version"]
             if version > 0:
@@ -541,7 +539,7 @@ def test_seed_api_distributed_trainer_and_tester(ray_local, tmp_path):
     from sklearn.datasets import load_digits
     from torch.utils.data import DataLoader, TensorDataset
 
-    from raynn.hogwild.compat import DistributedTester, DistributedTrainer
+    from raynn.compat.hogwild import DistributedTester, DistributedTrainer
 
     bunch = load_digits()
     x = torch.tensor(bunch.images[:, None] / 16.0, dtype=torch.float32)  # ToTensor-like [0, 1]
@@ -605,7 +603,7 @@ def test_interrupted_serial_run_resumes_from_the_server_checkpoint(tmp_path):
 def test_seed_api_accepts_optimizer_and_scheduler_objects_serially(tmp_path):
     from torch.utils.data import TensorDataset
 
-    from raynn.hogwild.compat import DistributedTester, DistributedTrainer
+    from raynn.compat.hogwild import DistributedTester, DistributedTrainer
 
     spec, data = _digits_spec(tmp_path)
     x = torch.from_numpy(data.x_train.astype(np.float32))  # 0..255 floats: rescaled once
@@ -637,7 +635,7 @@ def _hogwild_worker_pids() -> list[int]:
 
 
 def _checkpointed_samples(runs: Path) -> int:
-    from raynn.hogwild.server import read_checkpoint
+    from raynn.hogwild.checkpoint import read_checkpoint
 
     for ckpt in runs.glob("*/checkpoints/server-0.ckpt"):
         try:
@@ -713,7 +711,7 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
 
 
 def test_resumed_schedule_continues_where_it_left_off():
-    from raynn.optim import cosine
+    from raynn.core.optim import cosine
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -13,14 +13,15 @@ from torch import nn
 
 from raynn import load_model
 from raynn.cli import main
-from raynn.compat import AsyncKFold, _trainer_params
-from raynn.data import load_dataset
+from raynn.compat import AsyncKFold
+from raynn.compat.kfold import _trainer_params
+from raynn.core.data import load_dataset
+from raynn.core.losses import loss_from_criterion
 from raynn.errors import RaynnError, SpecError
-from raynn.kfold import prepare, run
-from raynn.losses import loss_from_criterion
-from raynn.scheduler.serial import SerialExecutor
+from raynn.kfold.executors.serial import SerialExecutor
+from raynn.kfold.runner import prepare, run
+from raynn.kfold.train import train_job
 from raynn.spec import Component, spec_from_dict
-from raynn.training import train_job
 from tests.conftest import TINY, make_spec
 
 TINY_RUN = {
@@ -220,7 +221,7 @@ def test_keep_models_best_keeps_exactly_the_best_configurations_folds(kept):
     assert means.nunique() == len(means)  # no tie: the best is unambiguous here
     model, sched = means.idxmax()
     best = result.jobs[(result.jobs["model"] == model) & (result.jobs["scheduler"] == sched)]
-    from raynn.files import file_stem
+    from raynn.runs.files import file_stem
 
     assert _files(result) == sorted([f"{file_stem(j)}.pt" for j in best["job_id"]] + ["refit.pt"])
     meta = json.loads((result.run_dir / "run.json").read_text())
@@ -335,8 +336,9 @@ def test_async_kfold_trains_nll_and_returns_its_best_model(tmp_path):
 
 
 def test_hogwild_training_uses_the_spec_loss():
-    from raynn.hogwild.spec import hogwild_spec_from_dict
-    from raynn.hogwild.trainer import build, make_loss, make_optimizer, make_schedule, train
+    from raynn.core.optim import make_optimizer, make_schedule
+    from raynn.hogwild.loop import build, make_loss, train
+    from raynn.spec.hogwild import hogwild_spec_from_dict
 
     losses = []
     for loss in ("cross_entropy", {"name": "cross_entropy", "args": {"label_smoothing": 0.2}}):

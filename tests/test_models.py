@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from raynn.models import MODEL_FACTORIES, count_parameters
+from raynn.core.models import MODEL_FACTORIES, count_parameters
 
 torch.set_num_threads(1)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from raynn.kfold import run
-from raynn.scheduler.ray_executor import RayExecutor
+from raynn.kfold.executors.ray_executor import RayExecutor
+from raynn.kfold.runner import run
 from tests.conftest import make_spec
 
 pytestmark = pytest.mark.ray

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from raynn.kfold import prepare
-from raynn.scheduler.probe import auto_group_sizes, calibrate, predicted_makespan, useful_threads
+from raynn.kfold.probe import auto_group_sizes, calibrate, predicted_makespan, useful_threads
+from raynn.kfold.runner import prepare
 from tests.conftest import make_spec
 
 
@@ -68,7 +68,7 @@ def test_predicted_makespan_follows_the_queue_policy(tmp_path):
 
 
 def test_the_probe_cache_answers_the_second_time(tmp_path):
-    from raynn.scheduler.probe import ProbeCache, ProbeReport
+    from raynn.kfold.probe import ProbeCache, ProbeReport
 
     plan = prepare(make_spec(tmp_path, models=["mlp", "lenet"]))
     path = tmp_path / "cache" / "probe.json"
@@ -88,7 +88,7 @@ def test_the_probe_cache_answers_the_second_time(tmp_path):
 
 
 def test_an_unwritable_probe_cache_is_ignored(tmp_path):
-    from raynn.scheduler.probe import ProbeCache, ProbeReport
+    from raynn.kfold.probe import ProbeCache, ProbeReport
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

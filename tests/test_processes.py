@@ -10,7 +10,7 @@ import sys
 
 import psutil
 
-from raynn.scheduler.processes import PipeProxy, Zygote, recv, send
+from raynn.placement.processes import PipeProxy, Zygote, recv, send
 from tests.conftest import REPO
 from tests.executors import wait_for
 
@@ -64,7 +64,7 @@ def test_a_proxy_calls_the_driver_and_returns_its_answer():
 
 DRIVER = """
 import json, sys
-from raynn.scheduler.processes import Zygote, recv
+from raynn.placement.processes import Zygote, recv
 z = Zygote(preload=[])
 z.load(None)
 pid, conn = z.fork("tests.helpers:sleeping_worker", 600)
@@ -87,7 +87,7 @@ def test_zygote_and_workers_die_with_a_killed_driver():
 
 
 def test_the_zygote_is_single_threaded_so_forks_copy_a_whole_process():
-    zygote = Zygote(preload=["torch", "raynn.scheduler.local"])
+    zygote = Zygote(preload=["torch", "raynn.kfold.executors.local"])
     try:
         zygote.load(None)
         pid, conn = zygote.fork("tests.helpers:echo_worker", "t")

@@ -11,9 +11,9 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from raynn.grid import Job
-from raynn.scheduler.monitor import Progress, eta_seconds
-from raynn.scheduler.queue import JobQueue, PendingWork, QueueStats, RunningJob
+from raynn.kfold.grid import Job
+from raynn.kfold.queue import JobQueue
+from raynn.placement.progress import PendingWork, Progress, QueueStats, RunningJob, eta_seconds
 from raynn.spec import Component, TrainingSpec
 from tests.conftest import make_spec
 
@@ -180,9 +180,9 @@ def held_mlp(in_shape: tuple[int, int, int], num_classes: int, marker: str) -> n
 
 
 def test_a_local_run_reports_both_running_jobs_with_their_epochs(tmp_path, monkeypatch):
-    import raynn.kfold
-    from raynn.kfold import run
-    from raynn.scheduler.local import LocalExecutor
+    import raynn.kfold.runner
+    from raynn.kfold.executors.local import LocalExecutor
+    from raynn.kfold.runner import run
 
     marker = tmp_path / "release"
     seen: list[QueueStats] = []
@@ -194,7 +194,7 @@ def test_a_local_run_reports_both_running_jobs_with_their_epochs(tmp_path, monke
                 seen.append(stats)
                 marker.touch()
 
-    monkeypatch.setattr(raynn.kfold, "Progress", Watch)
+    monkeypatch.setattr(raynn.kfold.runner, "Progress", Watch)
     held = {"name": "tests.test_progress:held_mlp", "label": "held"}
     spec = make_spec(
         tmp_path,

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 
 from raynn.errors import SpecError
-from raynn.grid import Job
-from raynn.scheduler.cores import check_cores_per_job, core_groups, resolve_cores_per_job
-from raynn.scheduler.queue import WAIT_SECONDS, JobQueue
+from raynn.kfold.grid import Job
+from raynn.kfold.queue import WAIT_SECONDS, JobQueue
+from raynn.placement.cores import check_cores_per_job, core_groups, resolve_cores_per_job
 from raynn.spec import Component, TrainingSpec
 
 
@@ -204,7 +204,7 @@ def test_job_is_a_frozen_value():
 
 
 def test_a_lease_expires_after_its_allowance_without_progress():
-    from raynn.scheduler import queue as q_mod
+    from raynn.kfold import queue as q_mod
 
     q = JobQueue(_jobs(2))
     q.lease("w0")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from raynn.scheduler.ray_executor import RayExecutor
+from raynn.kfold.executors.ray_executor import RayExecutor
 
 pytestmark = pytest.mark.ray
 
@@ -18,7 +18,7 @@ def test_embedded_ray_workers_run_at_default_priority():
         ray.shutdown()
     ex = RayExecutor(num_cpus=1)
     try:
-        ex.prepare(1, 1)
+        ex.size_groups(1, 1)
 
         @ray.remote(num_cpus=1)
         def niceness() -> int:

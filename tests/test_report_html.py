@@ -22,12 +22,13 @@ from scipy import stats
 
 from raynn.cli import main
 from raynn.hogwild.report import eval_figure, push_figure
-from raynn.kfold import run
-from raynn.report import compare, paired_folds, paired_p_value, paired_table, wall_seconds
-from raynn.report_html import kfold_figures
-from raynn.results import JOBS_SCHEMA, read_table
-from raynn.scheduler.monitor import UtilizationSampler
-from raynn.scheduler.serial import SerialExecutor
+from raynn.kfold.executors.serial import SerialExecutor
+from raynn.kfold.report import compare, paired_folds, paired_p_value, paired_table, wall_seconds
+from raynn.kfold.report import figures as kfold_figures
+from raynn.kfold.runner import run
+from raynn.kfold.tables import JOBS_SCHEMA
+from raynn.placement.monitor import UtilizationSampler
+from raynn.runs.results import read_table
 from tests.conftest import make_spec
 
 KFOLD_FIGURES = ["accuracy", "epochs", "timeline", "utilization"]
@@ -130,7 +131,7 @@ def test_an_old_run_without_own_percent_draws_the_heatmap_unsplit(kfold_run, tmp
 
 
 def test_figures_of_empty_tables_say_so():
-    from raynn import figures
+    from raynn.runs import figures
 
     jobs = read_table("/nonexistent", "jobs")
     for fig in (
@@ -307,8 +308,8 @@ def test_sampler_attributes_own_cpu_time_to_the_pinned_core():
 
 def test_the_run_path_does_not_import_matplotlib():
     code = (
-        "import sys, raynn.cli, raynn.kfold, raynn.report, raynn.hogwild.runner, "
-        "raynn.hogwild.report, raynn.figures\n"
+        "import sys, raynn.cli, raynn.kfold.runner, raynn.kfold.report, raynn.hogwild.runner, "
+        "raynn.hogwild.report, raynn.runs.figures\n"
         "print([m for m in sys.modules if m.split('.')[0] == 'matplotlib'])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -13,11 +13,12 @@ import pytest
 
 from raynn.cli import main
 from raynn.errors import OutputError, SpecError
-from raynn.files import atomic_write, file_stem, write_bytes
-from raynn.kfold import prepare, run
-from raynn.records import JobResult
-from raynn.results import ResultsCollector, RunLock, output_root, read_table
-from raynn.scheduler.serial import SerialExecutor
+from raynn.kfold.collector import ResultsCollector
+from raynn.kfold.executors.serial import SerialExecutor
+from raynn.kfold.rows import JobResult
+from raynn.kfold.runner import prepare, run
+from raynn.runs.files import atomic_write, file_stem, write_bytes
+from raynn.runs.results import RunLock, output_root, read_table
 from raynn.spec import load_spec
 from tests.conftest import make_spec
 
@@ -58,7 +59,7 @@ def test_a_failed_result_after_an_ok_row_leaves_the_ok_row(tmp_path):
     plan = prepare(spec)
     job = plan.jobs[0]
     collector = ResultsCollector(tmp_path / "run")
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
     ok = train_job(job, plan.data, threads=1)
     collector.write_job(ok)
@@ -193,12 +194,12 @@ def test_a_run_whose_tables_lack_a_job_is_never_completed(tmp_path):
 
 
 def test_an_unwritable_output_is_refused_before_the_data_loads(tmp_path, monkeypatch):
-    import raynn.kfold
+    import raynn.kfold.runner
 
     def no_data(*args, **kwargs):
         raise AssertionError("the data loaded before the output was checked")
 
-    monkeypatch.setattr(raynn.kfold, "load_data", no_data)
+    monkeypatch.setattr(raynn.kfold.runner, "load_data", no_data)
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(OutputError, match="--output"):
@@ -276,8 +277,8 @@ def _arrays(n=40, classes=4):
     ids=["2-d-x", "negative-labels", "labels-above-classes", "lengths", "empty-class"],
 )
 def test_wrong_arrays_from_a_loader_get_one_line(change, message, tmp_path, capsys, monkeypatch):
-    from raynn.data import ArrayDataset
-    from raynn.registry import DATASETS
+    from raynn.core.data import ArrayDataset
+    from raynn.core.registry import DATASETS
 
     def loader(spec):
         x, y, classes = change(*_arrays())
@@ -302,7 +303,7 @@ def test_a_model_that_cannot_be_built_names_its_key(tmp_path, capsys):
 
 
 def test_a_factory_that_returns_no_module_is_refused(tmp_path):
-    from raynn.grid import build_model
+    from raynn.core.model_builder import build_model
     from raynn.spec import Component
 
     with pytest.raises(SpecError, match="returned dict, not a torch.nn.Module"):

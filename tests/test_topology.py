@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from raynn.scheduler.nodes import Node
-from raynn.scheduler.topology import flat_cores, parse_cpu_list, read_topology
+from raynn.placement.nodes import Node
+from raynn.placement.topology import flat_cores, parse_cpu_list, read_topology
 
 
 def _sysfs(root, siblings: dict[int, str], numa: dict[int, str]):
@@ -76,9 +76,9 @@ def test_this_machine_reads():
 def test_a_job_on_one_core_gets_both_its_siblings(tmp_path, monkeypatch):
     import pandas as pd
 
-    import raynn.scheduler.local as local
-    from raynn.kfold import run
-    from raynn.scheduler.topology import NodeCores
+    import raynn.kfold.executors.local as local
+    from raynn.kfold.runner import run
+    from raynn.placement.topology import NodeCores
     from tests.conftest import make_spec
 
     # as if CPUs 0 and 1 were the two hyperthreads of one physical core

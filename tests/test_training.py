@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from raynn.checkpoint import decode, encode
+from raynn.core.checkpoint import decode, encode
 from raynn.errors import CheckpointError
-from raynn.kfold import prepare
+from raynn.kfold.runner import prepare
 from tests.conftest import make_spec
 
 
@@ -59,7 +59,7 @@ def plan(tmp_path_factory):
 
 
 def test_same_job_twice_is_bit_identical(plan):
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
     job = plan.jobs[0]
     a, b = train_job(job, plan.data, threads=1), train_job(job, plan.data, threads=1)
@@ -69,7 +69,7 @@ def test_same_job_twice_is_bit_identical(plan):
 
 
 def test_resume_from_checkpoint_matches_uninterrupted_run(plan):
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
     job = plan.jobs[1]
     store = MemoryStore()
@@ -85,7 +85,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(plan):
 
 
 def test_checkpoints_follow_training_time(tmp_path):
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
     for seconds, expected in ((0.0, []), (1e9, []), (1e-9, [1, 2])):
         spec = make_spec(
@@ -100,24 +100,24 @@ def test_checkpoints_follow_training_time(tmp_path):
 
 
 def test_each_epoch_validates_once_and_the_test_split_once(plan, monkeypatch):
-    import raynn.training
+    import raynn.kfold.train
 
     calls = []
-    real = raynn.training.evaluate
+    real = raynn.kfold.train.evaluate
 
     def counting(model, x, y, idx, *rest):
         calls.append(len(y) if idx is None else len(idx))
         return real(model, x, y, idx, *rest)
 
-    monkeypatch.setattr(raynn.training, "evaluate", counting)
-    result = raynn.training.train_job(plan.jobs[0], plan.data, threads=1)
+    monkeypatch.setattr(raynn.kfold.train, "evaluate", counting)
+    result = raynn.kfold.train.train_job(plan.jobs[0], plan.data, threads=1)
     val, test = len(plan.data.folds[0][1]), len(plan.data.y_test)
     assert calls == [val] * 4 + [test]  # the last epoch's validation is the job's
     assert result.val_loss == result.history[-1].val_loss
 
 
 def test_a_thread_schedule_replays_a_widened_job(plan):
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
     job = plan.jobs[0]
     widened = train_job(job, plan.data, threads=[1, 1, 2, 2])
@@ -127,7 +127,7 @@ def test_a_thread_schedule_replays_a_widened_job(plan):
 
 
 def test_corrupt_checkpoint_is_detected_and_job_restarts(plan):
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
     job = plan.jobs[0]
     store = MemoryStore(resume_at=2)
@@ -150,7 +150,7 @@ def test_checkpoint_roundtrip_and_truncation():
 
 
 def test_nan_loss_fails_the_job_with_its_reason(tmp_path):
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
     spec = make_spec(tmp_path, models=["mlp"], optimizer={"name": "sgd", "lr": 1e30})
     plan = prepare(spec)
@@ -163,7 +163,7 @@ def test_nan_loss_fails_the_job_with_its_reason(tmp_path):
 
 @pytest.mark.parametrize("scheduler", ["cosine", "warm", "step", "reduce", "onecycle", "none"])
 def test_every_scheduler_trains(tmp_path, scheduler):
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
     spec = make_spec(tmp_path, models=["mlp"], schedulers=[scheduler], training={"epochs": 2})
     plan = prepare(spec)
@@ -181,7 +181,7 @@ def test_every_scheduler_trains(tmp_path, scheduler):
     ],
 )
 def test_every_optimizer_trains(tmp_path, optimizer):
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
     spec = make_spec(tmp_path, models=["mlp"], optimizer=optimizer, training={"epochs": 2})
     plan = prepare(spec)
@@ -190,9 +190,9 @@ def test_every_optimizer_trains(tmp_path, optimizer):
 
 
 def test_user_model_by_module_path(tmp_path):
-    from raynn.training import train_job
+    from raynn.kfold.train import train_job
 
-    spec = make_spec(tmp_path, models=["raynn.models.mlp:mlp"], training={"epochs": 1})
+    spec = make_spec(tmp_path, models=["raynn.core.models.mlp:mlp"], training={"epochs": 1})
     plan = prepare(spec)
     assert plan.jobs[0].job_id.startswith("mlp-")
     assert train_job(plan.jobs[0], plan.data, threads=1).status == "ok"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from raynn.scheduler.cores import usable_cpus
+from raynn.placement.cores import usable_cpus
 
 
 def machine() -> dict[str, Any]:

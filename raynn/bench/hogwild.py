@@ -6,7 +6,7 @@ workers, against its own serial baseline and against PyTorch's own HOGWILD patte
 how soon does each reach a target test accuracy, and do they end at the same accuracy?
 
 Modes (every one trains the spec's model on the same data, with the same per-epoch
-partitioning and the same step code, :func:`raynn.hogwild.trainer.train`):
+partitioning and the same step code, :func:`raynn.hogwild.loop.train`):
 
 ``serial``
     raynn's serial baseline (``raynn run --serial``), one process with one torch thread; run
@@ -70,9 +70,9 @@ from raynn.bench.hogwild_summary import (
 )
 from raynn.bench.hogwild_torch import run_torch, run_torch_beside_ray
 from raynn.errors import RaynnError
-from raynn.hogwild.spec import HogwildSpec, hogwild_spec_from_dict
-from raynn.results import write_json
-from raynn.scheduler.cores import usable_cpus
+from raynn.placement.cores import usable_cpus
+from raynn.runs.results import write_json
+from raynn.spec.hogwild import HogwildSpec, hogwild_spec_from_dict
 
 __all__ = [
     "MODES",
@@ -160,7 +160,7 @@ def bench_hogwild(
         The summary table (one row per mode and worker count) and the result folder.
     """
     counts = _check(spec, workers, modes, target, epochs, repeats)
-    from raynn.data import load_dataset
+    from raynn.core.data import load_dataset
 
     base = spec.to_dict()
     if epochs is not None:

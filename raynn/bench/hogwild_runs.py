@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from raynn.errors import RaynnError
-from raynn.hogwild.spec import HogwildSpec, hogwild_spec_from_dict
+from raynn.spec.hogwild import HogwildSpec, hogwild_spec_from_dict
 
 MODES = ("serial", "raynn", "torch", "torch_ray", "raynn_2node")
 CURVE_COLUMNS = ["time", "loss", "accuracy", "final"]
@@ -145,7 +145,7 @@ def run_two_node(
     from ray.cluster_utils import Cluster
 
     from raynn.hogwild.runner import run
-    from raynn.scheduler.session import LOCAL_RAY_SYSTEM_CONFIG
+    from raynn.placement.session import LOCAL_RAY_SYSTEM_CONFIG
 
     head, second = two_node_split(workers)
     if ray.is_initialized():  # the cluster's driver connection must be the only one

@@ -13,7 +13,7 @@ import pandas as pd
 
 from raynn.bench.common import machine_line, markdown_table
 from raynn.bench.hogwild_runs import CURVE_COLUMNS, HogwildRun
-from raynn.hogwild.spec import HogwildSpec
+from raynn.spec.hogwild import HogwildSpec
 
 SUMMARY_COLUMNS = [
     "mode",

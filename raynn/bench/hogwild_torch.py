@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from raynn.bench.hogwild_runs import CURVE_COLUMNS, HogwildRun
-from raynn.hogwild.spec import HogwildSpec
+from raynn.spec.hogwild import HogwildSpec
 
 
 def torch_worker(
@@ -32,7 +32,8 @@ def torch_worker(
     """
     import torch
 
-    from raynn.hogwild.trainer import make_optimizer, make_schedule, train
+    from raynn.core.optim import make_optimizer, make_schedule
+    from raynn.hogwild.loop import train
 
     start = time.time()
     try:
@@ -72,8 +73,8 @@ def run_torch(spec: HogwildSpec, workers: int, repeat: int, data: Any) -> Hogwil
     import torch.multiprocessing as mp
 
     from raynn.hogwild.evaluator import Evaluator
+    from raynn.hogwild.loop import build
     from raynn.hogwild.shared_params import flatten
-    from raynn.hogwild.trainer import build
 
     invoked = time.time()
     model = build(spec, data)
@@ -159,7 +160,7 @@ def run_torch(spec: HogwildSpec, workers: int, repeat: int, data: Any) -> Hogwil
 
 def run_torch_beside_ray(spec: HogwildSpec, workers: int, repeat: int, data: Any) -> HogwildRun:
     """``torch`` mode while an idle embedded Ray, started as raynn's runs start it, is up."""
-    from raynn.scheduler import session
+    from raynn.placement import session
 
     started = session.connect()  # starts the embedded Ray (or joins RAY_ADDRESS's cluster)
     try:

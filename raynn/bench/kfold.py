@@ -16,6 +16,10 @@ reported for every mode. Modes:
   cache warm (the harness probes once before the modes: ``probe_s`` in ``bench.json``);
 * ``raynn_cold``: the same with an empty probe cache (a machine's first run);
 * ``raynn_ray``: ``raynn run --executor ray`` on an embedded local Ray;
+* ``racing``: ``raynn run`` with fold racing on (``scheduling.racing``: the spec's settings,
+  or the defaults): the grid's clearly worse configurations stop early. Every other mode
+  runs the full grid (racing off). Its row is held against ``raynn``'s: the job-seconds
+  saved and whether both pick the same best configuration (``best``);
 * the peers of :mod:`raynn.bench.peers`: ``pool`` (joblib/loky with thread caps), ``tune``
   (Ray Tune, ``reuse_actors=True``), ``tune_fresh`` (without), ``multi_instance`` (a static
   pinned split, like ``run_cpu --ninstances``) and ``processes`` (the original project's
@@ -50,10 +54,12 @@ from raynn.bench.kfold_summary import (
     to_markdown,
 )
 from raynn.errors import RaynnError
-from raynn.kfold import Plan, prepare
-from raynn.results import write_json
-from raynn.scheduler.cores import resolve_cores_per_job, usable_cpus
+from raynn.kfold.runner import Plan, prepare
+from raynn.placement.cores import resolve_cores_per_job, usable_cpus
+from raynn.runs.results import write_json
 from raynn.spec import KFoldSpec
+from raynn.spec.checks import to_plain
+from raynn.spec.sections import RacingSpec
 
 
 def bench_kfold(
@@ -76,11 +82,16 @@ def bench_kfold(
     cpus = usable_cpus(num_cpus)
     cores_per_job = resolve_cores_per_job(spec.scheduling.cores_per_job, len(plan.jobs), len(cpus))
     out = bench_folder(output, spec.name)
-    spec_file = out / "spec.json"
-    write_json(spec_file, spec.to_dict())
+    spec_file, racing_file = out / "spec.json", out / "spec_racing.json"
+    full = spec.to_dict()
+    full["scheduling"]["racing"] = None  # every mode but racing runs the whole grid
+    write_json(spec_file, full)
+    full["scheduling"]["racing"] = to_plain(spec.scheduling.racing or RacingSpec())
+    write_json(racing_file, full)
+    files = {m: racing_file if m == "racing" else spec_file for m in modes}
     info = machine()
     cache, cold = out / "cache" / "warm", out / "cache" / "cold"
-    probe_s = _warm_probe_cache(plan, cpus, cache) if "raynn" in modes else 0.0
+    probe_s = _warm_probe_cache(plan, cpus, cache) if {"raynn", "racing"} & set(modes) else 0.0
     workers = max(1, len(cpus) // cores_per_job)  # as run_mode gives every peer
     write_json(
         out / "bench.json",
@@ -92,7 +103,7 @@ def bench_kfold(
             "cores_per_job": cores_per_job,
             "probe_s": probe_s,
             "commands": {
-                m: command(m, spec_file, out / "modes" / m, cores_per_job, workers, timeout)
+                m: command(m, files[m], out / "modes" / m, cores_per_job, workers, timeout)
                 for m in modes
             },
         },
@@ -107,7 +118,7 @@ def bench_kfold(
             env = {**os.environ, "RAYNN_CACHE_DIR": str(cache)}
             if mode == "raynn_cold":
                 env["RAYNN_CACHE_DIR"] = str(cold / f"r{r}")  # empty every time
-            run = run_mode(mode, r, spec_file, out, cpus, cores_per_job, timeout, env)
+            run = run_mode(mode, r, files[mode], out, cpus, cores_per_job, timeout, env)
             runs.append(run)
             if mode in ("serial", "serial1"):
                 refs.add(run)
@@ -131,7 +142,7 @@ def bench_kfold(
 
 def _warm_probe_cache(plan: Plan, cpus: list[int], cache: Path) -> float:
     """Probe the spec's models into ``cache`` (what a machine's first raynn run leaves)."""
-    from raynn.scheduler.probe import ProbeCache, ProbeReport, calibrate
+    from raynn.kfold.probe import ProbeCache, ProbeReport, calibrate
 
     report = ProbeReport()
     calibrate(plan.jobs, plan.data, len(cpus), ProbeCache(cache / "probe.json"), report)

@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
-from raynn.results import read_table
-from raynn.scheduler.cores import usable_cpus
-from raynn.scheduler.monitor import UtilizationSampler
+from raynn.kfold.tables import JOBS_SCHEMA  # noqa: F401 - registers the tables' schemas
+from raynn.placement.cores import usable_cpus
+from raynn.placement.monitor import UtilizationSampler
+from raynn.runs.results import read_table
 
 MODES = (
     "serial",
@@ -25,6 +26,7 @@ MODES = (
     "raynn",
     "raynn_cold",
     "raynn_ray",
+    "racing",
     "pool",
     "tune",
     "tune_fresh",
@@ -33,7 +35,7 @@ MODES = (
 )
 DEFAULT_MODES = ("serial", "serial1", "raynn", "pool", "tune", "multi_instance")
 PEERS = ("pool", "tune", "multi_instance")  # the competent peers raynn is held against
-RAYNN_MODES = ("raynn", "raynn_cold", "raynn_ray")
+RAYNN_MODES = ("raynn", "raynn_cold", "raynn_ray", "racing")  # ``raynn run`` itself
 
 
 @dataclass
@@ -57,7 +59,8 @@ class ModeRun:
 def command(
     mode: str, spec_file: Path, run_root: Path, cores_per_job: int, workers: int, timeout: float
 ) -> list[str]:
-    """The command line of ``mode`` (what a user would type)."""
+    """The command line of ``mode`` (what a user would type; ``racing`` is ``raynn run`` of
+    the spec with ``scheduling.racing`` on)."""
     py = [sys.executable, "-m"]
     if mode in ("serial", "serial1", *RAYNN_MODES):
         cmd = py + ["raynn", "run", str(spec_file), "--output", str(run_root), "--no-progress"]

@@ -12,7 +12,8 @@ import pandas as pd
 
 from raynn.bench.common import machine_line, markdown_table
 from raynn.bench.kfold_modes import PEERS, RAYNN_MODES, ModeRun
-from raynn.kfold import Plan
+from raynn.kfold.rows import RACED_OUT
+from raynn.kfold.runner import Plan
 from raynn.spec import KFoldSpec
 
 METRICS = ["val_loss", "val_accuracy", "test_loss", "test_accuracy"]
@@ -37,6 +38,9 @@ SUMMARY_COLUMNS = [
     "equal",
     "replayed",
     "val_accuracy",
+    "raced_out",
+    "job_seconds",
+    "best",
 ]
 
 
@@ -69,7 +73,7 @@ class References:
         (only once some serial run exists: without one, nothing is compared)."""
         key = (job_id, schedule)
         if key not in self.rows and self.rows and job_id in self.jobs and schedule:
-            from raynn.training import train_job
+            from raynn.kfold.train import train_job
 
             result = train_job(self.jobs[job_id], self.plan.data, threads=list(schedule))
             self.rows[key] = tuple(getattr(result, m) for m in METRICS)
@@ -94,7 +98,8 @@ def _util_stats(util: pd.DataFrame, start: float, end: float, first: float, last
 def run_row(run: ModeRun, n_jobs: int, refs: References) -> dict[str, Any]:
     """One run's figures (before medians)."""
     ok = run.jobs[run.jobs["status"] == "ok"] if not run.jobs.empty else run.jobs
-    finished = run.returncode == 0 and not run.timed_out and len(ok) == n_jobs
+    raced = run.jobs[run.jobs["status"] == RACED_OUT] if not run.jobs.empty else run.jobs
+    finished = run.returncode == 0 and not run.timed_out and len(ok) + len(raced) == n_jobs
     first = float(run.jobs["start_time"].min()) if not run.jobs.empty else run.exited
     last = float(run.jobs["end_time"].max()) if not run.jobs.empty else run.exited
     cpu_mean, cpu_last20 = _util_stats(run.util, run.invoked, run.exited, first, last)
@@ -120,7 +125,11 @@ def run_row(run: ModeRun, n_jobs: int, refs: References) -> dict[str, Any]:
         "startup_s": first - run.invoked,
         "shutdown_s": run.exited - last,
         "overhead_s": (first - run.invoked) + (run.exited - last),
-        "job_seconds": float((ok["end_time"] - ok["start_time"]).sum()),
+        # every fold that ran (a raced-out fold's time until it was stopped counts too)
+        "job_seconds": float((ok["end_time"] - ok["start_time"]).sum())
+        + float((raced["end_time"] - raced["start_time"]).sum()),
+        "raced_out": len(raced),
+        "best": _best(ok),
         "cpu_mean": cpu_mean,
         "cpu_last20": cpu_last20,
         "checked": int(checked),
@@ -132,6 +141,31 @@ def run_row(run: ModeRun, n_jobs: int, refs: References) -> dict[str, Any]:
     }
 
 
+def _best(ok: pd.DataFrame) -> str:
+    """The configuration with the best mean validation accuracy over its ok folds."""
+    if ok.empty:
+        return "-"
+    model, scheduler = ok.groupby(["model", "scheduler"])["val_accuracy"].mean().idxmax()
+    return f"{model}/{scheduler}"
+
+
+def racing_lines(table: pd.DataFrame) -> list[str]:
+    """Fold racing against the full grid (``racing`` beside ``raynn``): job-seconds saved
+    and whether both pick the same best configuration."""
+    by = table.set_index("mode")
+    if not {"racing", "raynn"} <= set(by.index):
+        return []
+    full, raced = by.loc["raynn"], by.loc["racing"]
+    saved = 1 - raced["job_seconds"] / full["job_seconds"]
+    same = "the same" if raced["best"] == full["best"] else "a DIFFERENT"
+    return [
+        f"- fold racing: {int(raced['raced_out'])} folds raced out; job-seconds "
+        f"{raced['job_seconds']:.1f} against the full grid's {full['job_seconds']:.1f} "
+        f"({saved:.0%} saved); wall {raced['wall_s']:.1f} s against {full['wall_s']:.1f} s; "
+        f"{same} best configuration ({raced['best']}; full grid: {full['best']})"
+    ]
+
+
 def summarize(rows: pd.DataFrame, cores: int) -> pd.DataFrame:
     """One row per mode: medians over repeats, the spread of ``wall_s``, the ratios."""
     out = []
@@ -141,6 +175,7 @@ def summarize(rows: pd.DataFrame, cores: int) -> pd.DataFrame:
             if col not in ("mode", "repeat", "finished") and pd.api.types.is_numeric_dtype(g[col]):
                 row[col] = float(g[col].median())
         row["ok"] = int(g["ok"].min())
+        row["best"] = str(g["best"].mode().iloc[0]) if "best" in g else "-"
         row["wall_min"], row["wall_max"] = float(g["wall_s"].min()), float(g["wall_s"].max())
         out.append(row)
     table = pd.DataFrame(out)
@@ -186,6 +221,9 @@ def to_markdown(table: pd.DataFrame, rows: pd.DataFrame, info: dict, spec: KFold
         "",
         *markdown_table(table, cols),
     ]
+    raced = racing_lines(table)
+    if raced:
+        lines += ["", *raced]
     stages = stage_lines(rows)
     if stages:
         lines += ["", "Where raynn's fixed overhead goes (medians):", "", *stages]

@@ -2,8 +2,8 @@
 
 Each peer is a command of its own (``python -m raynn.bench.peers MODE --spec S --out DIR``),
 so the harness times it as it times ``raynn run``: from the command's start to its exit.
-Every peer trains with raynn's own :func:`raynn.training.train_job` (the same jobs, seeds and
-numbers) and writes its rows through :class:`~raynn.results.ResultsCollector`; only the way
+Every peer trains with raynn's own :func:`raynn.kfold.train.train_job` (the same jobs, seeds and
+numbers) and writes its rows through :class:`~raynn.kfold.collector.ResultsCollector`; only the way
 the jobs are spread over the cores differs. They are set up at their best:
 
 * ``pool``: a joblib/loky process pool, one task per job, ``n_jobs`` = the core groups and
@@ -22,7 +22,7 @@ the jobs are spread over the cores differs. They are set up at their best:
   caps). The processes are forked from a fresh fork server: forking a process whose OpenMP
   pool has run hangs the child.
 
-Jobs are taken in the order :func:`raynn.kfold.prepare` gives them (longest expected first,
+Jobs are taken in the order :func:`raynn.kfold.runner.prepare` gives them (longest expected first,
 by multiply-accumulates), as a user reading raynn's job list would.
 """
 
@@ -42,7 +42,7 @@ PEERS = ("pool", "tune", "tune_fresh", "multi_instance", "processes")
 
 
 def _plan(spec_path: str) -> Any:
-    from raynn.kfold import prepare
+    from raynn.kfold.runner import prepare
     from raynn.spec import load_spec
 
     return prepare(load_spec(spec_path))
@@ -52,8 +52,8 @@ def _train(job: Any, data: Any, threads: int | None, worker: str) -> Any:
     """One job, as every peer trains it: raynn's train_job, failures recorded alike."""
     import socket
 
-    from raynn.records import JobResult
-    from raynn.training import train_job
+    from raynn.kfold.rows import JobResult
+    from raynn.kfold.train import train_job
 
     try:
         result = train_job(job, data, threads=threads)
@@ -71,7 +71,7 @@ def run_pool(spec_path: str, out: str, cores_per_job: int, workers: int) -> None
     """joblib/loky: ``workers`` processes, ``cores_per_job`` threads each, a task per job."""
     from joblib import Parallel, delayed, parallel_config
 
-    from raynn.results import ResultsCollector
+    from raynn.kfold.collector import ResultsCollector
 
     plan = _plan(spec_path)
     collector = ResultsCollector(out)
@@ -86,7 +86,7 @@ def run_tune(spec_path: str, out: str, cores_per_job: int, workers: int, reuse: 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no progress tables on stdout
     from ray import tune
 
-    from raynn.scheduler.session import connect
+    from raynn.placement.session import connect
 
     plan = _plan(spec_path)
     by_id = {j.job_id: j for j in plan.jobs}
@@ -94,7 +94,7 @@ def run_tune(spec_path: str, out: str, cores_per_job: int, workers: int, reuse: 
     connect("local", workers * cores_per_job, system_config={})
 
     def trainable(config: dict, data: Any) -> dict:
-        from raynn.results import ResultsCollector
+        from raynn.kfold.collector import ResultsCollector
 
         result = _train(by_id[config["job_id"]], data, cores_per_job, f"tune-{os.getpid()}")
         ResultsCollector(out).write_job(result)
@@ -113,7 +113,7 @@ def run_tune(spec_path: str, out: str, cores_per_job: int, workers: int, reuse: 
 
 def run_instance(spec_path: str, out: str, rank: int, of: int, threads: int) -> None:
     """One instance of ``multi_instance``: jobs ``rank, rank + of, ...``, one at a time."""
-    from raynn.results import ResultsCollector
+    from raynn.kfold.collector import ResultsCollector
 
     plan = _plan(spec_path)
     collector = ResultsCollector(out)
@@ -138,7 +138,7 @@ def run_multi_instance(spec_path: str, out: str, cores_per_job: int, workers: in
 
 
 def _one_process(job: Any, data: Any, out: str, worker: str) -> None:
-    from raynn.results import ResultsCollector
+    from raynn.kfold.collector import ResultsCollector
 
     ResultsCollector(out).write_job(_train(job, data, None, worker))
 
@@ -149,7 +149,7 @@ def run_processes(spec_path: str, out: str, timeout: float | None) -> bool:
 
     plan = _plan(spec_path)
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["raynn.bench.peers", "raynn.training"])
+    ctx.set_forkserver_preload(["raynn.bench.peers", "raynn.kfold.train"])
     procs = [
         ctx.Process(target=_one_process, args=(j, plan.data, out, f"p{i}"))
         for i, j in enumerate(plan.jobs)

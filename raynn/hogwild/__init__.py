@@ -1,18 +1,18 @@
 """HOGWILD: lock-free SGD on shared-memory weights per node, a Ray parameter server across nodes.
 
-Modules (DESIGN.md section 3):
-
-* :mod:`~raynn.hogwild.spec`: the ``kind: hogwild`` spec.
-* :mod:`~raynn.hogwild.shared_params`: a node's weights as one flat float32 shared buffer.
-* :mod:`~raynn.hogwild.server`: the parameter server (global weights, versions, staleness).
-* :mod:`~raynn.hogwild.trainer`: the step code, the worker and the node's sync role.
-* :mod:`~raynn.hogwild.runner`: ``run(spec, executor="ray" | "serial")`` and ``validate``.
-* :mod:`~raynn.hogwild.report`: the markdown summary (accuracy against time).
-* :mod:`~raynn.hogwild.compat`: the seed project's ``DistributedTrainer`` / ``DistributedTester``.
+The entry is :func:`raynn.hogwild.runner.run` (in the table of kinds, :mod:`raynn.kinds`);
+its spec is :mod:`raynn.spec.hogwild`. Below it: ``prepare`` (data, initial weights),
+``serial`` (the baseline), ``ray_run`` and ``rounds`` (the server shards, the workers, the
+restart loop), ``shared_params`` (a node's weights in shared memory), ``worker``, ``loop``
+and ``node_sync`` (the step code and a node's link to the server), ``server``, ``client``,
+``protocol`` and ``checkpoint`` (the parameter server), ``evaluator``, ``tables``, ``view``
+and ``report``. The seed project's ``DistributedTrainer`` is :mod:`raynn.compat.hogwild`
+(docs/DESIGN.md has the whole house).
 """
 
 from __future__ import annotations
 
-from raynn.hogwild.spec import HogwildSpec, hogwild_spec_from_dict
+from raynn.hogwild import tables  # noqa: F401 - registers the eval/ and hogwild/ schemas
+from raynn.spec.hogwild import HogwildSpec, hogwild_spec_from_dict
 
 __all__ = ["HogwildSpec", "hogwild_spec_from_dict"]

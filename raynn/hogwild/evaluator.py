@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from raynn.data import ArrayDataset
+from raynn.core.data import ArrayDataset
+from raynn.core.nn import evaluate
+from raynn.hogwild.loop import build, make_loss
 from raynn.hogwild.protocol import version_count
 from raynn.hogwild.shared_params import load_flat
-from raynn.hogwild.spec import HogwildSpec
 from raynn.hogwild.tables import EVAL_SCHEMA
-from raynn.hogwild.trainer import build, make_loss
-from raynn.nn_helpers import evaluate
-from raynn.results import write_table
+from raynn.runs.results import write_table
+from raynn.spec.hogwild import HogwildSpec
 
 EVAL_WRITE_SECONDS = 2.0  # how often the eval rows of a running attempt reach the disk
 

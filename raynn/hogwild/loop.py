@@ -4,8 +4,8 @@
 across all workers (:func:`epoch_shard`) and a worker steps through its part in batches with
 :func:`sgd_step`. The serial baseline calls it with ``workers=1``; a
 :class:`~raynn.hogwild.worker.HogwildWorker` with its index. Optimizers and schedules come
-from the one factory of both kinds (:func:`raynn.optim.make_optimizer`,
-:func:`raynn.optim.make_schedule`).
+from the one factory of both kinds (:func:`raynn.core.optim.make_optimizer`,
+:func:`raynn.core.optim.make_schedule`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from raynn.data import ArrayDataset
+from raynn.core.data import ArrayDataset
+from raynn.core.losses import Loss, build_loss
+from raynn.core.nn import seeded_model
+from raynn.core.optim import LRSchedule
 from raynn.errors import TrainingError
-from raynn.hogwild.spec import HogwildSpec
-from raynn.losses import Loss, build_loss
-from raynn.nn_helpers import seeded_model
-from raynn.optim import LRSchedule
-from raynn.spec_checks import Component
+from raynn.spec.checks import Component
+from raynn.spec.hogwild import HogwildSpec
 
 
 def make_loss(spec: HogwildSpec, data: ArrayDataset) -> Loss:

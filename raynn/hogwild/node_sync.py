@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raynn.hogwild.server import PendingPush, PushReply, ServerClient
+from raynn.hogwild.client import PendingPush, ServerClient
+from raynn.hogwild.protocol import PushReply
 from raynn.hogwild.shared_params import SharedParams
 
 

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from raynn.data import ArrayDataset, load_dataset
+from raynn.core.data import ArrayDataset, load_dataset
 from raynn.errors import SpecError
+from raynn.hogwild.loop import build, make_loss
 from raynn.hogwild.shared_params import flatten, param_numel
-from raynn.hogwild.spec import HogwildSpec
-from raynn.hogwild.trainer import build, make_loss
-from raynn.scheduler.cores import usable_cpus
+from raynn.placement.cores import usable_cpus
+from raynn.spec.hogwild import HogwildSpec
 
 
 @dataclass

@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from raynn.files import atomic_write
 from raynn.hogwild.client import ServerClient
 from raynn.hogwild.evaluator import Evaluator
 from raynn.hogwild.prepare import Outcome, Prepared, server_kwargs
 from raynn.hogwild.protocol import shard_bounds
-from raynn.hogwild.rounds import Slot, plan_slots, train_round
+from raynn.hogwild.rounds import PlannedWorker, plan_workers, train_round
 from raynn.hogwild.server import ParameterServer
 from raynn.hogwild.tables import write_tables
 from raynn.hogwild.view import HogwildView
-from raynn.scheduler.nodes import Node, probe_nodes
+from raynn.placement.nodes import Node, probe_nodes
+from raynn.runs.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def run_ray(
     run_dir: Path,
     n: int,
     nodes: list[Node],
-    slots: list[Slot],
+    slots: list[PlannedWorker],
     view: HogwildView,
     evaluator: Evaluator,
 ) -> Outcome:
@@ -49,7 +49,7 @@ def run_ray(
         run_dir: the run directory (server checkpoints, the tables after every round).
         n: the attempt's number (its table parts).
         nodes: the nodes of the first round.
-        slots: the first round's workers (:func:`~raynn.hogwild.rounds.plan_slots`).
+        slots: the first round's workers (:func:`~raynn.hogwild.rounds.plan_workers`).
         view: the live progress view.
         evaluator: evaluates the server's weights (and keeps the eval rows).
 
@@ -134,7 +134,7 @@ def run_ray(
                 log.warning("%s; re-planning the workers (restart %d)", record["error"], deaths)
             # the nodes alive now (a lost node's actors die with it), each with its CPUs
             nodes = probe_nodes()
-            slots = plan_slots(spec, nodes)
+            slots = plan_workers(spec, nodes)
             state = client.weights()
         timings["training"] = time.monotonic() - entered - timings.get("startup", 0.0)
         if fields.get("error") is None:

@@ -9,10 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from raynn import figures
 from raynn.errors import RaynnError
-from raynn.report_common import mean_utilization
-from raynn.results import read_table
+from raynn.runs import figures as plots
+from raynn.runs.html import Figure, utilization_figure
+from raynn.runs.report import mean_utilization
+from raynn.runs.results import read_table
 
 
 def _f(value: Any, fmt: str = ".4f") -> str:
@@ -140,7 +141,7 @@ def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
 # -- figures -------------------------------------------------------------------------------------
 def eval_figure(evals: Any) -> Any:
     """Test loss and accuracy of the server's weights against time, per attempt."""
-    fig = figures.new_figure(12.0, 4.4)
+    fig = plots.new_figure(12.0, 4.4)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, what in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.set_title(f"test {what} against time")
@@ -149,11 +150,11 @@ def eval_figure(evals: Any) -> Any:
         ax.grid(alpha=0.3)
     fig.suptitle("HOGWILD: the parameter server's weights evaluated while training")
     if not len(evals):
-        figures.empty(ax_loss, "no evaluations")
-        figures.empty(ax_acc, "no evaluations")
+        plots.empty(ax_loss, "no evaluations")
+        plots.empty(ax_acc, "no evaluations")
         return fig
     attempts = sorted(set(evals["attempt"]))
-    palette = figures.colours(attempts)
+    palette = plots.colours(attempts)
     handles, labels = [], []
     for a in attempts:
         g = evals[evals["attempt"] == a].sort_values("time")
@@ -177,13 +178,13 @@ def eval_figure(evals: Any) -> Any:
         Line2D([], [], marker="*", ls="", color="0.5", markeredgecolor="black", markersize=12)
     )
     labels.append("final weights")
-    figures.legend(ax_acc, handles, labels, loc="lower right")
+    plots.legend(ax_acc, handles, labels, loc="lower right")
     return fig
 
 
 def push_figure(workers: Any) -> Any:
     """Pushes (and refused pushes) per worker, and the staleness of the pushes it made."""
-    fig = figures.new_figure(12.0, 4.4)
+    fig = plots.new_figure(12.0, 4.4)
     ax_push, ax_stale = fig.subplots(1, 2)
     ax_push.set_title("pushes to the parameter server per worker")
     ax_push.set_xlabel("worker")
@@ -195,8 +196,8 @@ def push_figure(workers: Any) -> Any:
     pushing = workers[workers["pushes"] > 0] if len(workers) else workers
     if not len(pushing):
         serial = "role" in workers.columns and len(workers) and (workers["role"] == "serial").all()
-        figures.empty(ax_push, "serial baseline: one process, no pushes" if serial else "no pushes")
-        figures.empty(ax_stale, "no pushes")
+        plots.empty(ax_push, "serial baseline: one process, no pushes" if serial else "no pushes")
+        plots.empty(ax_stale, "no pushes")
         return fig
     pushing = pushing.sort_values(["node", "slot", "worker"])
     names = [f"{w} ({n})" for w, n in zip(pushing["worker"], pushing["node"], strict=True)]
@@ -205,13 +206,13 @@ def push_figure(workers: Any) -> Any:
     ax_push.bar(x, pushing["pushes"], color="tab:blue", label="accepted pushes")
     if any(refused):
         ax_push.bar(x, refused, bottom=pushing["pushes"], color="tab:red", label="refused")
-    figures.thin_ticks(ax_push, names, axis="x")
+    plots.thin_ticks(ax_push, names, axis="x")
     margin = 0.5 if len(names) > 2 else 1.0  # one or two bars: not as wide as the axes
     ax_push.set_xlim(-margin, len(names) - 1 + margin)
     if len(names) > 4:
         ax_push.tick_params(axis="x", labelrotation=30)
-    figures.legend(ax_push, *ax_push.get_legend_handles_labels(), loc="best")
-    palette = figures.colours(names)
+    plots.legend(ax_push, *ax_push.get_legend_handles_labels(), loc="best")
+    palette = plots.colours(names)
     handles = []
     for name, hist in zip(names, pushing["staleness_hist"], strict=True):
         counts = list(hist) if hist is not None else []
@@ -234,7 +235,28 @@ def push_figure(workers: Any) -> Any:
     ax_stale.set_ylim(0, 1.05)
     ax_stale.grid(alpha=0.3)
     if handles:
-        figures.legend(
-            ax_stale, [h for h, _ in handles], [n for _, n in handles], loc="upper right"
-        )
+        plots.legend(ax_stale, [h for h, _ in handles], [n for _, n in handles], loc="upper right")
     return fig
+
+
+def figures(run_dir: str | os.PathLike[str]) -> list[Figure]:
+    """The figures of a HOGWILD run directory."""
+    run_dir = Path(run_dir)
+    evals, workers = accuracy_vs_time(run_dir), read_table(run_dir, "hogwild")
+    t0 = float(evals["time"].min() - evals["elapsed"].min()) if len(evals) else None
+    return [
+        Figure(
+            "eval",
+            "hogwild_loss_accuracy_vs_time.png",
+            "Test loss and accuracy of the parameter server's weights against time.",
+            eval_figure(evals),
+        ),
+        Figure(
+            "pushes",
+            "hogwild_pushes_staleness.png",
+            "Pushes each worker made to the parameter server (and any refused), and how "
+            "many versions behind the server each push was.",
+            push_figure(workers),
+        ),
+        utilization_figure(run_dir, t0, "the attempt started"),
+    ]

@@ -22,10 +22,10 @@ from raynn.hogwild.evaluator import Evaluator
 from raynn.hogwild.prepare import Prepared, start_epoch
 from raynn.hogwild.segments import ROUND_STOP_SECONDS, release_all, stop_workers
 from raynn.hogwild.shared_params import SharedParams, create_detached, sweep_stale_segments
-from raynn.hogwild.spec import HogwildSpec
-from raynn.hogwild.trainer import worker_row
 from raynn.hogwild.view import HogwildView
-from raynn.scheduler.nodes import Node, alive_node_ids
+from raynn.hogwild.worker import worker_row
+from raynn.placement.nodes import Node, alive_node_ids
+from raynn.spec.hogwild import HogwildSpec
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ JOIN_POLL_SECONDS = 2.0  # how often a round looks for nodes that joined the clu
 
 
 @dataclass
-class Slot:
+class PlannedWorker:
     """Where one worker runs: its node (and index), slot on the node, global index, core."""
 
     worker_id: str
@@ -44,7 +44,7 @@ class Slot:
     core: int
 
 
-def plan_slots(spec: HogwildSpec, nodes: list[Any]) -> list[Slot]:
+def plan_workers(spec: HogwildSpec, nodes: list[Any]) -> list[PlannedWorker]:
     """One slot per worker on each node (``hogwild.workers_per_node``); SpecError if the
     nodes cannot take the spec."""
     wpn = spec.hogwild.workers_per_node
@@ -61,11 +61,11 @@ def plan_slots(spec: HogwildSpec, nodes: list[Any]) -> list[Slot]:
             f"({len(nodes) - 1}) for {len(nodes)} nodes, so no node could ever push; use at "
             f"least {len(nodes) - 1} or null"
         )
-    slots: list[Slot] = []
+    slots: list[PlannedWorker] = []
     for ni, node in enumerate(nodes):
         count = len(node.cpus) if wpn == "auto" else min(wpn, len(node.cpus))
         for s in range(count):
-            slots.append(Slot(f"n{ni}w{s}", node, ni, s, len(slots), node.cpus[s]))
+            slots.append(PlannedWorker(f"n{ni}w{s}", node, ni, s, len(slots), node.cpus[s]))
     return slots
 
 
@@ -89,7 +89,7 @@ def train_round(
     shards: list[Any],
     client: ServerClient,
     nodes: list[Any],
-    slots: list[Slot],
+    slots: list[PlannedWorker],
     state: tuple[np.ndarray, int, int, int],
     view: HogwildView,
     evaluator: Evaluator,
@@ -107,7 +107,7 @@ def train_round(
     from ray.exceptions import RayActorError, RayTaskError
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from raynn.hogwild.trainer import HogwildWorker
+    from raynn.hogwild.worker import HogwildWorker
 
     def on(node_id: str) -> dict[str, Any]:
         return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
@@ -171,7 +171,7 @@ def train_round(
                 created.append(creator.options(**on(node_id)).remote(name, weights_ref, count))
         ray.get(created, timeout=300)
         # No runtime_env: it would cost fresh worker processes; the worker pins itself and caps
-        # its threads (raynn.scheduler.cores.pin_current_process) before any heavy torch work.
+        # its threads (raynn.placement.cores.pin_current_process) before any heavy torch work.
         worker_cls = ray.remote(num_cpus=1, max_restarts=0)(HogwildWorker)
         per_node = {s.node_index: sum(x.node_index == s.node_index for x in slots) for s in slots}
         # Each node's sync worker (slot 0) is created last. The first actors get the worker

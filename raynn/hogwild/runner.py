@@ -2,20 +2,20 @@
 
 ``executor="ray"``: one :class:`~raynn.hogwild.server.ParameterServer` actor per shard on the
 driver's node (restarted from its checkpoint if it dies), and on every node one pinned
-:class:`~raynn.hogwild.trainer.HogwildWorker` actor per core sharing that node's
+:class:`~raynn.hogwild.worker.HogwildWorker` actor per core sharing that node's
 :class:`~raynn.hogwild.shared_params.SharedParams` (:mod:`raynn.hogwild.ray_run`, one round of
 workers in :mod:`raynn.hogwild.rounds`). The driver evaluates the server's weights on the
 test split every ``training.eval_every_seconds`` (:mod:`raynn.hogwild.evaluator`).
 
 ``executor="serial"``: the baseline, plain SGD in this process with the same step code
-(:func:`raynn.hogwild.trainer.train`), evaluated on the same timer (:mod:`raynn.hogwild.serial`).
+(:func:`raynn.hogwild.loop.train`), evaluated on the same timer (:mod:`raynn.hogwild.serial`).
 
 Run directory (``runs/<run-id>/``, tables written atomically, one part per attempt)::
 
     run.json                      spec, versions, nodes, server stats, status, wall seconds
     eval/part-<n>.parquet         EVAL_SCHEMA: global weights' test loss/accuracy over time
     hogwild/part-<n>.parquet      HOGWILD_SCHEMA: one row per worker
-    utilization/<node>-<n>.parquet  per-core CPU % (raynn.results.UTILIZATION_SCHEMA)
+    utilization/<node>-<n>.parquet  per-core CPU % (raynn.runs.results.UTILIZATION_SCHEMA)
     checkpoints/server-<i>.ckpt   the server shards' latest weights + version
     report.md                     ``raynn report``
 
@@ -30,22 +30,24 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from raynn.data import ArrayDataset
+from raynn.core.data import ArrayDataset
 from raynn.errors import OutputError, RaynnError
 from raynn.hogwild.checkpoint import read_checkpoint
 from raynn.hogwild.evaluator import Evaluator
 from raynn.hogwild.prepare import Outcome, Prepared, prepare, validate
 from raynn.hogwild.ray_run import SERVER_NAME, run_ray
-from raynn.hogwild.rounds import Slot, plan_slots
+from raynn.hogwild.report import summarize
+from raynn.hogwild.rounds import PlannedWorker, plan_workers
 from raynn.hogwild.serial import run_serial
-from raynn.hogwild.spec import HogwildSpec
 from raynn.hogwild.tables import EVAL_SCHEMA, HOGWILD_SCHEMA, write_tables
 from raynn.hogwild.view import HogwildView
-from raynn.results import output_root
-from raynn.run_record import RunRecord, RunResult, check_writable
-from raynn.scheduler import session
-from raynn.scheduler.nodes import Node, local_node, probe_nodes
+from raynn.placement import session
+from raynn.placement.nodes import Node, local_node, probe_nodes
+from raynn.runs.record import RunRecord, RunResult, check_writable
+from raynn.runs.report import write_report
+from raynn.runs.results import output_root
 from raynn.spec import spec_from_dict
+from raynn.spec.hogwild import HogwildSpec
 
 __all__ = [
     "EVAL_SCHEMA",
@@ -101,10 +103,10 @@ def run(
         check_writable(root)
     prepared = prepare(spec, dataset)
     nodes: list[Node] = []
-    slots: list[Slot] = []
+    slots: list[PlannedWorker] = []
     embedded = executor == "ray" and session.will_embed(address)
     if embedded:  # fail before starting Ray at all
-        plan_slots(spec, [local_node("local", num_cpus)])
+        plan_workers(spec, [local_node("local", num_cpus)])
     started = False
     try:
         if executor == "ray":
@@ -115,7 +117,7 @@ def run(
                 nodes = [local_node(ray.get_runtime_context().get_node_id(), num_cpus)]
             else:
                 nodes = probe_nodes()
-            slots = plan_slots(spec, nodes)
+            slots = plan_workers(spec, nodes)
         if record is None:
             record = RunRecord.create(root, spec)
         record.acquire()
@@ -124,9 +126,7 @@ def run(
         session.shutdown_if_started(started)
         if record is not None:
             record.release()
-    from raynn.report import write_report
-
-    write_report(record.run_dir)
+    write_report(record.run_dir, summarize(record.run_dir))
     jobs = pa.Table.from_pylist(outcome.rows, schema=HOGWILD_SCHEMA).to_pandas()
     return RunResult(record.run_dir, record.attempts[-1]["status"], jobs)
 
@@ -138,7 +138,7 @@ def _attempt(
     threads: int | None,
     progress: bool,
     nodes: list[Node],
-    slots: list[Slot],
+    slots: list[PlannedWorker],
 ) -> Outcome:
     """One attempt in ``record``'s run directory: train, then write its tables and run.json
     (also when training raised: what it evaluated is kept)."""

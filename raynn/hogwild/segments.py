@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from raynn.hogwild.shared_params import request_stop, unlink_segment
-from raynn.scheduler.nodes import alive_node_ids
+from raynn.placement.nodes import alive_node_ids
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The serial baseline (``executor="serial"``): plain SGD in this process with the workers'
-step code (:func:`raynn.hogwild.trainer.train`), through one in-process parameter server (so
+step code (:func:`raynn.hogwild.loop.train`), through one in-process parameter server (so
 it checkpoints and resumes as a HOGWILD run does), evaluated on the same timer."""
 
 from __future__ import annotations
@@ -12,23 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raynn.core.optim import make_optimizer, make_schedule
 from raynn.hogwild.evaluator import Evaluator
+from raynn.hogwild.loop import LoopStats, build, make_loss, train
 from raynn.hogwild.prepare import Outcome, Prepared, server_kwargs, start_epoch
 from raynn.hogwild.server import ParameterServer
 from raynn.hogwild.shared_params import flatten, load_flat
-from raynn.hogwild.trainer import (
-    LoopStats,
-    build,
-    make_loss,
-    make_optimizer,
-    make_schedule,
-    train,
-    utilization_rows,
-    worker_row,
-)
 from raynn.hogwild.view import HogwildView
-from raynn.scheduler.cores import usable_cpus
-from raynn.scheduler.monitor import UtilizationSampler
+from raynn.hogwild.worker import utilization_rows, worker_row
+from raynn.placement.cores import usable_cpus
+from raynn.placement.monitor import UtilizationSampler
 
 
 def run_serial(

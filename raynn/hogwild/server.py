@@ -37,30 +37,13 @@ from typing import Any
 import numpy as np
 
 from raynn.errors import CheckpointError
-from raynn.hogwild.checkpoint import decode_checkpoint, encode_checkpoint, read_checkpoint
-from raynn.hogwild.client import PendingPush, ServerClient
+from raynn.hogwild.checkpoint import encode_checkpoint, read_checkpoint
 from raynn.hogwild.protocol import (
     INCARNATION_SHIFT,
     PushReply,
-    shard_bounds,
-    staleness_summary,
     version_count,
 )
-from raynn.results import write_bytes
-
-__all__ = [
-    "INCARNATION_SHIFT",
-    "ParameterServer",
-    "PendingPush",
-    "PushReply",
-    "ServerClient",
-    "decode_checkpoint",
-    "encode_checkpoint",
-    "read_checkpoint",
-    "shard_bounds",
-    "staleness_summary",
-    "version_count",
-]
+from raynn.runs.results import write_bytes
 
 
 class ParameterServer:

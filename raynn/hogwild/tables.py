@@ -2,7 +2,7 @@
 
 ``eval/part-<n>.parquet`` (:data:`EVAL_SCHEMA`): the global weights' test loss/accuracy over
 time; ``hogwild/part-<n>.parquet`` (:data:`HOGWILD_SCHEMA`): one row per worker;
-``utilization/<node>-<n>.parquet``: per-core CPU % (:data:`raynn.results.UTILIZATION_SCHEMA`).
+``utilization/<node>-<n>.parquet``: per-core CPU % (:data:`raynn.runs.results.UTILIZATION_SCHEMA`).
 """
 
 from __future__ import annotations
@@ -11,57 +11,63 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from raynn.files import file_stem
-from raynn.results import UTILIZATION_SCHEMA, write_table
+from raynn.runs.files import file_stem
+from raynn.runs.results import UTILIZATION_SCHEMA, register_table, write_table
 
-EVAL_SCHEMA = pa.schema(
-    [
-        ("attempt", pa.int32()),
-        ("time", pa.float64()),
-        ("elapsed", pa.float64()),
-        ("version", pa.int64()),
-        ("step", pa.int64()),
-        ("samples", pa.int64()),
-        ("epoch", pa.float64()),
-        ("loss", pa.float64()),
-        ("accuracy", pa.float64()),
-        ("final", pa.bool_()),
-        ("per_class_accuracy", pa.list_(pa.float64())),
-    ]
+EVAL_SCHEMA = register_table(
+    "eval",
+    pa.schema(
+        [
+            ("attempt", pa.int32()),
+            ("time", pa.float64()),
+            ("elapsed", pa.float64()),
+            ("version", pa.int64()),
+            ("step", pa.int64()),
+            ("samples", pa.int64()),
+            ("epoch", pa.float64()),
+            ("loss", pa.float64()),
+            ("accuracy", pa.float64()),
+            ("final", pa.bool_()),
+            ("per_class_accuracy", pa.list_(pa.float64())),
+        ]
+    ),
 )
 
-HOGWILD_SCHEMA = pa.schema(
-    [
-        ("worker", pa.string()),
-        ("node", pa.string()),
-        ("slot", pa.int32()),
-        ("role", pa.string()),
-        ("core", pa.int32()),
-        ("threads", pa.int32()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("epochs", pa.int32()),
-        ("steps", pa.int64()),
-        ("samples", pa.int64()),
-        ("seconds", pa.float64()),
-        ("samples_per_second", pa.float64()),
-        ("loss", pa.float64()),
-        ("accuracy", pa.float64()),
-        ("hold_seconds", pa.float64()),
-        ("pushes", pa.int64()),
-        ("pulls", pa.int64()),
-        ("refused", pa.int64()),
-        ("wait_seconds", pa.float64()),
-        ("sync_seconds", pa.float64()),
-        ("staleness_mean", pa.float64()),
-        ("staleness_max", pa.float64()),
-        ("staleness_p50", pa.float64()),
-        ("staleness_p95", pa.float64()),
-        ("staleness_hist", pa.list_(pa.int64())),
-        ("start_time", pa.float64()),
-        ("end_time", pa.float64()),
-        ("round", pa.int32()),
-    ]
+HOGWILD_SCHEMA = register_table(
+    "hogwild",
+    pa.schema(
+        [
+            ("worker", pa.string()),
+            ("node", pa.string()),
+            ("slot", pa.int32()),
+            ("role", pa.string()),
+            ("core", pa.int32()),
+            ("threads", pa.int32()),
+            ("status", pa.string()),
+            ("error", pa.string()),
+            ("epochs", pa.int32()),
+            ("steps", pa.int64()),
+            ("samples", pa.int64()),
+            ("seconds", pa.float64()),
+            ("samples_per_second", pa.float64()),
+            ("loss", pa.float64()),
+            ("accuracy", pa.float64()),
+            ("hold_seconds", pa.float64()),
+            ("pushes", pa.int64()),
+            ("pulls", pa.int64()),
+            ("refused", pa.int64()),
+            ("wait_seconds", pa.float64()),
+            ("sync_seconds", pa.float64()),
+            ("staleness_mean", pa.float64()),
+            ("staleness_max", pa.float64()),
+            ("staleness_p50", pa.float64()),
+            ("staleness_p95", pa.float64()),
+            ("staleness_hist", pa.list_(pa.int64())),
+            ("start_time", pa.float64()),
+            ("end_time", pa.float64()),
+            ("round", pa.int32()),
+        ]
+    ),
 )
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from raynn.hogwild.spec import HogwildSpec
-from raynn.scheduler.monitor import Progress, fmt_seconds
-from raynn.scheduler.queue import QueueStats
+from raynn.placement.progress import Progress, QueueStats, fmt_seconds
+from raynn.spec.hogwild import HogwildSpec
 
 
 class HogwildView(Progress):
     """The live progress view, counting samples instead of jobs.
 
-    The K-fold view draws :class:`~raynn.scheduler.queue.QueueStats`; here its ``total`` and
+    The K-fold view draws :class:`~raynn.placement.progress.QueueStats`; here its ``total`` and
     ``done`` count samples (epochs times training samples), ``running`` the workers.
     """
 

@@ -18,16 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from raynn.data import ArrayDataset
+from raynn.core.data import ArrayDataset
+from raynn.core.optim import make_optimizer, make_schedule
 from raynn.errors import TrainingError
+from raynn.hogwild.client import ServerClient
 from raynn.hogwild.loop import LoopStats, build, epoch_shard, make_loss, sgd_step, train
 from raynn.hogwild.node_sync import NodeSync, SyncStats
-from raynn.hogwild.server import ServerClient, staleness_summary
+from raynn.hogwild.protocol import staleness_summary
 from raynn.hogwild.shared_params import SharedParams, param_numel
-from raynn.hogwild.spec import HogwildSpec
-from raynn.optim import make_optimizer, make_schedule
-from raynn.scheduler.cores import pin_current_process
-from raynn.scheduler.monitor import UtilizationSampler
+from raynn.placement.cores import pin_current_process
+from raynn.placement.monitor import UtilizationSampler
+from raynn.spec.hogwild import HogwildSpec
 
 
 class HogwildWorker:

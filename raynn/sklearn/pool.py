@@ -28,7 +28,7 @@ from raynn.placement import nodes as nodes_mod
 from raynn.placement import session
 from raynn.placement.cores import usable_cpus
 from raynn.placement.monitor import UtilizationSampler
-from raynn.placement.nodes import Node, Slot
+from raynn.placement.nodes import Node, NodeGroup
 from raynn.sklearn.tasks import BackendOptionError, RunSummary, TaskLostError, TaskQueue, TaskRecord
 from raynn.sklearn.worker import TaskWorker, record_from, with_remote_traceback
 
@@ -75,9 +75,9 @@ class WorkerPool:
         self.queue = TaskQueue(max_attempts)
         self.summary = RunSummary(cores_per_task)
         self.sample_interval = sample_interval
-        self.slots: list[Slot] = []
+        self.slots: list[NodeGroup] = []
         self.limit = 0  # most tasks running at once (0: one per worker)
-        self._actors: dict[str, tuple[Any, Slot]] = {}  # worker id -> (actor, slot)
+        self._actors: dict[str, tuple[Any, NodeGroup]] = {}  # worker id -> (actor, slot)
         self._idle: list[str] = []
         self._inflight: dict[Any, tuple[Any, str]] = {}  # ref -> (task, worker id)
         self._futures: dict[int, Future] = {}
@@ -86,6 +86,7 @@ class WorkerPool:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._closed = False  # set by shutdown(), under _lock: no worker is made after it
         self._thread: threading.Thread | None = None
         self._worker_cls: Any = None
 
@@ -107,7 +108,7 @@ class WorkerPool:
                 nodes = [nodes_mod.local_node(node_id, self.num_cpus)]
             else:
                 nodes = nodes_mod.probe_nodes()
-            self.slots = nodes_mod.slots(nodes, self.cores_per_task)
+            self.slots = nodes_mod.node_groups(nodes, self.cores_per_task)
             if not self.slots:
                 raise BackendOptionError(
                     _too_many(self.cores_per_task, max((len(n.cpus) for n in nodes), default=0))
@@ -126,17 +127,22 @@ class WorkerPool:
         self._thread = threading.Thread(target=self._loop, name="raynn-joblib", daemon=True)
         self._thread.start()
 
-    def _create(self, slot: Slot) -> Any:
+    def _create(self, slot: NodeGroup) -> Any:
+        """A new worker on ``slot`` (None once the pool is shutting down: the loop thread may
+        replace a dead worker while :meth:`shutdown` runs, and no worker may outlive it)."""
         node, (_, _, cpus) = slot
-        worker_id = f"w{self.summary.workers}"
-        self.summary.workers += 1
-        # no runtime_env: the actor may take a process Ray has already started; it pins every
-        # thread and caps every pool itself (raynn.placement.cores.pin_current_process)
-        actor = self._worker_cls.options(num_cpus=len(cpus), **_on(node.node_id)).remote(
-            worker_id, cpus, node.name
-        )
-        self._actors[worker_id] = (actor, slot)
-        self._idle.append(worker_id)
+        with self._lock:
+            if self._closed:
+                return None
+            worker_id = f"w{self.summary.workers}"
+            self.summary.workers += 1
+            # no runtime_env: the actor may take a process Ray has already started; it pins
+            # every thread and caps every pool itself (raynn.placement.cores.pin_current_process)
+            actor = self._worker_cls.options(num_cpus=len(cpus), **_on(node.node_id)).remote(
+                worker_id, cpus, node.name
+            )
+            self._actors[worker_id] = (actor, slot)
+            self._idle.append(worker_id)
         return actor
 
     # -- tasks ---------------------------------------------------------------------------------
@@ -282,13 +288,16 @@ class WorkerPool:
         if self._sampler is not None:
             self.summary.utilization = self._sampler.stop()
             self._sampler = None
+        with self._lock:  # from now on _create makes no worker
+            self._closed = True
+            actors = [actor for actor, _ in self._actors.values()]
+            self._actors.clear()
         if ray.is_initialized():
-            for actor, _ in self._actors.values():
+            for actor in actors:
                 try:
                     ray.kill(actor)
                 except Exception:  # noqa: BLE001 - already gone
                     pass
-        self._actors.clear()
         self._idle.clear()
         self._inflight.clear()
         session.shutdown_if_started(self.summary.started_ray)

@@ -1,0 +1,320 @@
+"""The local executor: this machine's cores, one forked worker process per core group.
+
+``raynn run`` without a cluster runs here. The driver holds the queue, the results collector
+and a utilisation sampler as plain objects; each worker is a process forked from a zygote
+that holds torch and the dataset (:mod:`raynn.placement.processes`), so it starts in
+milliseconds instead of importing torch, pins every one of its threads to its core group,
+and runs the same :class:`~raynn.kfold.workers.CoreGroupWorker` loop as the other
+executors, with the queue and the collector reached over its pipe.
+
+The driver answers the workers' calls as they come. A lease that has to wait for cores is
+answered when cores free up (no polling); a worker whose pipe closes without having been
+told to retire died: its lease goes back to the queue (the retry resumes from its
+checkpoint) and a new worker starts on the same cores. Checkpoints are files the workers
+write and read themselves; job rows are written by the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+
+from raynn.core.data import ArrayDataset
+from raynn.errors import RaynnError
+from raynn.kfold.executors.base import (
+    Chooser,
+    Execution,
+    Executor,
+    choose_group_size,
+    register_executor,
+)
+from raynn.kfold.grid import Job
+from raynn.kfold.racing import Race
+from raynn.kfold.workers import CoreGroupWorker
+from raynn.placement.cores import usable_cpus
+from raynn.placement.nodes import Node, NodeGroup
+from raynn.placement.processes import ZYGOTE_PRELOAD, PipeProxy, Zygote, recv, send
+from raynn.placement.progress import Progress
+from raynn.placement.topology import read_topology
+from raynn.runs.files import CheckpointDir
+from raynn.spec import SchedulingSpec
+
+log = logging.getLogger(__name__)
+
+
+def worker_main(
+    conn: Connection,
+    data: ArrayDataset,
+    worker_id: str,
+    units: Sequence[int],
+    node: str,
+    domain: str,
+    unit_cpus: Mapping[int, Sequence[int]],
+    run_dir: str,
+) -> None:
+    """A forked worker: the worker loop with the driver's queue and collector over ``conn``.
+
+    A :class:`~raynn.errors.RaynnError` that is not the job's own (an unwritable checkpoint
+    directory) is sent to the driver, which stops the run with it.
+    """
+    lock = threading.Lock()
+    try:
+        worker = CoreGroupWorker(
+            worker_id,
+            units,
+            data,
+            PipeProxy(conn, "queue", lock),
+            PipeProxy(conn, "collector", lock),
+            node,
+            domain=domain,
+            unit_cpus=unit_cpus,
+            checkpoints=CheckpointDir(run_dir),
+        )
+        worker.run()
+    except RaynnError as exc:
+        with lock:
+            send(conn, ("driver", "fail", (exc,)))
+
+
+@dataclass
+class WorkerProcess:
+    """A running worker as the driver sees it."""
+
+    worker_id: str
+    pid: int
+    conn: Connection
+    slot: NodeGroup
+    retired: bool = False
+
+
+class LocalExecutor(Executor):
+    """This machine's cores, one forked, pinned worker process per core group.
+
+    Args:
+        num_cpus: CPUs to use (default: this process's affinity).
+        max_workers: cap on worker processes (default: one per core group).
+        smt: ``together`` or ``idle`` (:mod:`raynn.placement.topology`).
+        zygote: a zygote started earlier (the CLI starts one before importing torch);
+            default: one is started now.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        num_cpus: int | None = None,
+        max_workers: int | None = None,
+        smt: str = "together",
+        zygote: Zygote | None = None,
+    ) -> None:
+        self.max_workers = max_workers
+        self.zygote = zygote or Zygote(ZYGOTE_PRELOAD)
+        host = socket.gethostname()
+        cpus = usable_cpus(num_cpus)
+        self.node = Node("local", host, cpus, host, read_topology(cpus, smt))
+        self.cores_by_model = {}
+        self.group_size = 1  # cores of each worker's group, set by size_groups
+        self._staged = False
+
+    def stage(self, data: ArrayDataset) -> None:
+        if not self._staged:
+            self.zygote.load(data)
+            self._staged = True
+
+    def size_groups(
+        self, n_jobs: int, cores_per_job: int | str, choose: Chooser | None = None
+    ) -> int:
+        sizes = [len(d) for d in self.node.cores.domains]
+        self.group_size, self.cores_by_model = choose_group_size(
+            cores_per_job, n_jobs, sizes, choose
+        )
+        return self.group_size
+
+    def execute(
+        self,
+        jobs: list[Job],
+        data: ArrayDataset,
+        run_dir: str,
+        *,
+        scheduling: SchedulingSpec,
+        progress: Progress,
+        race: Race | None = None,
+    ) -> Execution:
+        self.stage(data)
+        run = LocalRun(self, jobs, run_dir, scheduling, progress, race)
+        self.current = run  # exposed for monitoring and fault-injection tests
+        return run.run()
+
+    def close(self) -> None:
+        self.zygote.close()
+
+
+class LocalRun:
+    """One execution of a job list by forked workers; see the module docstring."""
+
+    def __init__(
+        self,
+        executor: LocalExecutor,
+        jobs: list[Job],
+        run_dir: str,
+        scheduling: SchedulingSpec,
+        progress: Progress,
+        race: Race | None = None,
+    ) -> None:
+        from raynn.kfold.collector import ResultsCollector
+        from raynn.kfold.queue import JobQueue
+        from raynn.placement.monitor import UtilizationSampler
+
+        self.executor = executor
+        self.node = executor.node
+        self.jobs = jobs
+        self.run_dir = run_dir
+        self.scheduling = scheduling
+        self.progress = progress
+        self.queue = JobQueue(
+            jobs, scheduling.max_attempts, scheduling.tail_widening, scheduling.lease_timeout, race
+        )
+        self.collector = ResultsCollector(run_dir)
+        # raynn's own processes: the driver's tree (the zygote and the workers it forks)
+        self.sampler = UtilizationSampler(
+            self.node.name, scheduling.sample_interval, own_tree=os.getpid()
+        )
+        self.workers: dict[Connection, WorkerProcess] = {}
+        self.waiting: dict[Connection, str] = {}  # leases to answer once cores free up
+        self.started = 0
+        self.restarts = 0
+
+    def _start(self, slot: NodeGroup) -> None:
+        node, (domain, units, _) = slot
+        worker_id = f"w{self.started}"
+        self.started += 1
+        pid, conn = self.executor.zygote.fork(
+            "raynn.kfold.executors.local:worker_main",
+            worker_id,
+            units,
+            node.name,
+            domain,
+            node.cores.unit_cpus(),
+            self.run_dir,
+        )
+        self.workers[conn] = WorkerProcess(worker_id, pid, conn, slot)
+
+    def kill(self, worker_id: str) -> None:
+        """Kill a worker process (a stuck one, or in fault-injection tests)."""
+        for w in list(self.workers.values()):
+            if w.worker_id == worker_id:
+                try:
+                    os.kill(w.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # already gone: its death is being handled
+
+    def _answer(self, proc: WorkerProcess, target: str, method: str, args: tuple) -> None:
+        if target == "driver":  # the worker hit an error that is not its job's: stop
+            raise args[0]
+        obj = self.queue if target == "queue" else self.collector
+        value = getattr(obj, method)(*args)  # an OutputError stops the run (exit 2)
+        if target == "queue" and method == "lease":
+            if isinstance(value, float):  # wait for cores: answered in _retry_waiting
+                self.waiting[proc.conn] = args[0]
+                return
+            proc.retired = value is None
+        send(proc.conn, value)
+        if target == "queue" and method in ("complete", "lease") and self.waiting:
+            self._retry_waiting()
+
+    def _kill_stuck(self) -> None:
+        """Kill the workers whose lease expired; their deaths re-queue the jobs."""
+        for job_id, worker_id, idle in self.queue.expired():
+            log.warning(
+                "job %s: no progress for %.0f s; killing its worker %s, the job runs again",
+                job_id,
+                idle,
+                worker_id,
+            )
+            self.kill(worker_id)
+
+    def _retry_waiting(self) -> None:
+        for conn, worker_id in list(self.waiting.items()):
+            value = self.queue.lease(worker_id)
+            if isinstance(value, float):
+                continue
+            del self.waiting[conn]
+            proc = self.workers.get(conn)
+            if proc is not None:
+                proc.retired = value is None
+                send(conn, value)
+
+    def _died(self, proc: WorkerProcess) -> None:
+        from raynn.kfold.rows import JobResult
+
+        self.waiting.pop(proc.conn, None)
+        for job, attempt in self.queue.release_worker(proc.worker_id):
+            self.collector.write_job(
+                JobResult.failed(
+                    job, f"worker died on attempt {attempt} (max_attempts reached)", attempt
+                )
+            )
+        budget = len(self.jobs) * self.scheduling.max_attempts
+        if self.queue.stats().pending and self.restarts < budget:
+            self.restarts += 1
+            self._start(proc.slot)
+        if self.waiting:
+            self._retry_waiting()
+
+    def run(self) -> Execution:
+        """Start the workers and serve them until every one has retired."""
+        slots = [(self.node, g) for g in self.node.groups(self.executor.group_size)]
+        cap = min(len(self.jobs), self.executor.max_workers or len(self.jobs))
+        self.sampler.start()
+        try:
+            for slot in slots[:cap]:
+                self._start(slot)
+            next_view = 0.0
+            while self.workers:
+                for conn in wait(list(self.workers), timeout=0.5):
+                    proc = self.workers[conn]
+                    try:
+                        target, method, args = recv(conn)
+                    except (EOFError, OSError):
+                        del self.workers[conn]
+                        conn.close()
+                        if not proc.retired:
+                            self._died(proc)
+                        continue
+                    self._answer(proc, target, method, args)
+                if time.monotonic() >= next_view:
+                    self.progress.update(self.queue.stats())
+                    self._kill_stuck()
+                    next_view = time.monotonic() + 0.5
+            stats = self.queue.stats()
+            self.progress.close(stats)
+            if stats.pending:  # every worker retired: what is left fits no group here
+                raise RaynnError(
+                    f"{stats.pending} job(s) need more cores than this machine's core groups "
+                    "have; lower scheduling.cores_per_job"
+                )
+        finally:
+            for proc in self.workers.values():
+                try:
+                    os.kill(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.collector.write_utilization(self.node.name, self.sampler.stop())
+        return Execution(
+            "local",
+            self.started,
+            self.executor.group_size,
+            {self.node.name: self.node.cpus},
+            self.restarts,
+            dict(self.executor.cores_by_model),
+        )
+
+
+register_executor("local", LocalExecutor)

@@ -1,0 +1,194 @@
+"""Fold racing (``scheduling.racing``): stop confirming that a bad configuration is bad.
+
+A configuration is a (model, scheduler) pair; its folds are jobs. Each time a fold ends,
+:meth:`Race.record` takes its metric and compares every configuration that has finished at
+least ``min_folds`` folds with the current best one, on the folds both have finished: a
+one-sided paired t-test that the best is better, at ``alpha``. A configuration the test
+rejects is raced out for good: the queue cancels its pending folds and stops its running
+ones at their next epoch boundary (:mod:`raynn.kfold.queue`), and each gets a
+``raced_out`` row whose ``error`` is the reason (:meth:`Decision.reason`).
+
+A plain class with no clock and no randomness: the decisions depend only on which folds
+finished and in what order, so the serial executor decides the same every run, and on Ray
+each decision names the folds it compared (``run.json`` keeps the reasons).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from raynn.kfold.rows import RACED_OUT
+from raynn.spec.sections import RacingSpec
+
+if TYPE_CHECKING:
+    from raynn.kfold.grid import Job
+
+Config = tuple[str, str]  # (model label, scheduler label)
+
+
+def config_of(job: Job) -> Config:
+    """The configuration a job is a fold of."""
+    return (job.model.label, job.scheduler.label)
+
+
+class RacedOut(Exception):  # noqa: N818 - a signal, not an error
+    """Raised at an epoch boundary of a running fold whose configuration was raced out."""
+
+    def __init__(self, reason: str, epoch: int = 0) -> None:
+        super().__init__(reason)
+        self.reason, self.epoch = reason, epoch
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One configuration raced out: by which, on which folds, at what p-value."""
+
+    config: Config
+    beaten_by: Config
+    metric: str
+    p_value: float
+    folds: tuple[int, ...]  # the folds both had finished when it was decided
+
+    def reason(self) -> str:
+        """The text a raced-out row carries in its ``error`` column."""
+        folds = ",".join(str(f) for f in self.folds)
+        return (
+            f"raced out: {self.metric} worse than {'/'.join(self.beaten_by)} on folds {folds} "
+            f"(paired t-test p={self.p_value:.3g})"
+        )
+
+
+def worse_p_value(best: list[float], other: list[float]) -> float:
+    """One-sided p-value of a paired t-test that ``best`` is better (larger) than ``other``.
+
+    1.0 when the test is undefined: fewer than two pairs, or differences with no spread
+    (all equal, to rounding), where the t statistic has no value. Racing never decides on
+    an undefined test, so two configurations a constant sample apart stay in the race.
+    """
+    diffs = [b - o for b, o in zip(best, other, strict=True)]
+    if len(diffs) < 2 or max(diffs) - min(diffs) < 1e-12:
+        return 1.0
+    from scipy import stats
+
+    return float(stats.ttest_rel(best, other, alternative="greater").pvalue)
+
+
+@dataclass
+class Race:
+    """The race of one run's configurations; see the module docstring.
+
+    Args:
+        spec: the ``scheduling.racing`` settings.
+        scores: folds finished before (a resumed run's ok rows):
+            ``(config, fold, metric value)``.
+        out: configurations raced out before (a resumed run's raced-out rows), with the
+            reason their rows carry.
+    """
+
+    spec: RacingSpec
+    scores: dict[Config, dict[int, float]] = field(default_factory=dict)
+    out: dict[Config, str] = field(default_factory=dict)
+    decisions: list[Decision] = field(default_factory=list)
+
+    @classmethod
+    def resumed(
+        cls, spec: RacingSpec, done: Iterable[tuple[Config, int, float]],
+        out: dict[Config, str] | None = None,
+    ) -> Race:  # fmt: skip
+        race = cls(spec, out=dict(out or {}))
+        for config, fold, value in done:
+            race.scores.setdefault(config, {})[fold] = value
+        return race
+
+    def _value(self, value: float) -> float:
+        """``value`` with larger meaning better (a loss is negated)."""
+        return -value if self.spec.metric.endswith("loss") else value
+
+    def best(self) -> Config | None:
+        """The configuration still in the race with the best mean over its finished folds
+        (among those with at least ``min_folds``); ties go to the first in sorted order."""
+        ranked = [
+            (-sum(map(self._value, s.values())) / len(s), c)
+            for c, s in sorted(self.scores.items())
+            if c not in self.out and len(s) >= self.spec.min_folds
+        ]
+        return min(ranked)[1] if ranked else None
+
+    def record(self, config: Config, fold: int, value: float) -> list[Decision]:
+        """Fold ``fold`` of ``config`` finished with ``value``: the configurations raced out
+        now (none when the value is not a number: a NaN never decides anything)."""
+        if math.isnan(value):
+            return []
+        self.scores.setdefault(config, {})[fold] = value
+        best = self.best()
+        if best is None:
+            return []
+        new = []
+        for other, scores in sorted(self.scores.items()):
+            if other == best or other in self.out:
+                continue
+            folds = tuple(sorted(set(scores) & set(self.scores[best])))
+            if len(folds) < self.spec.min_folds:
+                continue
+            p = worse_p_value(
+                [self._value(self.scores[best][f]) for f in folds],
+                [self._value(scores[f]) for f in folds],
+            )
+            if p < self.spec.alpha:
+                decision = Decision(other, best, self.spec.metric, p, folds)
+                self.out[other] = decision.reason()
+                new.append(decision)
+        self.decisions += new
+        return new
+
+    def reason(self, config: Config) -> str | None:
+        """Why ``config`` is out of the race, or None while it is in."""
+        return self.out.get(config)
+
+
+def start_race(spec: RacingSpec | None, history: Any = None) -> Race | None:
+    """The race of a run (None with racing off); ``history``: a resumed run's job table,
+    whose ok folds count and whose raced-out configurations stay out."""
+    if spec is None:
+        return None
+    if history is None or not len(history):
+        return Race(spec)
+    done = [
+        ((r.model, r.scheduler), int(r.fold), float(getattr(r, spec.metric)))
+        for r in history.itertuples()
+        if r.status == "ok"
+    ]
+    out = {
+        (r.model, r.scheduler): str(r.error) for r in history.itertuples() if r.status == RACED_OUT
+    }
+    return Race.resumed(spec, done, out)
+
+
+def race_summary(jobs: Any) -> list[dict[str, Any]]:
+    """Per raced-out configuration of a job table: folds run (ok) and raced out, the reason,
+    and the job-seconds saved: each raced-out fold's expected seconds (the mean of the
+    configuration's ok folds) less what it ran before it was stopped."""
+    if not len(jobs):
+        return []
+    out = []
+    for (model, scheduler), rows in jobs.groupby(["model", "scheduler"], sort=True):
+        raced = rows[rows["status"] == RACED_OUT]
+        if raced.empty:
+            continue
+        ok = rows[rows["status"] == "ok"]
+        per_fold = float((ok["train_seconds"] + ok["eval_seconds"]).mean()) if len(ok) else 0.0
+        spent = float((raced["train_seconds"] + raced["eval_seconds"]).sum())
+        out.append(
+            {
+                "model": model,
+                "scheduler": scheduler,
+                "folds_run": len(ok),
+                "folds_raced_out": len(raced),
+                "reason": str(raced["error"].iloc[0]),
+                "job_seconds_saved": round(max(per_fold * len(raced) - spent, 0.0), 3),
+            }
+        )
+    return out

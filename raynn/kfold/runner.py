@@ -1,0 +1,341 @@
+"""Run a K-fold spec end to end: validate, load data, plan jobs, execute, record, report.
+
+Everything that can fail on bad input (spec, dataset, folds, cores, output directory) is
+checked before any job starts and before a run directory is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from raynn.core.data import ArrayDataset, load_dataset
+from raynn.errors import RaynnError
+from raynn.kfold.executors.factory import Executor, get_executor
+from raynn.kfold.grid import Job, make_jobs
+from raynn.kfold.probe import ProbeCache, ProbeReport, auto_group_sizes, calibrate
+from raynn.kfold.racing import Race, race_summary, start_race
+from raynn.kfold.report import summarize
+from raynn.kfold.rows import FINAL
+from raynn.kfold.tables import JOBS_SCHEMA  # noqa: F401 - registers the tables' schemas
+from raynn.placement.cores import check_cores_per_job, usable_cpus
+from raynn.placement.progress import Progress
+from raynn.runs.files import file_stem
+from raynn.runs.record import RunRecord, RunResult, check_writable
+from raynn.runs.report import write_report
+from raynn.runs.results import output_root, read_table, set_aside
+from raynn.spec import KFoldSpec, spec_from_dict
+
+
+@dataclass
+class Plan:
+    """A validated spec with its data and jobs, ready to execute."""
+
+    spec: KFoldSpec
+    data: ArrayDataset
+    jobs: list[Job]
+
+
+def load_data(spec: KFoldSpec, data: ArrayDataset | None = None) -> ArrayDataset:
+    """The spec's dataset (or ``data``) with its folds; raise on anything invalid."""
+    return (data or load_dataset(spec.dataset)).with_folds(spec.folds, spec.seed)
+
+
+def plan_jobs(spec: KFoldSpec, data: ArrayDataset) -> Plan:
+    """The job list of ``spec`` on ``data`` (folds made), longest expected first."""
+    from raynn.core.losses import build_loss
+
+    build_loss(spec.training.loss, data.num_classes)  # a bad loss fails here, not in a job
+    jobs = make_jobs(spec, data.in_shape, data.num_classes, len(data.folds[0][0]))
+    return Plan(spec, data, jobs)
+
+
+def prepare(spec: KFoldSpec, data: ArrayDataset | None = None) -> Plan:
+    """Load the data (unless given), make folds and the job list; raise on anything invalid."""
+    return plan_jobs(spec, load_data(spec, data))
+
+
+def validate(spec: KFoldSpec) -> str:
+    """Check the spec, its dataset and its cores without running; a one-line description."""
+    plan = prepare(spec)
+    if spec.scheduling.cores_per_job != "auto":
+        check_cores_per_job(int(spec.scheduling.cores_per_job), [len(usable_cpus())])
+    d = plan.data
+    test = 0 if d.y_test is None else len(d.y_test)
+    return (
+        f"{len(plan.jobs)} jobs ({len(spec.models)} models x {len(spec.schedulers)} schedulers "
+        f"x {spec.folds} folds) on {d.name} {d.in_shape}, {len(d.y_train)} train / {test} "
+        "test samples"
+    )
+
+
+def schedule(
+    ex: Executor, spec: KFoldSpec, jobs: list[Job], data: ArrayDataset
+) -> tuple[list[Job], int, ProbeReport]:
+    """Probe the models (parallel executors, ``scheduling.probe``; read from the probe cache
+    where it holds them), then let the executor connect and resolve ``cores_per_job`` (with
+    ``auto``, per model: ``Job.cores``). Returns the jobs in run order, the workers' group
+    size and what the probe did."""
+    choose = None
+    report = ProbeReport()
+    if ex.name != "serial" and spec.scheduling.probe and jobs:
+        jobs, speeds = calibrate(jobs, data, len(usable_cpus()), ProbeCache(), report)
+        choose = partial(auto_group_sizes, jobs, speeds)
+    size = ex.size_groups(len(jobs), spec.scheduling.cores_per_job, choose)
+    if ex.cores_by_model:
+        jobs = [replace(j, cores=ex.cores_by_model[j.model.label]) for j in jobs]
+    return jobs, size, report
+
+
+def process_start() -> float:
+    """When this process started, as ``time.time()`` (the start of the command).
+
+    From ``/proc/self/stat`` against the boot-time clock (10 ms steps); psutil's
+    ``create_time`` can be a second off, as it counts from a boot time in whole seconds.
+    """
+    try:
+        with open("/proc/self/stat") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.time()
+
+
+def _execute(
+    ex: Executor,
+    spec: KFoldSpec,
+    jobs: list[Job],
+    data: ArrayDataset,
+    record: RunRecord,
+    cores_per_job: int,
+    progress: bool,
+    stages: dict[str, float],
+    probe: ProbeReport,
+    race: Race | None = None,
+) -> dict[str, Any]:
+    """Execute ``jobs``, keeping this invocation's entry of ``run.json`` current.
+
+    ``stages``: when each step before the execution ended (``time.time()``), recorded as
+    seconds since the process started, with the probe's report.
+    """
+    t0 = stages.get("process_start", time.time())
+    with record.attempt(
+        ex.name,
+        jobs=len(jobs),
+        cores_per_job=cores_per_job,
+        stages={k: round(v - t0, 3) for k, v in stages.items() if k != "process_start"},
+        probe=dataclasses.asdict(probe),
+    ) as attempt:
+        view = Progress(spec.name, spec.training.epochs, enabled=progress)
+        try:
+            options = {"race": race} if race is not None else {}  # others need not know it
+            execution = ex.execute(
+                jobs, data, str(record.run_dir), scheduling=spec.scheduling, progress=view,
+                **options,
+            )  # fmt: skip
+            attempt.update(vars(execution))
+            attempt["status"] = "completed"
+        finally:
+            view.close()
+    return attempt
+
+
+def _check_rows(record: RunRecord, jobs: list[Job], attempt: dict) -> Any:
+    """The run's job table; a run whose table lacks a row for any of its jobs is
+    ``incomplete``, never ``completed`` (say, an output path that resolved somewhere else)."""
+    run_dir = record.run_dir
+    table = read_table(run_dir, "jobs")
+    missing = sorted({j.job_id for j in jobs} - set(table["job_id"]))
+    if attempt["status"] == "completed" and missing:
+        attempt["status"] = "incomplete"
+        attempt["error"] = (
+            f"{len(missing)} of {len(jobs)} jobs have no row in {run_dir / 'jobs'} "
+            f"(first: {missing[0]}); run 'raynn run --resume {run_dir}' to train them"
+        )
+        record.save()
+    return table
+
+
+def run(
+    spec: KFoldSpec | None = None,
+    *,
+    executor: str | Executor = "auto",
+    output: str | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    data: ArrayDataset | None = None,
+    **executor_options: Any,
+) -> RunResult:
+    """Run every job of ``spec`` (or the missing jobs of run directory ``resume``).
+
+    Args:
+        spec: the K-fold spec; omitted when resuming.
+        executor: ``"auto"`` (default: ``"ray"`` given a cluster ``address`` or
+            ``RAY_ADDRESS``, else ``"local"``), ``"local"``, ``"ray"``, ``"serial"``, or an
+            :class:`Executor` instance.
+        output: root folder for run directories (default: the spec's ``output.dir``).
+        resume: an existing run directory: run only its jobs that have no ok row.
+        progress: show the live progress view.
+        data: in-memory data to use instead of ``spec.dataset`` (such runs cannot resume).
+        **executor_options: passed to the executor (``address``, ``threads``, ...).
+
+    Returns:
+        The run directory, its final status and its job table.
+    """
+    record: RunRecord | None = None
+    if resume is not None:
+        record = RunRecord.open(resume)
+        if record.meta.get("data") == "in-memory":
+            raise RaynnError(
+                f"cannot resume {record.run_dir}: it trained on in-memory data; run it again "
+                "from Python"
+            )
+        spec = spec_from_dict(record.meta["spec"])
+    elif spec is None:
+        raise RaynnError("run() needs a spec or resume=RUN_DIR")
+    stages = {"process_start": process_start()}
+    if resume is None:
+        root = output_root(output or spec.output.dir)
+        check_writable(root)  # before the data loads or any executor starts
+    if not isinstance(executor, Executor) and executor != "serial":
+        executor_options.setdefault("smt", spec.scheduling.smt)
+    ex = executor if isinstance(executor, Executor) else get_executor(executor, **executor_options)
+    try:
+        dataset = load_data(spec, data)
+        ex.stage(dataset)  # the local executor's zygote takes the data now
+        stages["data_loaded"] = time.time()
+        plan = plan_jobs(spec, dataset)
+        stages["jobs_planned"] = time.time()
+        jobs, history = plan.jobs, None
+        if record is not None:
+            run_dir = record.run_dir
+            record.acquire()
+            damaged: list[Path] = []
+            table = read_table(run_dir, "jobs", damaged)
+            read_table(run_dir, "epochs", damaged)
+            lost = {f.stem for f in damaged}  # a job whose epochs are lost runs again too
+            for moved in set_aside(run_dir, damaged):
+                print(f"raynn: set aside damaged {moved}; its job runs again", file=sys.stderr)
+            done = set(table.loc[table["status"].isin(FINAL), "job_id"])  # raced out: final
+            done = {j for j in done if file_stem(j) not in lost}
+            jobs, history = [j for j in jobs if j.job_id not in done], table
+        jobs, cores_per_job, probe = schedule(ex, spec, jobs, plan.data)
+        stages["scheduled"] = time.time()
+        if record is None:
+            record = RunRecord.create(root, spec, data="in-memory" if data is not None else "spec")
+            record.acquire()
+        race = start_race(spec.scheduling.racing, history)
+        attempt = _execute(
+            ex, spec, jobs, plan.data, record, cores_per_job, progress, stages, probe, race
+        )
+        table = _check_rows(record, jobs, attempt)
+        if race is not None:
+            attempt["racing"] = race_summary(table)
+            record.save()
+        _keep_models(spec, plan, record, table, attempt)
+    finally:
+        ex.close()
+        if record is not None:
+            record.release()
+    write_report(record.run_dir, summarize(record.run_dir))
+    return RunResult(record.run_dir, attempt["status"], table, spec)
+
+
+def _refit(spec: KFoldSpec, plan: Plan, best: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Train the best configuration once more on every training sample (no validation: its
+    schedule sees the training loss), in the driver with every usable core; save it as
+    ``models/refit.pt``. Returns what run.json records of it."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from raynn.kfold.grid import job_seed
+    from raynn.kfold.saved import REFIT, model_path
+    from raynn.kfold.train import train_job
+    from raynn.runs.files import write_bytes
+
+    model = next(m for m in spec.models if m.label == best["model"])
+    sched = next(s for s in spec.schedulers if s.label == best["scheduler"])
+    data = copy.copy(plan.data)
+    n = len(data.y_train)
+    data.folds = [(np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64))]
+    job = Job(
+        job_id=f"{model.label}-{sched.label}-{REFIT}",
+        index=-1,
+        model=model,
+        scheduler=sched,
+        fold=0,
+        seed=job_seed(spec.seed, model.label, sched.label, -1),
+        optimizer=spec.optimizer,
+        training=spec.training,
+        keep_model=True,
+    )
+    threads = torch.get_num_threads()
+    try:
+        result = train_job(job, data, threads=len(usable_cpus()))
+    finally:
+        torch.set_num_threads(threads)
+    out: dict[str, Any] = {
+        "job_id": job.job_id,
+        "model": model.label,
+        "scheduler": sched.label,
+        "seed": job.seed,
+        "samples": n,
+        "status": result.status,
+        "train_seconds": result.train_seconds,
+        "loss": result.history[-1].loss if result.history else None,
+        "test_loss": result.test_loss,
+        "test_accuracy": result.test_accuracy,
+    }
+    if result.status == "ok" and result.model_state is not None:
+        write_bytes(model_path(run_dir, REFIT), result.model_state)
+        out["file"] = f"models/{REFIT}.pt"
+    else:
+        out["error"] = result.error
+    return out
+
+
+def _keep_models(
+    spec: KFoldSpec, plan: Plan, record: RunRecord, table: Any, attempt: dict[str, Any]
+) -> None:
+    """``output.keep_models`` and ``output.refit`` once the jobs are done: find the best
+    configuration, delete the other configurations' files (``best``, and only once every
+    job of the run has an ok row), retrain the best (``refit``), record it all in run.json.
+    """
+    from raynn.kfold.saved import MODELS_DIR, REFIT, best_configuration, model_path
+
+    run_dir, meta = record.run_dir, record.meta
+    keep = getattr(spec.output, "keep_models", "none")
+    refit = getattr(spec.output, "refit", False)
+    if keep == "none" and not refit:
+        return
+    best = best_configuration(table, spec)
+    ok = set(table.loc[table["status"].isin(FINAL), "job_id"]) if len(table) else set()
+    all_ok = {j.job_id for j in plan.jobs} <= ok  # raced-out folds are final too
+    kept: dict[str, Any] = {"keep": keep, "dir": MODELS_DIR, "best": best}
+    if keep == "best" and best is not None and all_ok:
+        winners = set(best["jobs"])
+        for job in plan.jobs:
+            if job.job_id not in winners:
+                model_path(run_dir, job.job_id).unlink(missing_ok=True)
+    elif keep == "best":
+        kept["pending"] = (
+            "not every job has an ok row yet: every job's file is kept until a resume finishes them"
+        )
+    folder = run_dir / MODELS_DIR
+    kept["files"] = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+    meta["models"] = kept
+    record.save()
+    if refit and best is not None and attempt["status"] == "completed" and all_ok:
+        if not model_path(run_dir, REFIT).exists():  # a resume keeps the one it has
+            meta["refit"] = _refit(spec, plan, best, run_dir)
+            kept["files"] = sorted(p.name for p in folder.glob("*.pt"))
+            record.save()

@@ -1,0 +1,224 @@
+"""Trained weights in a run directory (``output.keep_models``, ``output.refit``) and loading them.
+
+::
+
+    models/<file_stem(job_id)>.pt   a job's final weights (keep_models: best or all)
+    models/refit.pt                 the best configuration retrained on all training data
+
+A job's file is written by the results collector, on the driver's node, from the bytes its
+worker returned with the result and before the job's row: a job with an ok row has its file
+(:func:`raynn.kfold.train.model_file` says what it holds). Which configuration is best is
+known only when every job has finished, so every job keeps its file while the run goes on;
+``keep_models: best`` then deletes the files of the other configurations, once every job
+of the run has an ok row (a run with jobs still to do keeps them all, so a resume that
+changes the ranking still finds the new best's folds).
+
+:func:`load_model` returns a ready module: the trained network behind the normalisation it
+was trained with, so it takes images as raynn's arrays hold them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raynn.errors import RaynnError
+from raynn.runs.files import file_stem
+
+MODELS_DIR = "models"
+REFIT = "refit"
+
+
+class TrainedModel(nn.Module):
+    """A trained network behind raynn's input normalisation.
+
+    ``forward(x)`` takes a batch of images as raynn trained on them: shape ``(N, C, H, W)``,
+    values 0..255 (a ``uint8`` tensor or numpy array, as :func:`raynn.core.data.load_dataset`
+    returns and ``AsyncKFold`` made of your dataset; floats in the same 0..255 range work
+    too), and returns the network's output (logits, or log-probabilities for ``nll``). It
+    computes ``(x / 255 - mean) / std`` per channel exactly as training did
+    (:class:`raynn.core.data.Normalizer`), so the same images give the same outputs.
+
+    Attributes:
+        net: the network itself (it takes normalised float inputs).
+        info: what the file says of the job (job id, model, scheduler, fold, metrics, ...).
+    """
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float], info: dict) -> None:
+        super().__init__()
+        self.net = net
+        m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * s))
+        self.register_buffer("shift", -m / s)
+        self.info = info
+
+    def forward(self, x: torch.Tensor | np.ndarray) -> torch.Tensor:
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        out = torch.empty(x.shape, dtype=torch.float32)
+        return self.net(out.copy_(x).mul_(self.scale).add_(self.shift))
+
+
+def model_path(run_dir: str | os.PathLike[str], job_id: str) -> Path:
+    """Where the weights of ``job_id`` (or ``"refit"``) are kept in ``run_dir``."""
+    name = REFIT if job_id == REFIT else file_stem(job_id)
+    return Path(run_dir) / MODELS_DIR / f"{name}.pt"
+
+
+def best_configuration(table: Any, spec: Any) -> dict[str, Any] | None:
+    """The model x scheduler with the highest mean ``val_accuracy`` over its ok folds.
+
+    Ties go to the first in the spec's order (models, then schedulers). Returns
+    ``{"model", "scheduler", "mean_val_accuracy", "folds", "jobs"}`` (labels and the job ids
+    of its ok folds), or None when no job is ok.
+    """
+    ok = table[table["status"] == "ok"] if len(table) else table
+    best: dict[str, Any] | None = None
+    for model in spec.models:
+        for sched in spec.schedulers:
+            rows = ok[(ok["model"] == model.label) & (ok["scheduler"] == sched.label)]
+            if not len(rows):
+                continue
+            mean = float(rows["val_accuracy"].mean())
+            if best is None or (not math.isnan(mean) and mean > best["mean_val_accuracy"]):
+                best = {
+                    "model": model.label,
+                    "scheduler": sched.label,
+                    "mean_val_accuracy": mean,
+                    "folds": int(len(rows)),
+                    "jobs": sorted(rows["job_id"]),
+                }
+    return best
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise RaynnError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    try:
+        state = torch.load(io.BytesIO(blob), weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        raise RaynnError(
+            f"model file {path} is not readable ({type(exc).__name__}); train the job again"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != "raynn-model/1":
+        raise RaynnError(f"{path} is not a raynn model file (format raynn-model/1)")
+    return state
+
+
+def _default_job(run_dir: Path) -> str:
+    """The refit model if there is one, else the best configuration's best fold."""
+    if model_path(run_dir, REFIT).exists():
+        return REFIT
+    try:
+        meta = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RaynnError(
+            f"{run_dir} has no readable run.json ({exc}); pass a run directory of 'raynn run'"
+        ) from None
+    best = (meta.get("models") or {}).get("best")
+    if not best:
+        raise RaynnError(
+            f"{run_dir} kept no models (output.keep_models: "
+            f"{meta.get('spec', {}).get('output', {}).get('keep_models', 'none')}); run with "
+            "output.keep_models: best (or all) to keep the trained weights"
+        )
+    from raynn.runs.results import read_table
+
+    table = read_table(run_dir, "jobs")
+    rows = table[table["job_id"].isin(best["jobs"])].sort_values(
+        ["val_accuracy", "job_id"], ascending=[False, True]
+    )
+    for job_id in rows["job_id"]:
+        if model_path(run_dir, job_id).exists():
+            return str(job_id)
+    raise RaynnError(
+        f"{run_dir}: the best configuration's model files are missing from {MODELS_DIR}/; "
+        "run the spec again with output.keep_models: best"
+    )
+
+
+def load_model(
+    run_dir: str | os.PathLike[str],
+    job_id: str | None = None,
+    *,
+    factory: Callable[..., nn.Module] | Mapping[str, Callable[..., nn.Module]] | None = None,
+) -> TrainedModel:
+    """A trained model of a run, ready to predict (eval mode).
+
+    Args:
+        run_dir: the run directory.
+        job_id: the job whose weights to load, or ``"refit"``; None: the refit model if
+            the run has one, else the fold of the best configuration with the highest
+            validation accuracy.
+        factory: builds the network when the run's model came from a Python factory (the
+            seed API's model classes): a class is called as AsyncKFold calls it
+            (``num_classes=`` when it takes it), anything else as ``factory(in_shape,
+            num_classes, **args)``. Models named in a spec (built-ins, ``pkg.mod:factory``)
+            need none. A mapping picks the factory by the model's label.
+
+    Returns:
+        A :class:`TrainedModel`: ``model(x)`` takes ``uint8`` images ``(N, C, H, W)`` as
+        raynn's arrays hold them (e.g. ``load_dataset(spec.dataset).x_test``) and returns
+        the network's output; ``model.info`` has the job id, model, fold and metrics.
+
+    Raises:
+        RaynnError: no such model file, an unreadable one, or a Python-built model without
+            ``factory``.
+    """
+    from raynn.core.model_builder import build_model
+    from raynn.spec import Component
+
+    run_dir = Path(run_dir)
+    job_id = _default_job(run_dir) if job_id is None else job_id
+    path = model_path(run_dir, job_id)
+    if not path.exists():
+        kept = sorted(p.stem for p in (run_dir / MODELS_DIR).glob("*.pt"))
+        raise RaynnError(
+            f"no model file for job {job_id!r} in {run_dir / MODELS_DIR} (kept: "
+            f"{', '.join(kept[:5]) or 'none'}{', ...' if len(kept) > 5 else ''}); pick a kept "
+            "job, or set output.keep_models: all"
+        )
+    state = _read(path)
+    spec_model = state["model"]
+    if isinstance(factory, Mapping):  # one per model label (AsyncKFold passes its models')
+        factory = factory.get(spec_model["label"])
+    if spec_model.get("python_factory") and factory is None:
+        raise RaynnError(
+            f"model {spec_model['label']!r} of {path.name} was built by a Python factory; "
+            "pass load_model(..., factory=...) with the same model class or factory"
+        )
+    build = factory
+    if factory is not None and inspect.isclass(factory):  # a model class, as the seed API
+        cls = factory  # passes it: num_classes= if it takes it, else no arguments
+
+        def build(in_shape: Any, num_classes: int, **args: Any) -> nn.Module:
+            try:
+                takes = "num_classes" in inspect.signature(cls).parameters
+            except (TypeError, ValueError):
+                takes = False
+            return cls(num_classes=num_classes, **args) if takes else cls(**args)
+
+    comp = Component(
+        spec_model["name"], args=dict(spec_model["args"]), label=spec_model["label"], factory=build
+    )
+    net = build_model(comp, tuple(state["in_shape"]), int(state["num_classes"]))
+    net.load_state_dict(state["state_dict"])
+    info = {k: v for k, v in state.items() if k != "state_dict"}
+    model = TrainedModel(net, state["mean"], state["std"], info)
+    return model.eval()
+
+
+__all__ = ["TrainedModel", "best_configuration", "load_model", "model_path"]

@@ -1,0 +1,168 @@
+"""The worker loop: lease a job, train it, report, repeat, until the queue is empty.
+
+:class:`CoreGroupWorker` is a plain class, run in three places with the same loop: in the
+driver (the serial executor: queue and collector are plain objects), in a process forked on
+this machine (the local executor: they are proxies over a pipe to the driver) and in a Ray
+actor (they are actor handles). :func:`call` hides that difference.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from raynn.core.checkpoint import CheckpointStore
+from raynn.core.data import ArrayDataset
+from raynn.errors import OutputError
+from raynn.kfold.racing import RacedOut
+from raynn.kfold.rows import RACED_OUT
+from raynn.kfold.train import JobResult, train_job
+from raynn.placement.cores import affinity_in_force, pin_current_process, thread_pools
+
+
+def call(target: Any, method: str, *args: Any, wait: bool = True) -> Any:
+    """Call ``target.method(*args)`` on a plain object or a Ray actor handle."""
+    fn = getattr(target, method)
+    remote = getattr(fn, "remote", None)
+    if remote is None:
+        return fn(*args)
+    ref = remote(*args)
+    if not wait:
+        return None
+    import ray
+
+    return ray.get(ref)
+
+
+class _CollectorCheckpoints:
+    """Checkpoint store backed by the results collector (which may live on another node)."""
+
+    def __init__(self, collector: Any) -> None:
+        self._collector = collector
+
+    def load_checkpoint(self, job_id: str) -> bytes | None:
+        return call(self._collector, "load_checkpoint", job_id)
+
+    def save_checkpoint(self, job_id: str, blob: bytes) -> None:
+        call(self._collector, "save_checkpoint", job_id, blob)
+
+
+class CoreGroupWorker:
+    """Pulls jobs from the queue and trains each on the cores the queue grants it.
+
+    Args:
+        worker_id: a name unique within the run.
+        cores: the cores it starts pinned to, registered with the queue as its group (unit
+            ids: see :mod:`raynn.placement.topology`); each job then runs on the cores its
+            lease grants. None leaves affinity alone (the serial executor).
+        data: the dataset with fold indices.
+        queue: a :class:`~raynn.kfold.queue.JobQueue`, its actor handle or a proxy.
+        collector: a :class:`~raynn.kfold.collector.ResultsCollector`, its actor handle or a proxy.
+        node: the node name recorded in job rows (default: the host name).
+        threads: torch threads when ``cores`` is None (default: torch's current setting).
+        domain: the queue's name for the part of the node the cores belong to (its NUMA
+            node; default: ``node``).
+        unit_cpus: the CPUs of each core (unit id -> CPUs; default: each core is one CPU).
+        checkpoints: where checkpoints go (default: through the collector).
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        cores: Sequence[int] | None,
+        data: ArrayDataset,
+        queue: Any,
+        collector: Any,
+        node: str | None = None,
+        threads: int | None = None,
+        domain: str | None = None,
+        unit_cpus: Mapping[int, Sequence[int]] | None = None,
+        checkpoints: CheckpointStore | None = None,
+    ) -> None:
+        import torch
+
+        self.worker_id = worker_id
+        self.node = node or socket.gethostname()
+        self.domain = domain or self.node
+        self.unit_cpus = dict(unit_cpus or {})
+        self.cores = tuple(cores) if cores else ()
+        if cores:
+            self.threads = pin_current_process(self._cpus(self.cores))
+        else:
+            if threads:
+                torch.set_num_threads(threads)
+            self.threads = torch.get_num_threads()
+        self.data = data
+        self.queue = queue
+        self.collector = collector
+        self.checkpoints = checkpoints or _CollectorCheckpoints(collector)
+
+    def _cpus(self, cores: Sequence[int]) -> list[int]:
+        return sorted(c for u in cores for c in self.unit_cpus.get(u, (u,)))
+
+    def ready(self) -> int:
+        """The thread count; lets the driver wait until the worker is up."""
+        return self.threads
+
+    def pid(self) -> int:
+        """This worker's process id (tests read its threads from /proc)."""
+        return os.getpid()
+
+    def _repin(self, cores: tuple[int, ...]) -> None:
+        """Move every thread of this process onto ``cores`` (a new grant, or widening)."""
+        if cores and cores != self.cores:
+            self.cores, self.threads = cores, pin_current_process(self._cpus(cores))
+
+    def _on_epoch(self, job_id: str, epoch: int, epochs: int, loss: float | None = None) -> None:
+        if not self.cores:
+            call(self.queue, "progress", job_id, epoch, loss, wait=False)
+            return
+        wider = call(self.queue, "progress", job_id, epoch, loss)
+        if isinstance(wider, str):  # fold racing raced its configuration out
+            raise RacedOut(wider, epoch)
+        if wider:  # tail widening: more cores from the next epoch on
+            self._repin(tuple(wider))
+
+    def run(self) -> int:
+        """Train leased jobs until the queue is empty; returns how many this worker ran."""
+        count = 0
+        if self.cores:
+            call(self.queue, "register", self.worker_id, self.domain, self.cores)
+        while (grant := call(self.queue, "lease", self.worker_id)) is not None:
+            if isinstance(grant, float):  # jobs pending, but their cores are busy
+                time.sleep(grant)
+                continue
+            job, attempt, waited, cores = grant
+            self._repin(cores)
+            started = time.time()
+            try:
+                result = train_job(
+                    job,
+                    self.data,
+                    threads=self.threads,
+                    checkpoints=self.checkpoints,
+                    on_epoch=self._on_epoch,
+                    attempt=attempt,
+                )
+            except OutputError:  # the run's output, not the job, is at fault: stop the run
+                raise
+            except RacedOut as stop:  # stopped at an epoch boundary: its row says why
+                result = JobResult.failed(job, stop.reason, attempt, RACED_OUT, started)
+                result.epochs = stop.epoch
+            except Exception as exc:  # a bad job fails alone; the others go on
+                result = JobResult.failed(job, f"{type(exc).__name__}: {exc}", attempt)
+            result.queue_wait_seconds = waited
+            result.node, result.worker = self.node, self.worker_id
+            # what was really in force: every thread's mask, and the pools' own thread counts
+            result.affinity, result.thread_pools = affinity_in_force(), thread_pools()
+            call(self.collector, "write_job", result)
+            metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss}
+            ok, raced = result.status == "ok", result.status == RACED_OUT
+            cancelled = call(self.queue, "complete", job.job_id, ok, result.error, metrics, raced)
+            for other, reason in cancelled or ():  # fold racing cancelled these: record them
+                call(self.collector, "write_job", JobResult.failed(other, reason, 0, RACED_OUT))
+            count += 1
+        return count

@@ -1,0 +1,140 @@
+"""Watching a run: per-core CPU utilisation sampling and the live progress view."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+
+class UtilizationSampler:
+    """Samples per-core CPU % of this node in a background thread (psutil).
+
+    A plain class: the serial and local executors use it in-process, the Ray executor runs
+    one per node as a zero-CPU actor. Given ``own_tree`` (a pid: that process and all its
+    descendants) or ``own_pids`` (processes named now or later with :meth:`watch`), each
+    row also carries ``own_percent``: the share of that core's time used by raynn's own
+    processes, from the CPU-time deltas of each of their threads, spread evenly over the
+    cores of that thread's affinity mask (exact for pinned threads). Without either it is
+    None (not measured).
+    """
+
+    def __init__(
+        self,
+        node: str,
+        interval: float = 0.5,
+        *,
+        own_tree: int | None = None,
+        own_pids: Iterable[int] | None = None,
+    ) -> None:
+        self.node = node
+        self.interval = interval
+        self._rows: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._tree = own_tree
+        self._pids: set[int] = set(own_pids or ())
+        self._measure_own = own_tree is not None or own_pids is not None
+        self._lock = threading.Lock()
+        self._cpu: dict[tuple[int, int], float] = {}  # (pid, tid) -> CPU seconds last seen
+        self._seen: set[int] = set()  # pids whose threads have a baseline
+
+    def watch(self, pid: int) -> None:
+        """Count process ``pid`` (all its threads) as raynn's own from now on."""
+        with self._lock:
+            self._pids.add(int(pid))
+            self._measure_own = True
+
+    def start(self) -> None:
+        """Start sampling (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+
+    def _own_processes(self) -> list[Any]:
+        import psutil
+
+        with self._lock:
+            pids = set(self._pids)
+        procs = []
+        if self._tree is not None:
+            try:
+                root = psutil.Process(self._tree)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                procs = []
+        known = {p.pid for p in procs}
+        for pid in pids - known:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.Error:
+                pass  # gone: its last interval is lost
+        return procs
+
+    def _own_percent(self, cores: int, since: float, now: float, dt: float) -> list[float]:
+        """CPU % of each core used by the own processes' threads since the last call."""
+        import psutil
+
+        own = [0.0] * cores
+        seen: set[int] = set()
+        cpu: dict[tuple[int, int], float] = {}
+        for proc in self._own_processes():
+            try:
+                threads = proc.threads()
+                fresh = proc.pid not in self._seen and proc.create_time() >= since
+            except psutil.Error:
+                continue
+            seen.add(proc.pid)
+            for t in threads:
+                total = t.user_time + t.system_time
+                cpu[(proc.pid, t.id)] = total
+                before = self._cpu.get((proc.pid, t.id))
+                if before is None:  # a thread (or process) born since the last sample
+                    if proc.pid in self._seen or fresh:
+                        before = 0.0
+                    else:  # already running when first seen: only a baseline now
+                        continue
+                try:
+                    mask = [c for c in os.sched_getaffinity(t.id) if c < cores]
+                except OSError:
+                    continue  # the thread ended
+                share = max(total - before, 0.0) / dt * 100.0 / max(len(mask), 1)
+                for c in mask:
+                    own[c] += share
+        self._cpu, self._seen = cpu, seen
+        return [min(v, 100.0) for v in own]
+
+    def _loop(self) -> None:
+        import psutil
+
+        psutil.cpu_percent(percpu=True)  # the first call only primes the counters
+        cores = len(psutil.cpu_percent(percpu=True))
+        last, last_mono = time.time(), time.monotonic()
+        if self._measure_own:
+            self._own_percent(cores, last, last, 1.0)  # baselines
+        while not self._stop.wait(self.interval):
+            now, mono = time.time(), time.monotonic()
+            percent = psutil.cpu_percent(percpu=True)
+            own: list[float | None] = [None] * len(percent)
+            if self._measure_own:
+                own = self._own_percent(len(percent), last, now, max(mono - last_mono, 1e-3))
+            for core, pct in enumerate(percent):
+                self._rows.append(
+                    {
+                        "node": self.node,
+                        "time": now,
+                        "core": core,
+                        "percent": pct,
+                        "own_percent": own[core],
+                    }
+                )
+            last, last_mono = now, mono
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop sampling and return the rows taken."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return list(self._rows)

@@ -1,0 +1,118 @@
+"""The one way raynn joins Ray: a cluster by address, or an embedded Ray it starts itself.
+
+:func:`connect` joins ``address`` (``auto``, ``ray://...``, ``host:port``; ``RAY_ADDRESS``
+when None, as under ``ray job submit``) or, with neither, starts an embedded local Ray on
+this process's CPUs; it says whether it started one, and :func:`shutdown_if_started` stops
+only a Ray that this process started (:func:`fast_shutdown`, without graceful waits).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from raynn.errors import RaynnError
+from raynn.placement.cores import usable_cpus
+
+# Ray starts its worker processes at nice 15, below its own daemons and every other process,
+# so any wakeup on a training core preempts the training at once. raynn's workers own their
+# cores: the Ray it starts runs them at the default priority, as plain processes run. (On a
+# cluster started with `ray start`, set RAY_worker_niceness=0 there; cluster/ does.)
+LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {"worker_niceness": 0}
+
+
+def will_embed(address: str | None = None) -> bool:
+    """Whether :func:`connect` would start an embedded Ray (none is up, no cluster named)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    return address == "local" or (address is None and not os.environ.get("RAY_ADDRESS"))
+
+
+def connect(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    *,
+    system_config: Mapping[str, Any] | None = None,
+) -> bool:
+    """Join Ray unless this process already has; returns whether it started an embedded Ray.
+
+    Args:
+        address: a Ray cluster address; ``local`` always starts an embedded Ray; None joins
+            ``RAY_ADDRESS`` if set, else starts an embedded Ray.
+        num_cpus: CPUs of an embedded Ray (default: this process's affinity).
+        system_config: an embedded Ray's ``_system_config`` (default:
+            :data:`LOCAL_RAY_SYSTEM_CONFIG`; ``{}`` for Ray's own, workers at nice 15).
+
+    Returns:
+        True when this call started Ray (pair it with :func:`shutdown_if_started`); False
+        when Ray was already up here.
+
+    Raises:
+        RaynnError: Ray cannot be reached or started.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    try:
+        if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
+            config = LOCAL_RAY_SYSTEM_CONFIG if system_config is None else system_config
+            ray.init(
+                address="local",
+                num_cpus=num_cpus or len(usable_cpus()),
+                include_dashboard=False,
+                **({"_system_config": dict(config)} if config else {}),
+                **quiet,
+            )
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or os.environ.get("RAY_ADDRESS")
+        raise RaynnError(
+            f"cannot connect to Ray at {where}: {exc}; start the cluster or fix --address"
+        ) from None
+    return True
+
+
+def shutdown_if_started(started: bool) -> None:
+    """Stop Ray if ``started`` (what :func:`connect` returned) and it is still up."""
+    import ray
+
+    if started and ray.is_initialized():
+        fast_shutdown()
+
+
+def fast_shutdown() -> None:
+    """``ray.shutdown()`` of a Ray this process started, without its graceful waits.
+
+    A graceful shutdown waits for every Ray process to exit on SIGTERM (about 1 s here);
+    nothing of a finished run lives in them, so they are killed at once, and so are the
+    agents a killed raylet leaves behind.
+    """
+    import psutil
+    import ray
+    import ray._private.worker as ray_worker
+
+    node = ray_worker._global_node
+    procs: list[psutil.Process] = []
+    if node is not None:
+        for infos in list(node.all_processes.values()):
+            for info in infos:
+                try:
+                    proc = psutil.Process(info.process.pid)
+                    procs += [proc, *proc.children(recursive=True)]
+                except psutil.Error:
+                    pass
+        graceful = node.kill_all_processes
+        node.kill_all_processes = lambda **kw: graceful(**{**kw, "allow_graceful": False})
+    ray.shutdown()
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass

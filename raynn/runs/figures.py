@@ -1,0 +1,367 @@
+"""Figures of a run directory's tables, as matplotlib Figures (Agg; no pyplot, no display).
+
+Every builder takes pandas DataFrames (the tables :func:`raynn.runs.results.read_table` returns)
+and returns a :class:`matplotlib.figure.Figure` with a title, axis labels and, where there
+are series, a legend of at most :data:`MAX_LEGEND` entries. matplotlib is imported here
+only, and this module only by ``raynn report``: the run path never loads it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+MAX_LEGEND = 12  # legend entries; beyond that the rest are grouped into one "... more" entry
+MAX_ROWS_LABELLED = 40  # y tick labels on a timeline or heatmap before they are thinned
+
+
+def new_figure(width: float, height: float) -> Any:
+    """A Figure drawn by the Agg canvas, with constrained layout (no overlapping labels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def colours(keys: Sequence[Any]) -> dict[Any, Any]:
+    """A distinct colour per key: tab10 up to 10 keys, tab20 up to 20, then a wheel."""
+    from matplotlib import colormaps
+
+    n = len(keys)
+    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "hsv"]
+    return {k: cmap(i if n <= 20 else i / n) for i, k in enumerate(keys)}
+
+
+def legend(target: Any, handles: list[Any], labels: list[str], **kwargs: Any) -> Any:
+    """A legend of at most MAX_LEGEND entries; the rest become one '... and N more' entry."""
+    from matplotlib.patches import Patch
+
+    if len(labels) > MAX_LEGEND:
+        rest = len(labels) - (MAX_LEGEND - 1)
+        handles = handles[: MAX_LEGEND - 1] + [Patch(visible=False)]
+        labels = labels[: MAX_LEGEND - 1] + [f"... and {rest} more"]
+    kwargs.setdefault("fontsize", "small")
+    return target.legend(handles, labels, **kwargs)
+
+
+def thin_ticks(ax: Any, labels: list[str], axis: str = "y") -> None:
+    """Tick every row, labelling at most MAX_ROWS_LABELLED of them (evenly spaced)."""
+    step = max(1, math.ceil(len(labels) / MAX_ROWS_LABELLED))
+    ticks = list(range(0, len(labels), step))
+    setter = ax.set_yticks if axis == "y" else ax.set_xticks
+    setter(ticks, [labels[i] for i in ticks], fontsize="small" if len(labels) > 12 else None)
+
+
+def empty(ax: Any, text: str) -> None:
+    """Say on the axes why there is nothing to draw."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t interval (NaN half-width for one value)."""
+    from scipy import stats
+
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return math.nan, math.nan
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    return mean, float(stats.t.ppf(0.5 + level / 2, len(vals) - 1)) * sd / math.sqrt(len(vals))
+
+
+def _groups(jobs: Any) -> list[tuple[str, Any]]:
+    """(``model × scheduler`` label, rows) per group, sorted."""
+    return [(f"{m} × {s}", g) for (m, s), g in jobs.groupby(["model", "scheduler"], sort=True)]
+
+
+# -- K-fold --------------------------------------------------------------------------------------
+def accuracy_figure(jobs: Any) -> Any:
+    """Accuracy per model x scheduler (one row each): every fold's point, the mean and its
+    95% t-interval; validation, and test where the run measured it."""
+    ok = jobs[jobs["status"] == "ok"] if len(jobs) else jobs
+    metrics = [("val_accuracy", "validation")]
+    if len(ok) and ok["test_accuracy"].notna().any():
+        metrics.append(("test_accuracy", "test"))
+    groups = _groups(ok) if len(ok) else []
+    height = min(max(1.8 + 0.42 * len(groups), 3.4), 14.0)
+    fig = new_figure(6.0 + 4.0 * len(metrics), height)
+    axes = fig.subplots(1, len(metrics), sharey=True, sharex=True, squeeze=False)[0]
+    palette = colours([label for label, _ in groups])
+    seen: list[float] = []
+    for ax, (column, name) in zip(axes, metrics, strict=True):
+        ax.set_title(f"{name} accuracy")
+        ax.set_xlabel(f"{name} accuracy (fraction correct)")
+        ax.set_ylabel("model × scheduler")
+        ax.grid(axis="x", alpha=0.3)
+        if not groups:
+            empty(ax, "no job finished ok")
+            continue
+        for i, (label, g) in enumerate(groups):
+            vals = g.sort_values("fold")[column].dropna().tolist()
+            spread = [i - 0.15 + 0.2 * k / max(len(vals) - 1, 1) for k in range(len(vals))]
+            ax.scatter(vals, spread, color=palette[label], alpha=0.75, s=28, zorder=2)
+            mean, half = t_interval(vals)
+            seen += vals
+            if not math.isnan(half):
+                seen += [mean - half, mean + half]
+            if not math.isnan(mean):
+                ax.errorbar(
+                    [mean],
+                    [i + 0.2],
+                    xerr=None if math.isnan(half) else [[half], [half]],
+                    fmt="D",
+                    color="black",
+                    capsize=4,
+                    markersize=6,
+                    zorder=3,
+                )
+        ax.set_yticks(range(len(groups)), [f"{k} ({len(g)} folds)" for k, g in groups])
+        ax.set_ylim(len(groups) - 0.5, -0.5)
+    if seen:  # accuracy lies in [0, 1]: an interval wider than that is cut at the edges
+        pad = 0.05 * max(max(seen) - min(seen), 0.02)
+        axes[0].set_xlim(max(min(seen) - pad, -0.02), min(max(seen) + pad, 1.02))
+    if groups:
+        from matplotlib.lines import Line2D
+
+        handles = [
+            Line2D([], [], marker="o", ls="", color="0.45", alpha=0.75, label="one fold"),
+            Line2D([], [], marker="D", ls="-", color="black", label="mean ± 95% t-interval"),
+        ]
+        legend(fig, handles, [h.get_label() for h in handles], loc="outside lower center", ncols=2)
+    fig.suptitle("Accuracy per model × scheduler over the folds")
+    return fig
+
+
+def epochs_figure(jobs: Any, epochs: Any) -> Any:
+    """Validation loss and accuracy per epoch: one line per job, coloured by model x
+    scheduler."""
+    fig = new_figure(12.0, 4.6)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, what in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_title(f"validation {what} per epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"validation {what}")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Training curves: one line per job (fold), coloured by model × scheduler")
+    if not len(epochs) or not len(jobs):
+        empty(ax_loss, "no epoch rows")
+        empty(ax_acc, "no epoch rows")
+        return fig
+    keys = jobs[["job_id", "model", "scheduler"]].drop_duplicates("job_id")
+    rows = epochs.merge(keys, on="job_id", how="inner")
+    groups = _groups(rows)
+    palette = colours([label for label, _ in groups])
+    handles = []
+    for label, g in groups:
+        for _, one in g.groupby("job_id", sort=True):
+            one = one.sort_values("epoch")
+            style = {"color": palette[label], "alpha": 0.8, "marker": "o", "markersize": 3}
+            (line,) = ax_loss.plot(one["epoch"], one["val_loss"], **style)
+            ax_acc.plot(one["epoch"], one["val_accuracy"], **style)
+        handles.append(line)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    legend(
+        fig,
+        handles,
+        [label for label, _ in groups],
+        loc="outside right upper",
+        title="model × scheduler",
+    )
+    return fig
+
+
+def _cpu_rows(jobs: Any) -> list[tuple[str, str, int]]:
+    """The timeline's rows: (node, CPU) for every CPU some job held, else (node, worker)."""
+    rows = set()
+    for _, r in jobs.iterrows():
+        cores = list(r["cores"]) if r["cores"] is not None else []
+        rows.update((r["node"], "cpu", int(c)) for c in cores)
+        if not cores:
+            rows.add((r["node"], f"worker {r['worker']}", -1))
+    return sorted(rows)
+
+
+def timeline_figure(jobs: Any) -> Any:
+    """A Gantt chart: which job ran when on which CPU of which node, coloured by model."""
+    from matplotlib.patches import Patch
+
+    timed = jobs.dropna(subset=["start_time", "end_time"]) if len(jobs) else jobs
+    rows = _cpu_rows(timed) if len(timed) else []
+    fig = new_figure(12.0, min(max(1.6 + 0.32 * len(rows), 3.4), 14.0))
+    ax = fig.subplots()
+    ax.set_title("Jobs over time on each core group: packing, and the tail at the end")
+    ax.set_xlabel("seconds since the first job started")
+    ax.set_ylabel("node / CPU")
+    if not rows:
+        empty(ax, "no job with start and end times")
+        return fig
+    t0 = float(timed["start_time"].min())
+    span = max(float(timed["end_time"].max()) - t0, 1e-9)
+    models = sorted(set(timed["model"]))
+    palette = colours(models)
+    index = {row: i for i, row in enumerate(rows)}
+    for _, r in timed.sort_values("start_time").iterrows():
+        cores = list(r["cores"]) if r["cores"] is not None else []
+        keys = [(r["node"], "cpu", int(c)) for c in cores] or [
+            (r["node"], f"worker {r['worker']}", -1)
+        ]
+        start, width = float(r["start_time"]) - t0, float(r["end_time"] - r["start_time"])
+        failed = r["status"] != "ok"
+        for key in keys:
+            ax.broken_barh(
+                [(start, width)],
+                (index[key] - 0.4, 0.8),
+                facecolors=palette[r["model"]],
+                edgecolors="red" if failed else "white",
+                linewidth=1.2 if failed else 0.6,
+                hatch="//" if failed else None,
+            )
+            if width / span > 0.1 and len(rows) <= 24:
+                ax.text(
+                    start + width / 2,
+                    index[key],
+                    f"{r['scheduler']} f{r['fold']}",
+                    ha="center",
+                    va="center",
+                    fontsize="x-small",
+                    color="white",
+                    clip_on=True,
+                )
+    nodes = {n for n, _, _ in rows}
+    names = [f"{kind} {c}" if c >= 0 else kind for _, kind, c in rows]
+    if len(nodes) > 1:
+        names = [f"{n} {k}" for (n, _, _), k in zip(rows, names, strict=True)]
+    thin_ticks(ax, names)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xlim(0, span * 1.01)
+    ax.grid(axis="x", alpha=0.3)
+    handles = [Patch(facecolor=palette[m], label=m) for m in models]
+    if (timed["status"] != "ok").any():
+        handles.append(Patch(facecolor="white", edgecolor="red", hatch="//", label="failed"))
+    labels = [h.get_label() for h in handles]
+    legend(fig, handles, labels, loc="outside right upper", title="model")
+    return fig
+
+
+def _sample_interval(util: Any) -> float:
+    """The median time between a node's samples (each covers the interval before it)."""
+    gaps = [
+        g["time"].drop_duplicates().sort_values().diff().median()
+        for _, g in util.groupby("node")
+        if g["time"].nunique() > 1
+    ]
+    gaps = [float(x) for x in gaps if x == x and x > 0]
+    return min(gaps) if gaps else 1.0
+
+
+def _grid(data: Any, column: str, rows: int, n: int, fill: int) -> Any:
+    """rows x n bins of the mean of ``column``; an empty bin takes the next sample's value
+    (a sample covers the interval before it) up to ``fill`` bins back, else stays NaN."""
+    import numpy as np
+
+    means = data.groupby(["row", "bin"])[column].mean().unstack("bin")
+    means = means.reindex(index=range(rows), columns=range(n))
+    return (
+        means.T.bfill(limit=fill).T.to_numpy(dtype=float)
+        if len(means)
+        else np.full((rows, n), np.nan)
+    )
+
+
+def utilization_figure(util: Any, t0: float | None = None, since: str = "the run started") -> Any:
+    """CPU % per core over time as a heatmap: raynn's own processes apart from the rest of
+    the machine where the table has ``own_percent``, else every process together. Times are
+    seconds from ``t0`` (default: the first sample), described as ``since`` on the axis;
+    samples before ``t0`` (start-up) show at negative times."""
+    import numpy as np
+
+    split = "own_percent" in util.columns and bool(util["own_percent"].notna().any())
+    panels = (
+        [("own", "raynn's own processes"), ("rest", "everything else on the machine")]
+        if split
+        else [("percent", "all processes (this run did not record own_percent: not split)")]
+    )
+    rows = sorted({(n, int(c)) for n, c in zip(util["node"], util["core"], strict=True)})
+    height = min(max(1.2 + 0.22 * len(rows), 2.2), 6.0)
+    fig = new_figure(12.0, height * len(panels) + 2.4)
+    axes = fig.subplots(
+        len(panels) + 1,
+        1,
+        sharex=True,
+        gridspec_kw={"height_ratios": [height] * len(panels) + [2.0]},
+    )
+    fig.suptitle("CPU utilisation per core over time")
+    mean_ax = axes[-1]
+    mean_ax.set_title("mean over all cores")
+    mean_ax.set_xlabel(f"seconds since {since}")
+    mean_ax.set_ylabel("CPU %")
+    if not rows:
+        for ax, (_, name) in zip(axes, panels, strict=False):
+            ax.set_title(name)
+            ax.set_ylabel("node / core")
+            empty(ax, "no utilisation samples")
+        return fig
+    t0 = float(util["time"].min()) if t0 is None else t0
+    data = util.assign(rel=util["time"] - t0)
+    lo = float(data["rel"].min())
+    span = max(float(data["rel"].max()) - lo, 1e-6)
+    if split:
+        own = data["own_percent"].clip(0, 100)  # NaN (a sample not split) stays NaN
+        data = data.assign(own=own, rest=(data["percent"] - own).clip(0, 100))
+    interval = _sample_interval(data)
+    n = max(1, min(240, math.ceil(span / interval)))
+    width = span / n
+    data["bin"] = ((data["rel"] - lo) // width).clip(upper=n - 1).astype(int)
+    fill = max(1, math.ceil(1.5 * interval / width))
+    index = {row: i for i, row in enumerate(rows)}
+    data["row"] = [index[(a, int(b))] for a, b in zip(data["node"], data["core"], strict=True)]
+    nodes = {n for n, _ in rows}
+    labels = [f"{a} {b}" if len(nodes) > 1 else f"cpu {b}" for a, b in rows]
+    image, grids = None, []
+    for ax, (column, name) in zip(axes, panels, strict=False):
+        grid = _grid(data, column, len(rows), n, fill)
+        grids.append(grid)
+        image = ax.imshow(
+            np.ma.masked_invalid(grid),
+            aspect="auto",
+            interpolation="nearest",
+            cmap="magma",
+            vmin=0,
+            vmax=100,
+            extent=(lo, lo + n * width, len(rows) - 0.5, -0.5),
+        )
+        ax.set_title(name)
+        ax.set_ylabel("node / core")
+        thin_ticks(ax, labels)
+    fig.colorbar(image, ax=list(axes[:-1]), label="CPU % of the core", shrink=0.9)
+    x = lo + (np.arange(n) + 0.5) * width
+    names = [name for _, name in panels] if split else ["all processes"]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a bin no core has a sample for
+        stack = [np.nan_to_num(np.nanmean(g, axis=0)) for g in grids]
+    mean_ax.stackplot(
+        x,
+        *stack,
+        labels=names,
+        colors=["tab:orange", "0.6"][: len(names)],
+        alpha=0.85,
+    )
+    mean_ax.set_ylim(0, 100)
+    mean_ax.set_xlim(lo, lo + n * width)
+    mean_ax.grid(alpha=0.3)
+    legend(mean_ax, *mean_ax.get_legend_handles_labels(), loc="upper right")
+    times = int(data["time"].nunique())
+    if times < 3:
+        empty(mean_ax, f"only {times} sample time(s): the run was shorter than a few intervals")
+    return fig

@@ -1,1 +1,0 @@
-"""The K-fold machinery: core groups, the job queue, workers, executors, monitoring."""

@@ -1,0 +1,81 @@
+"""The ``kind: kfold`` spec: every model x scheduler x fold is one job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from raynn.core.registry import MODELS, SCHEDULERS
+from raynn.spec.builder import SpecKind
+from raynn.spec.checks import Component, components, fail, short_repr, to_plain
+from raynn.spec.sections import (
+    DatasetSpec,
+    KFoldOutputSpec,
+    OptimizerSpec,
+    SchedulingSpec,
+    TrainingSpec,
+)
+
+
+@dataclass(frozen=True)
+class KFoldSpec:
+    """K-fold cross-validation: every model x scheduler x fold is one job."""
+
+    name: str = "kfold"
+    kind: str = "kfold"
+    seed: int = 0
+    folds: int = 5
+    dataset: DatasetSpec = field(default_factory=DatasetSpec)
+    models: tuple[Component, ...] = (Component("lenet"),)
+    schedulers: tuple[Component, ...] = (Component("cosine"),)
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    scheduling: SchedulingSpec = field(default_factory=SchedulingSpec)
+    output: KFoldOutputSpec = field(default_factory=KFoldOutputSpec)
+
+    def __post_init__(self) -> None:
+        if self.kind != "kfold":
+            raise fail("kind", f"expected 'kfold', got {short_repr(self.kind)}", "set kind: kfold")
+        if not isinstance(self.name, str) or not self.name:
+            raise fail(
+                "name", f"must be a non-empty string, got {short_repr(self.name)}", "name the run"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise fail("seed", f"must be an integer, got {short_repr(self.seed)}", "use e.g. 0")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise fail(
+                "folds", f"must be an integer >= 2, got {short_repr(self.folds)}", "use e.g. 5"
+            )
+        racing = self.scheduling.racing
+        if racing is not None and racing.min_folds > self.folds:
+            raise fail(
+                "scheduling.racing.min_folds",
+                f"{racing.min_folds} is more than folds ({self.folds})",
+                "lower min_folds, or raise folds",
+            )
+        object.__setattr__(self, "models", components("models", MODELS, self.models))
+        object.__setattr__(
+            self, "schedulers", components("schedulers", SCHEDULERS, self.schedulers)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-able dict that :func:`spec_from_dict` turns back into this spec."""
+        return to_plain(self)
+
+
+KFOLD = SpecKind(
+    KFoldSpec,
+    sections={
+        "dataset": DatasetSpec,
+        "optimizer": OptimizerSpec,
+        "training": TrainingSpec,
+        "scheduling": SchedulingSpec,
+        "output": KFoldOutputSpec,
+    },
+    entries={"models": "list at least one name", "schedulers": "list at least one name"},
+    required={
+        "models": lambda: (
+            f"list the models to train, e.g. [lenet]; valid: {', '.join(MODELS.names())}"
+        )
+    },
+)

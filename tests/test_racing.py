@@ -1,0 +1,228 @@
+"""Fold racing (``scheduling.racing``): the paired test, the queue's cancellations, whole runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+
+import pytest
+from scipy import stats
+
+from raynn.api import run
+from raynn.errors import SpecError
+from raynn.kfold.grid import Job
+from raynn.kfold.queue import JobQueue
+from raynn.kfold.racing import Race, worse_p_value
+from raynn.kfold.rows import RACED_OUT
+from raynn.runs.files import file_stem
+from raynn.runs.results import read_table
+from raynn.spec import Component, TrainingSpec
+from raynn.spec.sections import RacingSpec
+from tests.conftest import make_spec
+
+ON = RacingSpec(metric="val_accuracy", alpha=0.05, min_folds=2)
+
+# made-up fold scores: B is clearly worse than A, C as good as A, D worse but noisy
+SCORES = {
+    ("m", "A"): [0.91, 0.93, 0.92, 0.94, 0.90],
+    ("m", "B"): [0.10, 0.11, 0.11, 0.09, 0.10],
+    ("m", "C"): [0.90, 0.93, 0.93, 0.93, 0.91],
+    ("m", "D"): [0.60, 0.95, 0.40, 0.97, 0.85],
+}
+
+
+def _expected_out(scores: dict, folds: int) -> set:
+    """What the paired test rejects with every config's first ``folds`` folds finished: a
+    one-sided scipy t-test of the best mean against each other config."""
+    best = max(sorted(scores), key=lambda c: sum(scores[c][:folds]) / folds)
+    return {
+        c
+        for c in scores
+        if c != best
+        and stats.ttest_rel(scores[best][:folds], scores[c][:folds], alternative="greater").pvalue
+        < ON.alpha
+    }
+
+
+def test_the_race_rejects_exactly_the_configurations_the_paired_test_rejects():
+    race = Race(ON)
+    decided = []
+    for fold in range(2):  # every config finishes fold 0, then fold 1
+        for config in sorted(SCORES):
+            decided += race.record(config, fold, SCORES[config][fold])
+    assert {d.config for d in decided} == _expected_out(SCORES, 2) == {("m", "B")}
+    (d,) = decided
+    assert (d.beaten_by, d.folds, race.best()) == (("m", "A"), (0, 1), ("m", "A"))
+    assert d.p_value == pytest.approx(
+        stats.ttest_rel(
+            SCORES[("m", "A")][:2], SCORES[("m", "B")][:2], alternative="greater"
+        ).pvalue
+    )
+    assert (
+        d.reason()
+        == f"raced out: val_accuracy worse than m/A on folds 0,1 (paired t-test p={d.p_value:.3g})"
+    )
+    for config in sorted(SCORES):  # fold 2: B stays out; D is worse, but not significantly
+        if race.reason(config) is None:
+            decided += race.record(config, 2, SCORES[config][2])
+    left = {c: s for c, s in SCORES.items() if c != ("m", "B")}
+    assert set(race.out) == {("m", "B")} | _expected_out(left, 3)
+    assert ("m", "C") not in race.out and ("m", "D") not in race.out
+    # a loss is raced the other way round: lower is better
+    loss = Race(RacingSpec(metric="val_loss"))
+    for fold, config in itertools.product(range(2), [("m", "high"), ("m", "low")]):
+        loss.record(
+            config, fold, {"low": 0.1, "high": 2.0}[config[1]] + fold * (config[1] == "low") / 50
+        )
+    assert set(loss.out) == {("m", "high")} and loss.best() == ("m", "low")
+
+
+def test_worse_p_value_is_scipys_one_sided_test_and_undefined_tests_decide_nothing():
+    best, other = [0.9, 0.95, 0.92], [0.5, 0.7, 0.6]
+    assert worse_p_value(best, other) == pytest.approx(
+        stats.ttest_rel(best, other, alternative="greater").pvalue
+    )
+    assert worse_p_value([0.8, 0.7], [0.9, 0.85]) > 0.5  # better, not worse
+    assert worse_p_value([0.9, 0.9], [0.9, 0.9]) == 1.0  # no difference
+    assert worse_p_value([0.9, 0.8], [0.8, 0.7]) == 1.0  # no spread: t is undefined
+    assert worse_p_value([0.9], [0.1]) == 1.0  # one pair tells nothing
+    race = Race(ON)
+    assert race.record(("m", "A"), 0, float("nan")) == [] and race.scores == {}
+
+
+def _grid_jobs(configs: list[str], folds: int) -> list[Job]:
+    return [
+        Job(f"{c}-{f}", i, Component("mlp"), Component(c), f, f, training=TrainingSpec(epochs=5))
+        for i, (c, f) in enumerate(itertools.product(configs, range(folds)))
+    ]
+
+
+def _queue(workers: int) -> JobQueue:
+    q = JobQueue(_grid_jobs(["cosine", "warm"], 4), race=Race(ON))
+    for w in range(workers):
+        q.register(f"w{w}", "n", (w,))
+    return q
+
+
+def test_the_queue_cancels_the_pending_folds_of_a_raced_configuration():
+    q = _queue(2)
+    for f, value in [(0, 0.90), (1, 0.92)]:
+        assert q.lease("w0")[0].job_id == f"cosine-{f}"
+        assert q.complete(f"cosine-{f}", metrics={"val_accuracy": value}) == []
+    assert q.lease("w0")[0].job_id == "cosine-2"
+    assert q.lease("w1")[0].job_id == "cosine-3"
+    q.complete("cosine-3", metrics={"val_accuracy": 0.91})
+    for f, value in [(0, 0.10), (1, 0.13)]:
+        assert q.lease("w1")[0].job_id == f"warm-{f}"
+        cancelled = q.complete(f"warm-{f}", metrics={"val_accuracy": value})
+    # out after its second fold: its pending folds come back once, for their rows
+    assert sorted(j.job_id for j, _ in cancelled) == ["warm-2", "warm-3"]
+    assert all("worse than mlp/cosine on folds 0,1" in reason for _, reason in cancelled)
+    assert q.lease("w1") is None  # nothing of warm is handed out any more
+    assert q.progress("cosine-2", 1) is None  # the other configuration runs on
+    assert q.complete("cosine-2", metrics={"val_accuracy": 0.9}) == []
+    stats = q.stats()
+    assert (stats.done, stats.pending, stats.running, stats.finished) == (8, 0, 0, True)
+
+
+def test_a_running_fold_of_a_raced_configuration_stops_at_its_next_epoch():
+    q = _queue(3)
+    for f, value in [(0, 0.90), (1, 0.92)]:
+        q.lease("w0")
+        q.complete(f"cosine-{f}", metrics={"val_accuracy": value})
+    assert [q.lease(w)[0].job_id for w in ("w0", "w1", "w2")] == ["cosine-2", "cosine-3", "warm-0"]
+    q.complete("cosine-2", metrics={"val_accuracy": 0.91})
+    assert q.lease("w0")[0].job_id == "warm-1"
+    q.complete("cosine-3", metrics={"val_accuracy": 0.93})
+    assert q.lease("w1")[0].job_id == "warm-2"
+    q.complete("warm-0", metrics={"val_accuracy": 0.10})
+    assert q.lease("w2")[0].job_id == "warm-3"
+    assert q.progress("warm-2", 1) is None  # not decided yet
+    assert q.complete("warm-1", metrics={"val_accuracy": 0.15}) == []  # nothing was pending
+    # warm is out: its running folds get the reason at their next epoch, but not after
+    # their last (a fold that has finished training keeps its result)
+    reason = q.progress("warm-2", 2)
+    assert reason.startswith("raced out: val_accuracy worse than mlp/cosine on folds 0,1")
+    assert q.progress("warm-3", 5) is None
+    # a stopped fold whose worker dies is not retried: its row comes with the next complete
+    assert q.release_worker("w1") == [] and q.lease("w0") is None
+    assert q.complete("warm-3", ok=False, error=reason, raced_out=True) == [
+        (q._jobs["warm-2"], reason)
+    ]
+    stats = q.stats()
+    assert (stats.done, stats.failed, stats.pending, stats.running) == (8, 0, 0, 0)
+
+
+RACE_GRID = {
+    "folds": 4,
+    "models": ["mlp"],
+    "schedulers": ["cosine", {"name": "onecycle", "label": "lr300x", "args": {"max_lr": 0.9}}],
+    "training": {"epochs": 2, "batch_size": 32},
+    "scheduling": {"probe": False, "cores_per_job": 1},
+}
+
+
+def _run(tmp_path, racing, **kw):
+    spec = make_spec(tmp_path, **{**RACE_GRID, "scheduling": {**RACE_GRID["scheduling"],
+                                                              "racing": racing}})  # fmt: skip
+    return run(spec, executor="serial", threads=1, progress=False, **kw)
+
+
+def test_a_serial_run_races_out_the_bad_configuration_the_same_way_every_time(tmp_path):
+    full = _run(tmp_path / "full", False)
+    raced = [_run(tmp_path / f"r{i}", {"min_folds": 2}) for i in range(2)]
+    rows = [r.jobs.sort_values("job_id").reset_index(drop=True) for r in raced]
+    out = rows[0][rows[0]["status"] == RACED_OUT]
+    assert set(out["scheduler"]) == {"lr300x"} and len(out) == 2  # 4 folds, 2 to decide
+    assert out["error"].str.contains("raced out: val_accuracy worse than mlp/cosine").all()
+    assert rows[0][["job_id", "status", "error"]].equals(rows[1][["job_id", "status", "error"]])
+
+    # the same best configuration, fewer job-seconds
+    def best(jobs):
+        ok = jobs[jobs["status"] == "ok"]
+        return ok.groupby(["model", "scheduler"])["val_accuracy"].mean().idxmax()
+
+    assert best(rows[0]) == best(full.jobs) == ("mlp", "cosine")
+    assert (full.jobs["status"] == "ok").all()
+    meta = json.loads((raced[0].run_dir / "run.json").read_text())
+    (summary,) = meta["runs"][-1]["racing"]
+    assert (summary["scheduler"], summary["folds_run"], summary["folds_raced_out"]) == (
+        "lr300x",
+        2,
+        2,
+    )
+    assert "2 raced out" in (raced[0].run_dir / "report.md").read_text()
+
+
+def test_raced_out_rows_survive_resume_and_are_not_run_again(tmp_path):
+    first = _run(tmp_path, True)
+    run_dir = first.run_dir
+    before = read_table(run_dir, "jobs").set_index("job_id")
+    raced = set(before.index[before["status"] == RACED_OUT])
+    assert raced
+    # lose one ok fold of the good configuration, as a crash would, then resume
+    lost = before.index[(before["status"] == "ok") & (before["scheduler"] == "cosine")][-1]
+    (run_dir / "jobs" / f"{file_stem(lost)}.parquet").unlink()
+    again = run(None, resume=run_dir, executor="serial", threads=1, progress=False)
+    after = again.jobs.set_index("job_id")
+    assert after.loc[lost, "status"] == "ok"
+    assert set(after.index[after["status"] == RACED_OUT]) == raced
+    for job_id in raced:  # untouched: the same row, not run again
+        assert after.loc[job_id, "end_time"] == before.loc[job_id, "end_time"]
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["runs"][-1]["jobs"] == 1  # only the lost fold ran
+
+
+def test_racing_spec_errors_name_the_key_and_the_fix(tmp_path):
+    for racing, words in [
+        ({"metric": "f1"}, "scheduling.racing.metric': unknown metric 'f1'; valid: val_accuracy"),
+        ({"alpha": 1.5}, "scheduling.racing.alpha': must be a number between 0 and 1"),
+        ({"min_folds": 1}, "scheduling.racing.min_folds': must be an integer >= 2"),
+        ({"min_fold": 2}, "scheduling.racing.min_fold': unknown key; valid keys: metric"),
+        ("on", "scheduling.racing': must be false, true or a mapping"),
+        ({"min_folds": 5}, "scheduling.racing.min_folds': 5 is more than folds (4)"),
+    ]:
+        with pytest.raises(SpecError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            _run(tmp_path, racing)
+    shutil.rmtree(tmp_path, ignore_errors=True)
