@@ -144,6 +144,19 @@ class Race:
         self.decisions += new
         return new
 
+    @staticmethod
+    def order(jobs: Iterable[Job]) -> list[Job]:
+        """``jobs`` in rounds: every configuration's first fold, then every second fold, ...
+        (the given order within a round, longest first), so that each configuration
+        reaches ``min_folds`` early and a bad one is raced out before most of its folds run."""
+        seen: dict[Config, int] = {}
+        ranked = []
+        for i, job in enumerate(jobs):
+            config = config_of(job)
+            ranked.append((seen.get(config, 0), i, job))
+            seen[config] = seen.get(config, 0) + 1
+        return [job for _, _, job in sorted(ranked, key=lambda r: r[:2])]
+
     def reason(self, config: Config) -> str | None:
         """Why ``config`` is out of the race, or None while it is in."""
         return self.out.get(config)
