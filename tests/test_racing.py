@@ -32,21 +32,22 @@ SCORES = {
 }
 
 
-def _expected_out(scores: dict, folds: int) -> set:
+def _expected_out(scores: dict, folds: int, k: int = len(SCORES)) -> set:
     """What the paired test rejects with every config's first ``folds`` folds finished: a
-    one-sided scipy t-test of the best mean against each other config."""
+    one-sided scipy t-test of the best mean against each other config, at alpha / (k - 1)."""
     best = max(sorted(scores), key=lambda c: sum(scores[c][:folds]) / folds)
     return {
         c
         for c in scores
         if c != best
         and stats.ttest_rel(scores[best][:folds], scores[c][:folds], alternative="greater").pvalue
-        < ON.alpha
+        < ON.alpha / (k - 1)
     }
 
 
 def test_the_race_rejects_exactly_the_configurations_the_paired_test_rejects():
     race = Race(ON)
+    race.add(SCORES)  # the grid: four configurations, so each test is at 0.05 / 3
     decided = []
     for fold in range(2):  # every config finishes fold 0, then fold 1
         for config in sorted(SCORES):
@@ -59,9 +60,10 @@ def test_the_race_rejects_exactly_the_configurations_the_paired_test_rejects():
             SCORES[("m", "A")][:2], SCORES[("m", "B")][:2], alternative="greater"
         ).pvalue
     )
-    assert (
-        d.reason()
-        == f"raced out: val_accuracy worse than m/A on folds 0,1 (paired t-test p={d.p_value:.3g})"
+    assert d.alpha == pytest.approx(0.05 / 3)
+    assert d.reason() == (
+        "raced out: val_accuracy worse than m/A on folds 0,1 "
+        f"(paired t-test p={d.p_value:.3g} < {0.05 / 3:.3g})"
     )
     for config in sorted(SCORES):  # fold 2: B stays out; D is worse, but not significantly
         if race.reason(config) is None:
@@ -78,14 +80,14 @@ def test_the_race_rejects_exactly_the_configurations_the_paired_test_rejects():
     assert set(loss.out) == {("m", "high")} and loss.best() == ("m", "low")
 
 
-def test_worse_p_value_is_scipys_one_sided_test_and_undefined_tests_decide_nothing():
+def test_worse_p_value_is_scipys_one_sided_test_with_its_edge_cases():
     best, other = [0.9, 0.95, 0.92], [0.5, 0.7, 0.6]
     assert worse_p_value(best, other) == pytest.approx(
         stats.ttest_rel(best, other, alternative="greater").pvalue
     )
     assert worse_p_value([0.8, 0.7], [0.9, 0.85]) > 0.5  # better, not worse
-    assert worse_p_value([0.9, 0.9], [0.9, 0.9]) == 1.0  # no difference
-    assert worse_p_value([0.9, 0.8], [0.8, 0.7]) == 1.0  # no spread: t is undefined
+    assert worse_p_value([0.9, 0.9], [0.9, 0.9]) == 1.0  # no difference: no value
+    assert worse_p_value([0.75, 0.5], [0.5, 0.25]) == 0.0  # the same lead on every fold
     assert worse_p_value([0.9], [0.1]) == 1.0  # one pair tells nothing
     race = Race(ON)
     assert race.record(("m", "A"), 0, float("nan")) == [] and race.scores == {}

@@ -86,6 +86,8 @@ class JobQueue:
         # racing: the jobs in rounds (every configuration's first fold first), so that the
         # race decides before most of a bad configuration's folds have run
         self._pending: deque[Job] = deque(Race.order(jobs) if race is not None else jobs)
+        if race is not None:
+            race.add(config_of(j) for j in self._pending)
         self._jobs = {j.job_id: j for j in self._pending}
         self._attempts: dict[str, int] = {}
         self._leases: dict[str, Lease] = {}  # job_id -> lease

@@ -3,10 +3,14 @@
 A configuration is a (model, scheduler) pair; its folds are jobs. Each time a fold ends,
 :meth:`Race.record` takes its metric and compares every configuration that has finished at
 least ``min_folds`` folds with the current best one, on the folds both have finished: a
-one-sided paired t-test that the best is better, at ``alpha``. A configuration the test
-rejects is raced out for good: the queue cancels its pending folds and stops its running
-ones at their next epoch boundary (:mod:`raynn.kfold.queue`), and each gets a
-``raced_out`` row whose ``error`` is the reason (:meth:`Decision.reason`).
+one-sided paired t-test that the best is better, at ``alpha`` divided by the number of
+configurations compared with the best (Bonferroni: k - 1 for k configurations, so that a
+grid of equally good configurations races none out at rate ``alpha``, not k - 1 times it).
+A configuration the test rejects is raced out for good: the queue cancels its pending folds
+and stops its running ones at their next epoch boundary (:mod:`raynn.kfold.queue`), and
+each gets a ``raced_out`` row whose ``error`` is the reason (:meth:`Decision.reason`). The
+folds are tested as they come (no correction for looking after every fold), so the level
+of a whole race is somewhat above ``alpha``.
 
 A plain class with no clock and no randomness: the decisions depend only on which folds
 finished and in what order, so the serial executor decides the same every run, and on Ray
@@ -51,29 +55,35 @@ class Decision:
     metric: str
     p_value: float
     folds: tuple[int, ...]  # the folds both had finished when it was decided
+    alpha: float = 0.05  # the level it was tested at (``alpha / (k - 1)``)
 
     def reason(self) -> str:
         """The text a raced-out row carries in its ``error`` column."""
         folds = ",".join(str(f) for f in self.folds)
         return (
             f"raced out: {self.metric} worse than {'/'.join(self.beaten_by)} on folds {folds} "
-            f"(paired t-test p={self.p_value:.3g})"
+            f"(paired t-test p={self.p_value:.3g} < {self.alpha:.3g})"
         )
 
 
 def worse_p_value(best: list[float], other: list[float]) -> float:
-    """One-sided p-value of a paired t-test that ``best`` is better (larger) than ``other``.
+    """One-sided p-value of a paired t-test that ``best`` is better (larger) than ``other``:
+    scipy's ``ttest_rel(best, other, alternative="greater")``.
 
-    1.0 when the test is undefined: fewer than two pairs, or differences with no spread
-    (all equal, to rounding), where the t statistic has no value. Racing never decides on
-    an undefined test, so two configurations a constant sample apart stay in the race.
+    As scipy has it, differences with no spread give 0.0 when positive (the t statistic is
+    infinite: on every fold the best leads by the same amount) and 1.0 when negative; 1.0
+    where scipy has no value (fewer than two pairs, every difference zero).
     """
-    diffs = [b - o for b, o in zip(best, other, strict=True)]
-    if len(diffs) < 2 or max(diffs) - min(diffs) < 1e-12:
+    if len(best) < 2:
         return 1.0
+    import warnings
+
     from scipy import stats
 
-    return float(stats.ttest_rel(best, other, alternative="greater").pvalue)
+    with warnings.catch_warnings():  # scipy warns of precision loss with no spread
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p = float(stats.ttest_rel(best, other, alternative="greater").pvalue)
+    return 1.0 if math.isnan(p) else p
 
 
 @dataclass
@@ -92,6 +102,17 @@ class Race:
     scores: dict[Config, dict[int, float]] = field(default_factory=dict)
     out: dict[Config, str] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
+    configs: set[Config] = field(default_factory=set)  # every configuration of the grid
+
+    def add(self, configs: Iterable[Config]) -> None:
+        """Configurations of the grid (the queue adds its jobs'): they size the correction."""
+        self.configs.update(configs)
+
+    @property
+    def alpha(self) -> float:
+        """The level of each test: ``alpha`` over the comparisons with the best."""
+        k = len(self.configs | set(self.scores) | set(self.out))
+        return self.spec.alpha / max(k - 1, 1)
 
     @classmethod
     def resumed(
@@ -137,8 +158,8 @@ class Race:
                 [self._value(self.scores[best][f]) for f in folds],
                 [self._value(scores[f]) for f in folds],
             )
-            if p < self.spec.alpha:
-                decision = Decision(other, best, self.spec.metric, p, folds)
+            if p < self.alpha:
+                decision = Decision(other, best, self.spec.metric, p, folds, self.alpha)
                 self.out[other] = decision.reason()
                 new.append(decision)
         self.decisions += new
