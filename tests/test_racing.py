@@ -86,8 +86,10 @@ def test_worse_p_value_is_scipys_one_sided_test_with_its_edge_cases():
         stats.ttest_rel(best, other, alternative="greater").pvalue
     )
     assert worse_p_value([0.8, 0.7], [0.9, 0.85]) > 0.5  # better, not worse
-    assert worse_p_value([0.9, 0.9], [0.9, 0.9]) == 1.0  # no difference: no value
-    assert worse_p_value([0.75, 0.5], [0.5, 0.25]) == 0.0  # the same lead on every fold
+    assert worse_p_value([0.9, 0.9], [0.9, 0.9]) == 1.0  # no difference
+    # the same lead on every fold: t is infinite, the sign test decides (0.5 ** n)
+    assert worse_p_value([0.75, 0.5], [0.5, 0.25]) == 0.25
+    assert worse_p_value([0.75, 0.5, 0.5, 0.5, 0.5], [0.5, 0.25, 0.25, 0.25, 0.25]) == 0.5**5
     assert worse_p_value([0.9], [0.1]) == 1.0  # one pair tells nothing
     race = Race(ON)
     assert race.record(("m", "A"), 0, float("nan")) == [] and race.scores == {}

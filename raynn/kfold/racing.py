@@ -67,15 +67,19 @@ class Decision:
 
 
 def worse_p_value(best: list[float], other: list[float]) -> float:
-    """One-sided p-value of a paired t-test that ``best`` is better (larger) than ``other``:
+    """One-sided p-value that ``best`` is better (larger) than ``other``, paired by fold:
     scipy's ``ttest_rel(best, other, alternative="greater")``.
 
-    As scipy has it, differences with no spread give 0.0 when positive (the t statistic is
-    infinite: on every fold the best leads by the same amount) and 1.0 when negative; 1.0
-    where scipy has no value (fewer than two pairs, every difference zero).
+    Where the differences have no spread (all equal, to rounding: accuracies are multiples
+    of 1/n, so a one-sample lead on every fold happens) the t statistic is infinite and says
+    nothing about the noise; the sign test takes over: ``0.5 ** n`` when the best leads on
+    all n folds, else 1.0. 1.0 with fewer than two pairs.
     """
     if len(best) < 2:
         return 1.0
+    diffs = [b - o for b, o in zip(best, other, strict=True)]
+    if max(diffs) - min(diffs) < 1e-12:
+        return 0.5 ** len(diffs) if diffs[0] > 0 else 1.0
     import warnings
 
     from scipy import stats
