@@ -13,7 +13,7 @@ from raynn.api import run
 from raynn.errors import SpecError
 from raynn.kfold.grid import Job
 from raynn.kfold.queue import JobQueue
-from raynn.kfold.racing import Race, worse_p_value
+from raynn.kfold.racing import Race, start_race, worse_p_value
 from raynn.kfold.rows import RACED_OUT
 from raynn.runs.files import file_stem
 from raynn.runs.results import read_table
@@ -89,7 +89,18 @@ def test_worse_p_value_is_scipys_one_sided_test_with_its_edge_cases():
     assert worse_p_value([0.9, 0.9], [0.9, 0.9]) == 1.0  # no difference
     # the same lead on every fold: t is infinite, the sign test decides (0.5 ** n)
     assert worse_p_value([0.75, 0.5], [0.5, 0.25]) == 0.25
-    assert worse_p_value([0.75, 0.5, 0.5, 0.5, 0.5], [0.5, 0.25, 0.25, 0.25, 0.25]) == 0.5**5
+    # one validation sample (of 288) ahead on four folds: with the metric's step as the
+    # least spread that is no evidence; 0.87 ahead on two folds still is
+    step = 1 / 288
+    assert (
+        worse_p_value(
+            [0.99, 0.98, 0.97, 0.96], [0.99 - step, 0.98 - step, 0.97 - step, 0.96 - step], step
+        )
+        > 0.05
+    )
+    assert worse_p_value([0.97, 0.96], [0.10, 0.09], step) < 0.01
+    assert start_race(ON, None, [287, 288]).resolution == pytest.approx(step)
+    assert start_race(RacingSpec(metric="val_loss"), None, [288]).resolution == 0.0
     assert worse_p_value([0.9], [0.1]) == 1.0  # one pair tells nothing
     race = Race(ON)
     assert race.record(("m", "A"), 0, float("nan")) == [] and race.scores == {}

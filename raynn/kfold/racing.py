@@ -66,28 +66,30 @@ class Decision:
         )
 
 
-def worse_p_value(best: list[float], other: list[float]) -> float:
-    """One-sided p-value that ``best`` is better (larger) than ``other``, paired by fold:
-    scipy's ``ttest_rel(best, other, alternative="greater")``.
+def worse_p_value(best: list[float], other: list[float], resolution: float = 0.0) -> float:
+    """One-sided p-value of a paired t-test that ``best`` is better (larger) than ``other``.
 
-    Where the differences have no spread (all equal, to rounding: accuracies are multiples
-    of 1/n, so a one-sample lead on every fold happens) the t statistic is infinite and says
-    nothing about the noise; the sign test takes over: ``0.5 ** n`` when the best leads on
-    all n folds, else 1.0. 1.0 with fewer than two pairs.
+    With ``resolution`` 0 it is scipy's ``ttest_rel(best, other, alternative="greater")``.
+    A metric measured on a finite validation set moves in steps (accuracy in 1/n), so two
+    near-equal configurations can lead each other by one step on every fold: a spread of
+    (almost) nothing and a t statistic that says nothing about the noise. The standard
+    deviation of the differences is therefore taken as at least ``resolution`` (the
+    metric's step, :attr:`Race.resolution`). Where there is no spread at
+    all and no resolution, the sign test decides (``0.5 ** n``). 1.0 with fewer than two
+    pairs.
     """
-    if len(best) < 2:
+    n = len(best)
+    if n < 2:
         return 1.0
     diffs = [b - o for b, o in zip(best, other, strict=True)]
-    if max(diffs) - min(diffs) < 1e-12:
-        return 0.5 ** len(diffs) if diffs[0] > 0 else 1.0
-    import warnings
-
+    mean = sum(diffs) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    sd = max(sd, resolution)
+    if sd < 1e-12:  # every difference the same, nothing to scale them by
+        return 0.5**n if mean > 0 else 1.0
     from scipy import stats
 
-    with warnings.catch_warnings():  # scipy warns of precision loss with no spread
-        warnings.simplefilter("ignore", RuntimeWarning)
-        p = float(stats.ttest_rel(best, other, alternative="greater").pvalue)
-    return 1.0 if math.isnan(p) else p
+    return float(stats.t.sf(mean / (sd / math.sqrt(n)), n - 1))
 
 
 @dataclass
@@ -107,6 +109,8 @@ class Race:
     out: dict[Config, str] = field(default_factory=dict)
     decisions: list[Decision] = field(default_factory=list)
     configs: set[Config] = field(default_factory=set)  # every configuration of the grid
+    # the metric's step: 1 / the validation folds' size for accuracy, 0.0 for a loss
+    resolution: float = 0.0
 
     def add(self, configs: Iterable[Config]) -> None:
         """Configurations of the grid (the queue adds its jobs'): they size the correction."""
@@ -121,9 +125,9 @@ class Race:
     @classmethod
     def resumed(
         cls, spec: RacingSpec, done: Iterable[tuple[Config, int, float]],
-        out: dict[Config, str] | None = None,
+        out: dict[Config, str] | None = None, resolution: float = 0.0,
     ) -> Race:  # fmt: skip
-        race = cls(spec, out=dict(out or {}))
+        race = cls(spec, out=dict(out or {}), resolution=resolution)
         for config, fold, value in done:
             race.scores.setdefault(config, {})[fold] = value
         return race
@@ -161,6 +165,7 @@ class Race:
             p = worse_p_value(
                 [self._value(self.scores[best][f]) for f in folds],
                 [self._value(scores[f]) for f in folds],
+                self.resolution,
             )
             if p < self.alpha:
                 decision = Decision(other, best, self.spec.metric, p, folds, self.alpha)
@@ -187,13 +192,18 @@ class Race:
         return self.out.get(config)
 
 
-def start_race(spec: RacingSpec | None, history: Any = None) -> Race | None:
+def start_race(
+    spec: RacingSpec | None, history: Any = None, val_sizes: Iterable[int] = ()
+) -> Race | None:
     """The race of a run (None with racing off); ``history``: a resumed run's job table,
-    whose ok folds count and whose raced-out configurations stay out."""
+    whose ok folds count and whose raced-out configurations stay out; ``val_sizes``: the
+    validation folds' sizes (an accuracy moves in steps of 1 / size)."""
     if spec is None:
         return None
+    sizes = [n for n in val_sizes if n > 0]
+    resolution = 1 / max(sizes) if sizes and spec.metric == "val_accuracy" else 0.0
     if history is None or not len(history):
-        return Race(spec)
+        return Race(spec, resolution=resolution)
     done = [
         ((r.model, r.scheduler), int(r.fold), float(getattr(r, spec.metric)))
         for r in history.itertuples()
@@ -202,7 +212,7 @@ def start_race(spec: RacingSpec | None, history: Any = None) -> Race | None:
     out = {
         (r.model, r.scheduler): str(r.error) for r in history.itertuples() if r.status == RACED_OUT
     }
-    return Race.resumed(spec, done, out)
+    return Race.resumed(spec, done, out, resolution)
 
 
 def race_summary(jobs: Any) -> list[dict[str, Any]]:

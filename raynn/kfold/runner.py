@@ -231,7 +231,8 @@ def run(
         if record is None:
             record = RunRecord.create(root, spec, data="in-memory" if data is not None else "spec")
             record.acquire()
-        race = start_race(spec.scheduling.racing, history)
+        val_sizes = [len(val) for _, val in plan.data.folds]
+        race = start_race(spec.scheduling.racing, history, val_sizes)
         attempt = _execute(
             ex, spec, jobs, plan.data, record, cores_per_job, progress, stages, probe, race
         )
