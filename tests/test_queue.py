@@ -229,3 +229,20 @@ def test_a_probed_job_gets_its_allowance_from_the_probe_and_a_fixed_timeout_wins
     quick = dataclasses.replace(probed, cost=1.0)
     assert JobQueue([quick]).allowance(quick) == 60.0  # at least a minute
     assert JobQueue([probed], lease_timeout=7).allowance(probed) == 7.0
+
+
+def test_one_restart_policy_decides_retries_and_replacements():
+    from raynn.placement.restarts import RestartPolicy
+
+    jobs = RestartPolicy.for_jobs(jobs=2, max_attempts=2)
+    assert (jobs.retry(1), jobs.retry(2)) == (True, False)  # the second attempt was the last
+    assert [jobs.replace() for _ in range(5)] == [True] * 4 + [False]  # 2 jobs x 2 attempts
+    assert not RestartPolicy.for_jobs(3, 3).replace(work_left=False) and jobs.restarts == 4
+    rounds = RestartPolicy.for_rounds(max_restarts=1)
+    assert rounds.retry(99) and rounds.may_replace()
+    assert (rounds.replace(), rounds.replace(), rounds.restarts) == (True, False, 1)
+    # the queue asks the same policy: a dead worker's job runs again until max_attempts
+    q = JobQueue(_jobs(1), max_attempts=2)
+    q.lease("w0")
+    assert q.release_worker("w0") == [] and q.lease("w1")[1] == 2
+    assert [(j.job_id, a) for j, a in q.release_worker("w1")] == [("j0", 2)]

@@ -24,6 +24,7 @@ from raynn.hogwild.server import ParameterServer
 from raynn.hogwild.tables import write_tables
 from raynn.hogwild.view import HogwildView
 from raynn.placement.nodes import Node, probe_nodes
+from raynn.placement.restarts import RestartPolicy
 from raynn.runs.files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def run_ray(
     util: list[dict] = []
     rounds: list[dict[str, Any]] = []
     fields["rounds"] = rounds
-    deaths = 0  # rounds ended by a worker that died (joins do not count)
+    policy = RestartPolicy.for_rounds(spec.hogwild.max_restarts)  # rounds a death may end
     try:
         # The first round starts from what the shards restored (no round trip to them).
         state = (
@@ -122,16 +123,17 @@ def run_ray(
             else:
                 wid, reason = r.failure
                 record["error"] = f"worker {wid} failed: {reason}"
-                deaths += 1
-                if not r.restartable or deaths > spec.hogwild.max_restarts:
+                if not r.restartable or not policy.replace():
                     fields["error"] = record["error"]
                     if r.restartable:
-                        fields["error"] += f" (after {deaths - 1} restart(s))"
+                        fields["error"] += f" (after {policy.restarts} restart(s))"
                     for row in r.rows:
                         if row["status"] == "restarted":
                             row["status"] = "failed"
                     break
-                log.warning("%s; re-planning the workers (restart %d)", record["error"], deaths)
+                log.warning(
+                    "%s; re-planning the workers (restart %d)", record["error"], policy.restarts
+                )
             # the nodes alive now (a lost node's actors die with it), each with its CPUs
             nodes = probe_nodes()
             slots = plan_workers(spec, nodes)

@@ -30,6 +30,7 @@ from typing import NamedTuple
 from raynn.kfold.grid import Job
 from raynn.kfold.racing import Config, Race, config_of
 from raynn.placement.progress import PendingWork, QueueStats, RunningJob
+from raynn.placement.restarts import RestartPolicy
 
 WAIT_SECONDS = 0.2  # how long a worker waits for cores before asking again
 # A lease expires when its job shows no progress (no epoch end) for LEASE_FACTOR x the
@@ -101,6 +102,7 @@ class JobQueue:
         self._unrecorded: list[tuple[Job, str]] = []
         self._race_out(list(race.out) if race else [])
         self.max_attempts = max_attempts
+        self.policy = RestartPolicy(max_attempts=max_attempts)  # a dead worker's job: again?
         self.tail_widening = tail_widening
         self.lease_timeout = lease_timeout
         self._epoch_seconds: dict[str, float] = {}  # model label -> longest epoch seen
@@ -284,7 +286,7 @@ class JobQueue:
             if reason is not None:  # raced out while it ran: no retry
                 self._raced[job_id] = reason
                 self._unrecorded.append((lease.job, reason))
-            elif lease.attempt >= self.max_attempts:
+            elif not self.policy.retry(lease.attempt):
                 self._failed[job_id] = f"{reason} on attempt {lease.attempt} (max_attempts reached)"
                 exhausted.append((lease.job, lease.attempt))
             else:

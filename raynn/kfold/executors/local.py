@@ -42,6 +42,7 @@ from raynn.placement.cores import usable_cpus
 from raynn.placement.nodes import Node, NodeGroup
 from raynn.placement.processes import ZYGOTE_PRELOAD, PipeProxy, Zygote, recv, send
 from raynn.placement.progress import Progress
+from raynn.placement.restarts import RestartPolicy
 from raynn.placement.topology import read_topology
 from raynn.runs.files import CheckpointDir
 from raynn.spec import SchedulingSpec
@@ -189,7 +190,7 @@ class LocalRun:
         self.workers: dict[Connection, WorkerProcess] = {}
         self.waiting: dict[Connection, str] = {}  # leases to answer once cores free up
         self.started = 0
-        self.restarts = 0
+        self.policy = RestartPolicy.for_jobs(len(jobs), scheduling.max_attempts)
 
     def _start(self, slot: NodeGroup) -> None:
         node, (domain, units, _) = slot
@@ -261,9 +262,7 @@ class LocalRun:
                     job, f"worker died on attempt {attempt} (max_attempts reached)", attempt
                 )
             )
-        budget = len(self.jobs) * self.scheduling.max_attempts
-        if self.queue.stats().pending and self.restarts < budget:
-            self.restarts += 1
+        if self.policy.replace(bool(self.queue.stats().pending)):
             self._start(proc.slot)
         if self.waiting:
             self._retry_waiting()
@@ -312,7 +311,7 @@ class LocalRun:
             self.started,
             self.executor.group_size,
             {self.node.name: self.node.cpus},
-            self.restarts,
+            self.policy.restarts,
             dict(self.executor.cores_by_model),
         )
 

@@ -27,6 +27,7 @@ from raynn.kfold.workers import CoreGroupWorker
 from raynn.placement.monitor import UtilizationSampler
 from raynn.placement.nodes import Node, NodeGroup, alive_node_ids, node_groups, nodes_from
 from raynn.placement.progress import Progress
+from raynn.placement.restarts import RestartPolicy
 
 if TYPE_CHECKING:
     from raynn.core.data import ArrayDataset
@@ -113,7 +114,7 @@ class RayRun:
         self.idle: list[NodeGroup] = []  # slots whose worker retired
         self.dead_nodes: set[str] = set()
         self.started = 0
-        self.restarts = 0
+        self.policy = RestartPolicy.for_jobs(len(jobs), scheduling.max_attempts)
 
     # -- pieces --------------------------------------------------------------------------------
     def _add_samplers(self, nodes: list[Node]) -> None:
@@ -221,8 +222,7 @@ class RayRun:
         node = slot[0]
         if node.node_id not in alive_node_ids():
             self.dead_nodes.add(node.node_id)
-        budget = len(self.jobs) * self.scheduling.max_attempts
-        if not self._stats().pending or self.restarts >= budget:
+        if not self.policy.may_replace(bool(self._stats().pending)):
             return
         if node.node_id not in self.dead_nodes:
             replacement: NodeGroup | None = slot
@@ -232,7 +232,7 @@ class RayRun:
             if replacement is not None:
                 self.idle.remove(replacement)
         if replacement is not None:
-            self.restarts += 1
+            self.policy.replace()
             self._start(replacement)
         elif not self.workers:
             raise RaynnError(
@@ -355,7 +355,7 @@ class RayRun:
             self.started,
             self.group_size,
             {n.name: n.cpus for n in self.nodes if n.node_id not in self.dead_nodes},
-            self.restarts,
+            self.policy.restarts,
             dict(self.cores_by_model),
         )
 
