@@ -31,6 +31,7 @@ class Report:
     """What :func:`report` made: the summary, the comparison, and the HTML report written."""
 
     summary: str
+    kind: str = "kfold"  # the run's kind, read once
     comparison: str = ""
     html: Any = None  # raynn.runs.html.HtmlReport, when written
 
@@ -40,7 +41,8 @@ def report(
 ) -> Report:
     """The summary of ``run_dir`` and, with ``against``, a paired comparison of two K-fold
     runs (the same spec run twice)."""
-    out = Report(get_kind(run_dir_kind(run_dir)).summarize(run_dir))
+    kind = run_dir_kind(run_dir)
+    out = Report(get_kind(kind).summarize(run_dir), kind)
     if against is not None:
         from raynn.kfold.report import compare  # K-fold only: it says so for other runs
 
@@ -53,6 +55,6 @@ def write_html(run_dir: str | os.PathLike[str], rep: Report) -> Any:
     written (:class:`raynn.runs.html.HtmlReport`)."""
     from raynn.runs.html import write_html_report
 
-    figs = get_kind(run_dir_kind(run_dir)).figures(run_dir)
+    figs = get_kind(rep.kind).figures(run_dir)
     rep.html = write_html_report(run_dir, rep.summary, figs, rep.comparison)
     return rep.html

@@ -79,7 +79,7 @@ def get_kind(name: str) -> Kind:
 def run_dir_kind(run_dir: str | os.PathLike[str]) -> str:
     """The kind a run directory's run.json records (``kfold`` when unreadable: the K-fold
     path then reports the unreadable run.json properly)."""
-    try:
+    try:  # json only: the CLI reads this before it starts the zygote (no pyarrow import)
         return str(json.loads((Path(run_dir) / "run.json").read_text())["spec"]["kind"])
     except (OSError, ValueError, KeyError, TypeError):
         return "kfold"

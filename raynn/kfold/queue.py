@@ -101,7 +101,6 @@ class JobQueue:
         self._stop: dict[str, str] = {}
         self._unrecorded: list[tuple[Job, str]] = []
         self._race_out(list(race.out) if race else [])
-        self.max_attempts = max_attempts
         self.policy = RestartPolicy(max_attempts=max_attempts)  # a dead worker's job: again?
         self.tail_widening = tail_widening
         self.lease_timeout = lease_timeout

@@ -102,12 +102,13 @@ class Race:
             ``(config, fold, metric value)``.
         out: configurations raced out before (a resumed run's raced-out rows), with the
             reason their rows carry.
+        configs: every configuration of the grid (:meth:`add`): they size the correction.
+        resolution: the metric's step (:func:`start_race`).
     """
 
     spec: RacingSpec
     scores: dict[Config, dict[int, float]] = field(default_factory=dict)
     out: dict[Config, str] = field(default_factory=dict)
-    decisions: list[Decision] = field(default_factory=list)
     configs: set[Config] = field(default_factory=set)  # every configuration of the grid
     # the metric's step: 1 / the validation folds' size for accuracy, 0.0 for a loss
     resolution: float = 0.0
@@ -171,7 +172,6 @@ class Race:
                 decision = Decision(other, best, self.spec.metric, p, folds, self.alpha)
                 self.out[other] = decision.reason()
                 new.append(decision)
-        self.decisions += new
         return new
 
     @staticmethod
