@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import joblib
 import numpy as np
@@ -53,12 +52,13 @@ def _probe() -> dict:
 
 
 def _die_once(marker: str, value: int) -> int:
-    """Kill this worker's process on the first attempt (the marker file says which)."""
-    path = Path(marker)
-    if not path.exists():
-        path.write_text("attempt 1")
-        os._exit(1)
-    return value * 10
+    """Kill this worker's process in the one task that creates the marker file first
+    (created atomically: two tasks starting together must not both die)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return value * 10
+    os._exit(1)
 
 
 def _always_die() -> None:
