@@ -372,7 +372,11 @@ def test_ray_run_tables_and_no_segment_left(ray_run):
     assert sync["pushes"] > 0 and sum(sync["staleness_hist"]) == sync["pushes"]
     evals = pd.read_parquet(result.run_dir / "eval")
     assert len(evals) >= 2 and evals["version"].is_monotonic_increasing
-    assert not pd.read_parquet(result.run_dir / "utilization").empty
+    util = pd.read_parquet(result.run_dir / "utilization")
+    # the sync role's sampler counts its node's worker processes as raynn's own
+    assert not util.empty and util["own_percent"].notna().all()
+    own = util.groupby("core")["own_percent"].max()
+    assert (own[sorted(workers["core"])] > 0).all(), own
     meta = json.loads((result.run_dir / "run.json").read_text())
     # one node, the driver's: the driver evaluated the shared weights as training went
     # (samples grow between evaluations) while the sync role pushed only every

@@ -206,7 +206,12 @@ def train_round(
             except (RayActorError, RayTaskError) as exc:
                 failure, restartable = (wid, reason(exc)), isinstance(exc, RayActorError)
                 break
-        refs = {} if failure else {actors[s.worker_id].run.remote(): s.worker_id for s in slots}
+        if failure is None:
+            pids = {
+                i: [workers_info[s.worker_id]["pid"] for s in slots if s.node_index == i]
+                for i in per_node
+            }
+            refs = {actors[s.worker_id].run.remote(pids[s.node_index]): s.worker_id for s in slots}
         record["startup_seconds"] = time.monotonic() - entered
         view.workers = len(slots)
         if not evaluator.rows:  # the clock starts with the first round's training

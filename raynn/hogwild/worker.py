@@ -140,10 +140,16 @@ class HogwildWorker:
         if self.sync is not None:
             self.sync.maybe_sync()
 
-    def run(self) -> dict[str, Any]:
-        """Train every epoch; the sync role then finishes the node. Returns the worker's row."""
+    def run(self, node_pids: list[int] | None = None) -> dict[str, Any]:
+        """Train every epoch; the sync role then finishes the node. Returns the worker's row.
+
+        ``node_pids``: the processes of this node's workers; the sync role's sampler counts
+        their CPU time as raynn's own (``own_percent``).
+        """
         start = time.time()
         if self.sampler is not None:
+            for pid in node_pids or ():
+                self.sampler.watch(pid)
             self.sampler.start()
         try:
             stats = train(
@@ -194,7 +200,15 @@ def utilization_rows(sampler: UtilizationSampler) -> list[dict[str, Any]]:
 
         now = time.time()  # CPU % since the sampler primed psutil's counters
         for core, pct in enumerate(psutil.cpu_percent(percpu=True)):
-            rows.append({"node": sampler.node, "time": now, "core": core, "percent": pct})
+            rows.append(
+                {
+                    "node": sampler.node,
+                    "time": now,
+                    "core": core,
+                    "percent": pct,
+                    "own_percent": None,
+                }
+            )
     return rows
 
 
