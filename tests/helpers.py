@@ -68,3 +68,26 @@ def hangs_once_mlp(in_shape: tuple[int, int, int], num_classes: int, marker: str
     """A model whose first training step hangs forever (in whichever worker runs it first)."""
     c, h, w = in_shape
     return _HangsOnce(c * h * w, num_classes, marker)
+
+
+class _Sleepy(nn.Module):
+    """An MLP whose training forward also sleeps: its jobs' wall time is the sleep, whatever
+    the load on the machine's CPUs."""
+
+    def __init__(self, in_features: int, num_classes: int, seconds: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            import time
+
+            time.sleep(self.seconds)
+        return self.fc(x.flatten(1))
+
+
+def sleepy_mlp(in_shape: tuple[int, int, int], num_classes: int, seconds: float) -> nn.Module:
+    """A model whose every training step sleeps ``seconds``: jobs of equal length under load."""
+    c, h, w = in_shape
+    return _Sleepy(c * h * w, num_classes, seconds)

@@ -351,9 +351,14 @@ def test_nan_job_fails_alone(ray_local, tmp_path, name):
 
 @pytest.mark.parametrize("name", PARALLEL)
 def test_tail_widening_gives_the_last_job_the_freed_core(ray_local, tmp_path, name):
+    # 3 jobs on 2 workers: the worker of the second job retires while the third runs. Each
+    # step sleeps, so the jobs take equal wall time even when another process starves one
+    # worker's core (with CPU-bound jobs, a worker at half speed ends its one job together
+    # with the other worker's two, and nothing is left to widen).
+    sleepy = {"name": "tests.helpers:sleepy_mlp", "label": "sleepy", "args": {"seconds": 0.015}}
     spec = make_spec(
         tmp_path,
-        models=["lenet"],
+        models=[sleepy],
         folds=3,
         dataset={"name": "synthetic", "shape": [1, 24, 24], "samples": 1800, "limit": None},
         training={"epochs": 6},
