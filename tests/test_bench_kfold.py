@@ -63,10 +63,12 @@ def test_every_mode_runs_the_same_jobs_and_the_summary_compares_them(tmp_path, c
 
 
 def test_widened_jobs_are_replayed_at_their_thread_counts(tmp_path):
-    # three jobs on two cores: the last one widens once the other worker retires
+    # three jobs on two cores: the last one widens once the other worker retires (each step
+    # sleeps, so the jobs take equal wall time under load: see test_executors' widening test)
     spec = _spec_file(tmp_path, probe=False, tail_widening=True)
     raw = yaml.safe_load(spec.read_text())
-    raw.update(folds=3, models=["lenet"], training={"epochs": 6})
+    sleepy = {"name": "tests.helpers:sleepy_mlp", "label": "sleepy", "args": {"seconds": 0.015}}
+    raw.update(folds=3, models=[sleepy], training={"epochs": 6})
     raw["dataset"] = {"name": "synthetic", "shape": [1, 24, 24], "samples": 900}
     spec.write_text(yaml.safe_dump(raw))
     out_root = tmp_path / "bench"
