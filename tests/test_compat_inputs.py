@@ -248,3 +248,32 @@ def test_async_kfold_best_model_takes_the_users_inputs(tmp_path):
     loader = DataLoader(Digits(slice(1300, 1500), NORMALISED), batch_size=64)
     tested = DistributedTester(loader, str(tmp_path))(model)
     assert tested["accuracy"] == plain_accuracy(model, loader) and tested["accuracy"] > 0.5
+
+
+def test_tester_reports_the_criterion_the_model_was_trained_with(tmp_path):
+    smooth = nn.CrossEntropyLoss(label_smoothing=0.2)
+    torch.manual_seed(0)
+    trainer = DistributedTrainer(1, smooth, str(tmp_path), batch_size=32)
+    trainer(
+        MLP(),
+        Digits(slice(0, 600), TO_TENSOR),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05),
+        epochs=1,
+        executor="serial",
+        threads=1,
+    )
+    model = trainer.model
+    assert "raynn_criterion" not in dict(model.named_modules())  # no submodule: same weights
+    loader = DataLoader(Digits(slice(1300, None), TO_TENSOR), batch_size=64)
+    x = torch.cat([b[0] for b in loader])
+    y = torch.cat([b[1] for b in loader])
+    with torch.no_grad():
+        logits = model(x)
+    tested = DistributedTester(loader, str(tmp_path))(model)
+    assert tested["criterion"] == "CrossEntropyLoss"
+    assert tested["loss"] == pytest.approx(float(smooth(logits, y)), rel=1e-5)
+    plain = float(nn.functional.cross_entropy(logits, y))
+    assert abs(tested["loss"] - plain) > 1e-3  # label smoothing shows in the loss
+    # a criterion given to the tester wins; the default for any other model is cross-entropy
+    given = DistributedTester(loader, str(tmp_path), criterion=nn.CrossEntropyLoss())(model)
+    assert given["loss"] == pytest.approx(plain, rel=1e-5)

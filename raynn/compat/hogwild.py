@@ -19,8 +19,10 @@ the tensors the dataset yields and computes what the network computed on them in
 trained module either way. ``DistributedTester`` is a plain PyTorch evaluation loop over the
 loader, so its accuracy is what the user's own loop over the same loader gives.
 
-Limits: the criteria accepted are those of :class:`DistributedTrainer`; the tester reports
-the cross-entropy of the model's outputs as its loss; an optimizer or scheduler *object* is
+Limits: the criteria accepted are those of :class:`DistributedTrainer`; the tester's loss is
+the criterion the model was trained with (or the one it is given) averaged over the batches
+weighted by their size, which is the criterion over the whole set for an unweighted mean
+loss; an optimizer or scheduler *object* is
 rebuilt for every worker from its class and settings; ``state_dict()`` holds the weights
 only (keep ``model.raynn_input`` with them, see :func:`raynn.compat.data.attach_input_mapping`).
 """
@@ -54,6 +56,8 @@ from raynn.hogwild.shared_params import load_flat
 from raynn.runs.results import write_json
 from raynn.spec import Component, OptimizerSpec
 from raynn.spec.hogwild import HogwildSpec, hogwild_spec_from_dict
+
+CRITERION_ATTR = "raynn_criterion"  # a trained model's criterion, the tester's default loss
 
 
 def _optimizer_spec(optimizer: Any, model: nn.Module) -> OptimizerSpec:
@@ -172,6 +176,8 @@ class DistributedTrainer:
         from raynn.core.losses import loss_from_criterion
 
         self.loss = loss_from_criterion(criterion)  # training.loss; refused here, one line
+        # the tester's default loss: a loss instance as given (a class or factory: none)
+        self.criterion = criterion if isinstance(criterion, nn.Module) else None
         self.num_processes = num_processes
         self.root_dir = str(root_dir)
         self.batch_size = batch_size
@@ -225,6 +231,8 @@ class DistributedTrainer:
             )
         load_flat(instance, final_weights(self.result.run_dir))
         self.model = attach_input_mapping(instance, mapping)
+        # the tester's default loss; in __dict__, so it is no submodule of the model
+        self.model.__dict__[CRITERION_ATTR] = self.criterion
         self.input_mapping = mapping
         return self.result
 
@@ -235,11 +243,14 @@ class DistributedTester:
     Args:
         test_loader: yields ``(images, labels)`` batches (tensors, PIL images or arrays).
         root_dir: where ``test_results.json`` is written.
+        criterion: the loss to report, ``criterion(logits, labels)``; None: the criterion the
+            model was trained with by :class:`DistributedTrainer`, else cross-entropy.
     """
 
-    def __init__(self, test_loader: Any, root_dir: str) -> None:
+    def __init__(self, test_loader: Any, root_dir: str, criterion: Any = None) -> None:
         self.test_loader = test_loader
         self.root_dir = Path(root_dir)
+        self.criterion = criterion
 
     def __call__(self, model: nn.Module) -> dict[str, Any]:
         """Loss, accuracy and per-class accuracy of ``model`` on the loader; also written to JSON.
@@ -249,6 +260,8 @@ class DistributedTester:
         :class:`DistributedTrainer` carries its input mapping, so it sees exactly what training
         fed it; any other model sees the loader's values unchanged.
         """
+        criterion = self.criterion or model.__dict__.get(CRITERION_ATTR) or nn.CrossEntropyLoss()
+        reduction = getattr(criterion, "reduction", "mean")
         was_training = model.training
         model.eval()
         loss, preds, labels = 0.0, [], []
@@ -257,7 +270,10 @@ class DistributedTester:
                 for batch in self.test_loader:
                     x, y = batch_tensor(batch[0]), torch.as_tensor(batch[1], dtype=torch.int64)
                     logits = model(x).float()
-                    loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                    value = criterion(logits, y)
+                    if reduction == "mean":
+                        value = value * len(y)
+                    loss += float(value.sum())
                     preds.append(logits.argmax(1).numpy())
                     labels.append(y.numpy())
         finally:
@@ -272,6 +288,7 @@ class DistributedTester:
         ]
         result = {
             "loss": loss / len(y_all),
+            "criterion": type(criterion).__name__,
             "accuracy": float(hits.mean()),
             "per_class_accuracy": per_class,
             "samples": int(len(y_all)),
