@@ -19,6 +19,7 @@ from raynn.core.data import ArrayDataset
 from raynn.core.nn import evaluate
 from raynn.hogwild.loop import build, make_loss
 from raynn.hogwild.protocol import version_count
+from raynn.hogwild.rows import EvalRow
 from raynn.hogwild.shared_params import load_flat
 from raynn.hogwild.tables import EVAL_SCHEMA
 from raynn.runs.results import write_table
@@ -85,19 +86,19 @@ class Evaluator:
         finally:
             torch.set_num_threads(threads)
         now = time.time()
-        row = {
-            "attempt": self.attempt,
-            "time": now,
-            "elapsed": now - self.t0,
-            "version": version_count(version),
-            "step": steps,
-            "samples": samples,
-            "epoch": samples / max(len(d.y_train), 1),
-            "loss": ev.loss,
-            "accuracy": ev.accuracy,
-            "final": final,
-            "per_class_accuracy": ev.per_class if final else [],
-        }
+        row = EvalRow(
+            attempt=self.attempt,
+            time=now,
+            elapsed=now - self.t0,
+            version=version_count(version),
+            step=steps,
+            samples=samples,
+            epoch=samples / max(len(d.y_train), 1),
+            loss=ev.loss,
+            accuracy=ev.accuracy,
+            final=final,
+            per_class_accuracy=ev.per_class if final else [],
+        ).row()
         self.rows.append(row)
         if self.run_dir is not None and (final or now - self.written >= EVAL_WRITE_SECONDS):
             write_table(

@@ -25,6 +25,7 @@ from raynn.hogwild.client import ServerClient
 from raynn.hogwild.loop import LoopStats, build, epoch_shard, make_loss, sgd_step, train
 from raynn.hogwild.node_sync import NodeSync, SyncStats
 from raynn.hogwild.protocol import staleness_summary
+from raynn.hogwild.rows import WorkerRow
 from raynn.hogwild.shared_params import SharedParams, param_numel
 from raynn.placement.cores import pin_current_process
 from raynn.placement.monitor import UtilizationSampler
@@ -225,44 +226,43 @@ def worker_row(
     status: str = "ok",
     error: str | None = None,
 ) -> dict[str, Any]:
-    """A ``hogwild/`` table row (see :data:`raynn.hogwild.runner.HOGWILD_SCHEMA`)."""
+    """A ``hogwild/`` table row as a dict (:class:`~raynn.hogwild.rows.WorkerRow`)."""
     stats = stats or LoopStats()
     sync = sync or SyncStats()
     hist = [0] * (max(sync.staleness, default=-1) + 1)
     for k, v in sync.staleness.items():
         hist[k] = v
     summary = staleness_summary(dict(sync.staleness))
-    row: dict[str, Any] = {
-        "worker": worker,
-        "node": node,
-        "slot": slot,
-        "role": role,
-        "core": -1 if core is None else core,
-        "threads": threads,
-        "status": status,
-        "error": error,
-        "epochs": stats.epochs,
-        "steps": stats.steps,
-        "samples": stats.samples,
-        "seconds": stats.seconds,
-        "samples_per_second": stats.samples / stats.seconds if stats.seconds > 0 else 0.0,
-        "loss": stats.loss,
-        "accuracy": stats.accuracy,
-        "hold_seconds": stats.hold_seconds,
-        "pushes": sync.pushes,
-        "pulls": sync.pulls,
-        "refused": sync.refused,
-        "wait_seconds": sync.wait_seconds,
-        "sync_seconds": sync.sync_seconds,
-        "staleness_mean": summary["mean"],
-        "staleness_max": summary["max"],
-        "staleness_p50": summary["p50"],
-        "staleness_p95": summary["p95"],
-        "staleness_hist": hist,
-        "start_time": start,
-        "end_time": time.time(),
-    }
-    return row
+    return WorkerRow(
+        worker=worker,
+        node=node,
+        slot=slot,
+        role=role,
+        core=-1 if core is None else core,
+        threads=threads,
+        status=status,
+        error=error,
+        epochs=stats.epochs,
+        steps=stats.steps,
+        samples=stats.samples,
+        seconds=stats.seconds,
+        samples_per_second=stats.samples / stats.seconds if stats.seconds > 0 else 0.0,
+        loss=stats.loss,
+        accuracy=stats.accuracy,
+        hold_seconds=stats.hold_seconds,
+        pushes=sync.pushes,
+        pulls=sync.pulls,
+        refused=sync.refused,
+        wait_seconds=sync.wait_seconds,
+        sync_seconds=sync.sync_seconds,
+        staleness_mean=summary["mean"],
+        staleness_max=summary["max"],
+        staleness_p50=summary["p50"],
+        staleness_p95=summary["p95"],
+        staleness_hist=hist,
+        start_time=start,
+        end_time=time.time(),
+    ).row()
 
 
 __all__ = ["HogwildWorker", "utilization_rows", "worker_row"]

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
-Int64 = int  # a field annotated ``Int64`` is stored as int64 (a plain ``int``: int32)
+from raynn.runs.columns import Int64
 
 if TYPE_CHECKING:
     from raynn.kfold.grid import Job

@@ -73,6 +73,7 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
     "list[float]": pa.list_(pa.float64()),
     "list[int]": pa.list_(pa.int32()),
+    "list[Int64]": pa.list_(pa.int64()),
     "list[str]": pa.list_(pa.string()),
 }
 
