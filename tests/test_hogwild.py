@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import copy
 import json
+import signal
 import threading
 import time
 from pathlib import Path
@@ -505,20 +506,15 @@ def test_ctrl_c_releases_shared_memory(ray_local, tmp_path):
     spec = _spec(tmp_path, training={"epochs": 200})
     seen: list[str] = []
 
-    def interrupt_when_training() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            new = set(list_segments()) - before
-            # training has begun once the driver has written an eval row of it
-            if new and list((tmp_path / "runs").glob("*/eval/part-0.parquet")):
-                seen.extend(new)
-                _thread.interrupt_main()
-                return
-            time.sleep(0.05)
+    def training() -> bool:
+        new = set(list_segments()) - before
+        # training has begun once the driver has written an eval row of it
+        if new and list((tmp_path / "runs").glob("*/eval/part-0.parquet")):
+            seen.extend(new)
+            return True
+        return False
 
-    threading.Thread(target=interrupt_when_training, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run(spec, executor="ray", progress=False)
+    _run_interrupted(CtrlC(training), spec, executor="ray")
     assert seen and set(list_segments()) <= before
     (run_dir,) = (tmp_path / "runs").iterdir()
     attempt = json.loads((run_dir / "run.json").read_text())["runs"][-1]
@@ -579,17 +575,10 @@ def test_interrupted_serial_run_resumes_from_the_server_checkpoint(tmp_path):
         hogwild={"checkpoint_seconds": 0.05},
     )
 
-    def interrupt_after_a_checkpoint() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if _checkpointed_samples(tmp_path / "runs") > 2 * 1437:  # past epoch 2
-                _thread.interrupt_main()
-                return
-            time.sleep(0.01)
+    def past_epoch_2() -> bool:
+        return _checkpointed_samples(tmp_path / "runs") > 2 * 1437
 
-    threading.Thread(target=interrupt_after_a_checkpoint, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        run(spec, executor="serial", threads=1, progress=False)
+    _run_interrupted(CtrlC(past_epoch_2), spec, executor="serial", threads=1)
     (run_dir,) = (tmp_path / "runs").iterdir()
     # through the CLI, as a user would: the run directory says it is a HOGWILD run
     assert (
@@ -647,6 +636,56 @@ def _checkpointed_samples(runs: Path) -> int:
         except Exception:  # noqa: BLE001 - being replaced right now
             return 0
     return 0
+
+
+class CtrlC:
+    """Ctrl-C for a run in this (the main) thread: a watcher thread calls
+    ``_thread.interrupt_main()`` once ``ready()`` is true. It waits on the run, not on a
+    deadline, so a slow start under load cannot make it give up before the run ends."""
+
+    previous: Any = None
+
+    def __init__(self, ready: Any) -> None:
+        self.ready = ready
+        self.ended = threading.Event()
+        self.fired: float | None = None  # seconds after the start
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        t0 = time.monotonic()
+        while not self.ended.is_set():
+            if self.ready():
+                self.fired = time.monotonic() - t0
+                _thread.interrupt_main()
+                return
+            self.ended.wait(0.01)
+
+    def __enter__(self) -> CtrlC:
+        # a process started in the background of a script inherits SIGINT ignored, and
+        # interrupt_main() then does nothing: give it Python's own handler, as a terminal has
+        self.previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.ended.set()
+        self.thread.join()
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def _run_interrupted(ctrl_c: CtrlC, spec: HogwildSpec, **kwargs: Any) -> None:
+    """Run ``spec`` here until ``ctrl_c`` presses Ctrl-C; fail, saying why, if it ends first."""
+    t0 = time.monotonic()
+    try:
+        with ctrl_c:
+            run(spec, progress=False, **kwargs)
+    except KeyboardInterrupt:
+        return
+    pressed = "never pressed" if ctrl_c.fired is None else f"pressed at {ctrl_c.fired:.1f} s"
+    pytest.fail(
+        f"the run ended after {time.monotonic() - t0:.1f} s without a KeyboardInterrupt "
+        f"(Ctrl-C {pressed})"
+    )
 
 
 def _run_in_thread(spec: HogwildSpec, **kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
