@@ -454,19 +454,9 @@ def test_server_killed_mid_run_restarts_from_checkpoint(ray_local, tmp_path):
         training={"epochs": 80},
         hogwild={"push_every": 4, "checkpoint_seconds": 0.1},
     )
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            out["result"] = run(spec, executor="ray", progress=False)
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
-            out["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
+    thread, out = _run_in_thread(spec, executor="ray")
     killed = None
-    deadline = time.monotonic() + 120
-    while thread.is_alive() and time.monotonic() < deadline and killed is None:
+    while thread.is_alive() and killed is None:  # until the run ends: no deadline to miss
         ckpts = list((tmp_path / "runs").glob("*/checkpoints/server-0.ckpt"))
         names = [n for n in ray.util.list_named_actors() if n.startswith(SERVER_NAME)]
         if ckpts and names and _still_running(tmp_path / "runs"):
@@ -477,7 +467,7 @@ def test_server_killed_mid_run_restarts_from_checkpoint(ray_local, tmp_path):
                 ray.kill(ray.get_actor(names[0]), no_restart=False)
                 killed = version
         time.sleep(0.05)
-    thread.join(timeout=180)
+    _join(thread)
     assert "error" not in out, out.get("error")
     result = out["result"]
     assert killed is not None, "the run ended before the server could be killed"
@@ -702,6 +692,12 @@ def _run_in_thread(spec: HogwildSpec, **kwargs: Any) -> tuple[threading.Thread, 
     return thread, out
 
 
+def _join(thread: threading.Thread, seconds: float = 600) -> None:
+    """Wait for a run's thread; a run that never ends fails the test instead of hanging it."""
+    thread.join(timeout=seconds)
+    assert not thread.is_alive(), f"the run did not end within {seconds:.0f} s"
+
+
 @pytest.mark.ray
 def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
     import os
@@ -716,8 +712,7 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
     )
     thread, out = _run_in_thread(spec, executor="ray")
     killed = None
-    deadline = time.monotonic() + 120
-    while thread.is_alive() and time.monotonic() < deadline and killed is None:
+    while thread.is_alive() and killed is None:  # until the run ends: no deadline to miss
         pids = _hogwild_worker_pids()
         running = _still_running(tmp_path / "runs")
         if len(pids) == 2 and running and _checkpointed_samples(tmp_path / "runs") > 3 * 1437:
@@ -726,7 +721,7 @@ def test_killed_worker_is_replaced_and_the_run_completes(ray_local, tmp_path):
             os.kill(victim, signal.SIGKILL)  # a crash, not a polite stop
             killed = victim
         time.sleep(0.02)
-    thread.join(timeout=240)
+    _join(thread)
     assert "error" not in out, out.get("error")
     assert killed is not None, "the run ended before a worker could be killed"
     result = out["result"]
