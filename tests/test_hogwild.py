@@ -336,7 +336,8 @@ def serial_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ray_run(ray_local, tmp_path_factory):
-    spec = _spec(tmp_path_factory.mktemp("ray"))
+    # the run trains for under a second when idle: sample often enough to see its workers
+    spec = _spec(tmp_path_factory.mktemp("ray"), hogwild={"sample_interval": 0.02})
     before = set(list_segments())
     result = run(spec, executor="ray", progress=False)
     return result, before
