@@ -25,10 +25,10 @@ ON = RacingSpec(metric="val_accuracy", alpha=0.05, min_folds=2)
 
 # made-up fold scores: B is clearly worse than A, C as good as A, D worse but noisy
 SCORES = {
-    ("m", "A"): [0.91, 0.93, 0.92, 0.94, 0.90],
-    ("m", "B"): [0.10, 0.11, 0.11, 0.09, 0.10],
-    ("m", "C"): [0.90, 0.93, 0.93, 0.93, 0.91],
-    ("m", "D"): [0.60, 0.95, 0.40, 0.97, 0.85],
+    "m/A": [0.91, 0.93, 0.92, 0.94, 0.90],
+    "m/B": [0.10, 0.11, 0.11, 0.09, 0.10],
+    "m/C": [0.90, 0.93, 0.93, 0.93, 0.91],
+    "m/D": [0.60, 0.95, 0.40, 0.97, 0.85],
 }
 
 
@@ -52,12 +52,12 @@ def test_the_race_rejects_exactly_the_configurations_the_paired_test_rejects():
     for fold in range(2):  # every config finishes fold 0, then fold 1
         for config in sorted(SCORES):
             decided += race.record(config, fold, SCORES[config][fold])
-    assert {d.config for d in decided} == _expected_out(SCORES, 2) == {("m", "B")}
+    assert {d.config for d in decided} == _expected_out(SCORES, 2) == {"m/B"}
     (d,) = decided
-    assert (d.beaten_by, d.folds, race.best()) == (("m", "A"), (0, 1), ("m", "A"))
+    assert (d.beaten_by, d.folds, race.best()) == ("m/A", (0, 1), "m/A")
     assert d.p_value == pytest.approx(
         stats.ttest_rel(
-            SCORES[("m", "A")][:2], SCORES[("m", "B")][:2], alternative="greater"
+            SCORES["m/A"][:2], SCORES["m/B"][:2], alternative="greater"
         ).pvalue
     )
     assert d.alpha == pytest.approx(0.05 / 3)
@@ -68,16 +68,16 @@ def test_the_race_rejects_exactly_the_configurations_the_paired_test_rejects():
     for config in sorted(SCORES):  # fold 2: B stays out; D is worse, but not significantly
         if race.reason(config) is None:
             decided += race.record(config, 2, SCORES[config][2])
-    left = {c: s for c, s in SCORES.items() if c != ("m", "B")}
-    assert set(race.out) == {("m", "B")} | _expected_out(left, 3)
-    assert ("m", "C") not in race.out and ("m", "D") not in race.out
+    left = {c: s for c, s in SCORES.items() if c != "m/B"}
+    assert set(race.out) == {"m/B"} | _expected_out(left, 3)
+    assert "m/C" not in race.out and "m/D" not in race.out
     # a loss is raced the other way round: lower is better
     loss = Race(RacingSpec(metric="val_loss"))
-    for fold, config in itertools.product(range(2), [("m", "high"), ("m", "low")]):
+    for fold, config in itertools.product(range(2), ["m/high", "m/low"]):
         loss.record(
-            config, fold, {"low": 0.1, "high": 2.0}[config[1]] + fold * (config[1] == "low") / 50
+            config, fold, {"low": 0.1, "high": 2.0}[config[2:]] + fold * (config[2:] == "low") / 50
         )
-    assert set(loss.out) == {("m", "high")} and loss.best() == ("m", "low")
+    assert set(loss.out) == {"m/high"} and loss.best() == "m/low"
 
 
 def test_worse_p_value_is_scipys_one_sided_test_with_its_edge_cases():
@@ -103,7 +103,7 @@ def test_worse_p_value_is_scipys_one_sided_test_with_its_edge_cases():
     assert start_race(RacingSpec(metric="val_loss"), None, [288]).resolution == 0.0
     assert worse_p_value([0.9], [0.1]) == 1.0  # one pair tells nothing
     race = Race(ON)
-    assert race.record(("m", "A"), 0, float("nan")) == [] and race.scores == {}
+    assert race.record("m/A", 0, float("nan")) == [] and race.scores == {}
 
 
 def _grid_jobs(configs: list[str], folds: int) -> list[Job]:

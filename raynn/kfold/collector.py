@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raynn.kfold.rows import FINAL, JobResult
-from raynn.kfold.tables import EPOCHS_SCHEMA, JOBS_SCHEMA
+from raynn.kfold.tables import EPOCHS_SCHEMA, JOBS_SCHEMA, search_schema
 from raynn.runs.files import CheckpointDir, file_stem, safe_name, write_bytes
 from raynn.runs.results import UTILIZATION_SCHEMA, write_table
 
@@ -46,12 +46,13 @@ class ResultsCollector:
             return
         if result.model_state is not None and result.status == "ok":  # before its row
             write_bytes(self.run_dir / "models" / f"{name}.pt", result.model_state)
+        same = {"config": result.config, **result.search_cells()}
         write_table(
             self.run_dir / "epochs" / f"{name}.parquet",
-            [vars(r) for r in result.history],
-            EPOCHS_SCHEMA,
+            [{**vars(r), **same} for r in result.history],
+            search_schema(EPOCHS_SCHEMA, result.columns),
         )
-        write_table(row, [result.row()], JOBS_SCHEMA)
+        write_table(row, [result.row()], search_schema(JOBS_SCHEMA, result.columns))
         legacy = safe_name(result.job_id)  # a schema-2 run's name for the same job
         if legacy != name:
             for table in ("jobs", "epochs"):

@@ -1,9 +1,10 @@
 """Fold racing (``scheduling.racing``): stop confirming that a bad configuration is bad.
 
-A configuration is a (model, scheduler) pair; its folds are jobs. Each time a fold ends,
-:meth:`Race.record` takes its metric and compares every configuration that has finished at
-least ``min_folds`` folds with the current best one, on the folds both have finished: a
-one-sided paired t-test that the best is better, at ``alpha`` divided by the number of
+A configuration is a model, a scheduler and one set of searched values, named by its id
+(:mod:`raynn.spec.search`; ``model/scheduler`` without a search); its folds are jobs. Each
+time a fold ends, :meth:`Race.record` takes its metric and compares every configuration that
+has finished at least ``min_folds`` folds with the current best one, on the folds both have
+finished: a one-sided paired t-test that the best is better, at ``alpha`` divided by the number of
 configurations compared with the best (Bonferroni: k - 1 for k configurations, so that a
 grid of equally good configurations races none out at rate ``alpha``, not k - 1 times it).
 A configuration the test rejects is raced out for good: the queue cancels its pending folds
@@ -30,12 +31,30 @@ from raynn.spec.sections import RacingSpec
 if TYPE_CHECKING:
     from raynn.kfold.grid import Job
 
-Config = tuple[str, str]  # (model label, scheduler label)
+Config = str  # a configuration's id: model/scheduler[/key=value,...]
 
 
 def config_of(job: Job) -> Config:
     """The configuration a job is a fold of."""
-    return (job.model.label, job.scheduler.label)
+    return job.config
+
+
+def row_config(row: Any) -> Config:
+    """The configuration of a ``jobs/`` row (``model/scheduler`` for a row written before
+    the table had a ``config`` column)."""
+    config = getattr(row, "config", None)
+    return config if isinstance(config, str) and config else f"{row.model}/{row.scheduler}"
+
+
+def with_config(jobs: Any) -> Any:
+    """A ``jobs/`` table whose ``config`` column is filled for every row (older rows lack
+    it: ``model/scheduler``)."""
+    jobs = jobs.copy()
+    fallback = jobs["model"].astype(str) + "/" + jobs["scheduler"].astype(str)
+    if "config" not in jobs:
+        jobs["config"] = fallback
+    jobs["config"] = jobs["config"].where(jobs["config"].fillna("").astype(str) != "", fallback)
+    return jobs
 
 
 class RacedOut(Exception):  # noqa: N818 - a signal, not an error
@@ -61,7 +80,7 @@ class Decision:
         """The text a raced-out row carries in its ``error`` column."""
         folds = ",".join(str(f) for f in self.folds)
         return (
-            f"raced out: {self.metric} worse than {'/'.join(self.beaten_by)} on folds {folds} "
+            f"raced out: {self.metric} worse than {self.beaten_by} on folds {folds} "
             f"(paired t-test p={self.p_value:.3g} < {self.alpha:.3g})"
         )
 
@@ -204,14 +223,11 @@ def start_race(
     resolution = 1 / max(sizes) if sizes and spec.metric == "val_accuracy" else 0.0
     if history is None or not len(history):
         return Race(spec, resolution=resolution)
+    rows = list(with_config(history).itertuples())
     done = [
-        ((r.model, r.scheduler), int(r.fold), float(getattr(r, spec.metric)))
-        for r in history.itertuples()
-        if r.status == "ok"
+        (r.config, int(r.fold), float(getattr(r, spec.metric))) for r in rows if r.status == "ok"
     ]
-    out = {
-        (r.model, r.scheduler): str(r.error) for r in history.itertuples() if r.status == RACED_OUT
-    }
+    out = {r.config: str(r.error) for r in rows if r.status == RACED_OUT}
     return Race.resumed(spec, done, out, resolution)
 
 
@@ -222,7 +238,7 @@ def race_summary(jobs: Any) -> list[dict[str, Any]]:
     if not len(jobs):
         return []
     out = []
-    for (model, scheduler), rows in jobs.groupby(["model", "scheduler"], sort=True):
+    for config, rows in with_config(jobs).groupby("config", sort=True):
         raced = rows[rows["status"] == RACED_OUT]
         if raced.empty:
             continue
@@ -231,8 +247,9 @@ def race_summary(jobs: Any) -> list[dict[str, Any]]:
         spent = float((raced["train_seconds"] + raced["eval_seconds"]).sum())
         out.append(
             {
-                "model": model,
-                "scheduler": scheduler,
+                "config": config,
+                "model": str(rows["model"].iloc[0]),
+                "scheduler": str(rows["scheduler"].iloc[0]),
                 "folds_run": len(ok),
                 "folds_raced_out": len(raced),
                 "reason": str(raced["error"].iloc[0]),

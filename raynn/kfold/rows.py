@@ -38,6 +38,7 @@ class EpochRecord:
     seconds: float
     samples_per_second: float
     threads: int
+    config: str = ""  # the job's configuration (the collector fills it)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class JobResult:
     scheduler: str
     fold: int
     seed: Int64
+    config: str = ""  # the configuration's id (raynn.spec.search); model/scheduler unsearched
     status: str = "ok"
     error: str | None = None
     attempt: int = 1
@@ -74,11 +76,20 @@ class JobResult:
     history: list[EpochRecord] = field(default_factory=list, metadata={"row": False})
     # the trained model's file (``output.keep_models``): written by the collector, no row
     model_state: bytes | None = field(default=None, repr=False, metadata={"row": False})
+    # the searched keys' columns, (name, Arrow type, value) (``Job.columns``): a run's own
+    # columns, added to the row (``search_schema``)
+    columns: tuple[tuple[str, str, Any], ...] = field(default=(), metadata={"row": False})
 
     def row(self) -> dict[str, Any]:
-        """The ``jobs/`` table row (everything but the history and the model)."""
+        """The ``jobs/`` table row (everything but the history and the model), with the
+        searched keys' columns."""
         out = asdict(self)
-        return {f.name: out[f.name] for f in fields(self) if f.metadata.get("row", True)}
+        row = {f.name: out[f.name] for f in fields(self) if f.metadata.get("row", True)}
+        return {**row, **self.search_cells()}
+
+    def search_cells(self) -> dict[str, Any]:
+        """The searched keys' columns of this job's rows: ``{column: value}``."""
+        return {name: value for name, _, value in self.columns}
 
     @classmethod
     def failed(
@@ -93,6 +104,8 @@ class JobResult:
             job.scheduler.label,
             job.fold,
             job.seed,
+            config=job.config,
+            columns=job.columns,
             status=status,
             error=error,
             attempt=attempt,

@@ -31,6 +31,7 @@ from raynn.runs.record import RunRecord, RunResult, check_writable
 from raynn.runs.report import write_report
 from raynn.runs.results import output_root, read_table, set_aside
 from raynn.spec import KFoldSpec, spec_from_dict
+from raynn.spec.search import Configuration, configurations, space_record
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Plan:
     spec: KFoldSpec
     data: ArrayDataset
     jobs: list[Job]
+    configs: list[Configuration]
 
 
 def load_data(spec: KFoldSpec, data: ArrayDataset | None = None) -> ArrayDataset:
@@ -52,13 +54,23 @@ def plan_jobs(spec: KFoldSpec, data: ArrayDataset) -> Plan:
     from raynn.core.losses import build_loss
 
     build_loss(spec.training.loss, data.num_classes)  # a bad loss fails here, not in a job
-    jobs = make_jobs(spec, data.in_shape, data.num_classes, len(data.folds[0][0]))
-    return Plan(spec, data, jobs)
+    configs = configurations(spec)
+    jobs = make_jobs(spec, data.in_shape, data.num_classes, len(data.folds[0][0]), configs)
+    return Plan(spec, data, jobs, configs)
 
 
 def prepare(spec: KFoldSpec, data: ArrayDataset | None = None) -> Plan:
     """Load the data (unless given), make folds and the job list; raise on anything invalid."""
     return plan_jobs(spec, load_data(spec, data))
+
+
+def space_line(spec: KFoldSpec, configs: int) -> str:
+    """``21 configurations x 5 folds = 105 jobs`` (and the models x schedulers they span)."""
+    jobs = configs * spec.folds
+    parts = f"{len(spec.models)} models x {len(spec.schedulers)} schedulers"
+    if spec.search.space:
+        parts += f", {len(spec.search.space)} searched keys"
+    return f"{configs} configurations x {spec.folds} folds = {jobs} jobs ({parts})"
 
 
 def validate(spec: KFoldSpec) -> str:
@@ -68,10 +80,10 @@ def validate(spec: KFoldSpec) -> str:
         check_cores_per_job(int(spec.scheduling.cores_per_job), [len(usable_cpus())])
     d = plan.data
     test = 0 if d.y_test is None else len(d.y_test)
+    configs = len({j.config for j in plan.jobs})
     return (
-        f"{len(plan.jobs)} jobs ({len(spec.models)} models x {len(spec.schedulers)} schedulers "
-        f"x {spec.folds} folds) on {d.name} {d.in_shape}, {len(d.y_train)} train / {test} "
-        "test samples"
+        f"{space_line(spec, configs)} on {d.name} {d.in_shape}, {len(d.y_train)} train / "
+        f"{test} test samples"
     )
 
 
@@ -229,7 +241,12 @@ def run(
         jobs, cores_per_job, probe = schedule(ex, spec, jobs, plan.data)
         stages["scheduled"] = time.time()
         if record is None:
-            record = RunRecord.create(root, spec, data="in-memory" if data is not None else "spec")
+            record = RunRecord.create(
+                root,
+                spec,
+                data="in-memory" if data is not None else "spec",
+                search=space_record(spec, plan.configs),
+            )
             record.acquire()
         val_sizes = [len(val) for _, val in plan.data.folds]
         race = start_race(spec.scheduling.racing, history, val_sizes)
@@ -263,20 +280,16 @@ def _refit(spec: KFoldSpec, plan: Plan, best: dict[str, Any], run_dir: Path) -> 
     from raynn.kfold.train import train_job
     from raynn.runs.files import write_bytes
 
-    model = next(m for m in spec.models if m.label == best["model"])
-    sched = next(s for s in spec.schedulers if s.label == best["scheduler"])
+    fold0 = next(j for j in plan.jobs if j.config == best["config"])
     data = copy.copy(plan.data)
     n = len(data.y_train)
     data.folds = [(np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64))]
-    job = Job(
-        job_id=f"{model.label}-{sched.label}-{REFIT}",
+    job = replace(
+        fold0,
+        job_id=f"{fold0.job_id.rsplit('-f', 1)[0]}-{REFIT}",
         index=-1,
-        model=model,
-        scheduler=sched,
         fold=0,
-        seed=job_seed(spec.seed, model.label, sched.label, -1),
-        optimizer=spec.optimizer,
-        training=spec.training,
+        seed=job_seed(spec.seed, fold0.config, -1),
         keep_model=True,
     )
     threads = torch.get_num_threads()
@@ -286,8 +299,9 @@ def _refit(spec: KFoldSpec, plan: Plan, best: dict[str, Any], run_dir: Path) -> 
         torch.set_num_threads(threads)
     out: dict[str, Any] = {
         "job_id": job.job_id,
-        "model": model.label,
-        "scheduler": sched.label,
+        "config": job.config,
+        "model": job.model.label,
+        "scheduler": job.scheduler.label,
         "seed": job.seed,
         "samples": n,
         "status": result.status,
@@ -318,7 +332,7 @@ def _keep_models(
     refit = getattr(spec.output, "refit", False)
     if keep == "none" and not refit:
         return
-    best = best_configuration(table, spec)
+    best = best_configuration(table, list(dict.fromkeys(j.config for j in plan.jobs)))
     ok = set(table.loc[table["status"].isin(FINAL), "job_id"]) if len(table) else set()
     all_ok = {j.job_id for j in plan.jobs} <= ok  # raced-out folds are final too
     kept: dict[str, Any] = {"keep": keep, "dir": MODELS_DIR, "best": best}

@@ -24,7 +24,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,29 +76,37 @@ def model_path(run_dir: str | os.PathLike[str], job_id: str) -> Path:
     return Path(run_dir) / MODELS_DIR / f"{name}.pt"
 
 
-def best_configuration(table: Any, spec: Any) -> dict[str, Any] | None:
-    """The model x scheduler with the highest mean ``val_accuracy`` over its ok folds.
+def best_configuration(table: Any, order: Sequence[str]) -> dict[str, Any] | None:
+    """The configuration with the highest mean ``val_accuracy`` over its ok folds, of those
+    in ``order`` (configuration ids, grid order) that were not raced out.
 
-    Ties go to the first in the spec's order (models, then schedulers). Returns
-    ``{"model", "scheduler", "mean_val_accuracy", "folds", "jobs"}`` (labels and the job ids
-    of its ok folds), or None when no job is ok.
+    Ties go to the first in ``order``. Returns ``{"config", "model", "scheduler",
+    "mean_val_accuracy", "folds", "jobs"}`` (the id, the labels and the job ids of its ok
+    folds), or None when no job is ok.
     """
-    ok = table[table["status"] == "ok"] if len(table) else table
+    from raynn.kfold.racing import with_config
+    from raynn.kfold.rows import RACED_OUT
+
+    if not len(table):
+        return None
+    table = with_config(table)
+    raced = set(table.loc[table["status"] == RACED_OUT, "config"])
+    ok = table[(table["status"] == "ok") & ~table["config"].isin(raced)]
+    means = ok.groupby("config")["val_accuracy"].mean()
     best: dict[str, Any] | None = None
-    for model in spec.models:
-        for sched in spec.schedulers:
-            rows = ok[(ok["model"] == model.label) & (ok["scheduler"] == sched.label)]
-            if not len(rows):
-                continue
-            mean = float(rows["val_accuracy"].mean())
-            if best is None or (not math.isnan(mean) and mean > best["mean_val_accuracy"]):
-                best = {
-                    "model": model.label,
-                    "scheduler": sched.label,
-                    "mean_val_accuracy": mean,
-                    "folds": int(len(rows)),
-                    "jobs": sorted(rows["job_id"]),
-                }
+    for config in order:
+        if config not in means.index:
+            continue
+        mean, rows = float(means[config]), ok[ok["config"] == config]
+        if best is None or (not math.isnan(mean) and mean > best["mean_val_accuracy"]):
+            best = {
+                "config": config,
+                "model": str(rows["model"].iloc[0]),
+                "scheduler": str(rows["scheduler"].iloc[0]),
+                "mean_val_accuracy": mean,
+                "folds": int(len(rows)),
+                "jobs": sorted(rows["job_id"]),
+            }
     return best
 
 

@@ -145,6 +145,8 @@ def train_job(
         job.scheduler.label,
         job.fold,
         job.seed,
+        config=job.config,
+        columns=job.columns,
         attempt=attempt,
         start_time=start,
         threads=torch.get_num_threads(),

@@ -30,12 +30,15 @@ class SpecKind:
         entries: keys naming registered entries (a list or one) that may not be written
             empty (``null``), and the fix the message gives.
         required: keys a spec must give, and a function returning the fix for a missing one.
+        prepare: rewrites the raw mapping once its keys are known good, before any section
+            is built (the K-fold kind reads its search domains out of it here).
     """
 
     cls: type
     sections: Mapping[str, type]
     entries: Mapping[str, str] = field(default_factory=dict)
     required: Mapping[str, Callable[[], str]] = field(default_factory=dict)
+    prepare: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
 
 def unknown_keys(kind: SpecKind, raw: Mapping[Any, Any]) -> list[tuple[str, list[str], list[str]]]:
@@ -90,7 +93,7 @@ def build(kind: SpecKind, raw: Any) -> Any:
     for name, fix in kind.required.items():
         if name not in raw:
             raise fail(name, "is missing", fix())
-    kwargs = dict(raw)
+    kwargs = dict(kind.prepare(raw) if kind.prepare is not None else raw)
     for name, cls in kind.sections.items():
         kwargs[name] = section(name, cls, kwargs.get(name))
     for name, fix in kind.entries.items():

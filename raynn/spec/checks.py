@@ -148,9 +148,15 @@ def components(key: str, registry: Any, value: Any) -> tuple[Component, ...]:
     return tuple(out)
 
 
+def _in_file(f: dataclasses.Field) -> bool:
+    """Whether a spec field is a key of a spec file (``factory`` is Python-only, and a field
+    with ``metadata={"spec": False}`` is filled by the builder)."""
+    return f.name != "factory" and f.metadata.get("spec", True)
+
+
 def field_names(cls: type) -> list[str]:
-    """The keys a spec dataclass takes from a spec file (``factory`` is Python-only)."""
-    return [f.name for f in dataclasses.fields(cls) if f.name != "factory"]
+    """The keys a spec dataclass takes from a spec file."""
+    return [f.name for f in dataclasses.fields(cls) if _in_file(f)]
 
 
 def section(key: str, cls: type, value: Any) -> Any:
@@ -161,6 +167,8 @@ def section(key: str, cls: type, value: Any) -> Any:
     """
     if value is None:
         return cls()
+    if isinstance(value, cls):
+        return value
     if not isinstance(value, Mapping):
         raise fail(
             key, f"must be a mapping, got {short_repr(value)}", "write key: value pairs under it"
@@ -186,9 +194,7 @@ def to_plain(obj: Any) -> Any:
         return out
     if dataclasses.is_dataclass(obj):
         return {
-            f.name: to_plain(getattr(obj, f.name))
-            for f in dataclasses.fields(obj)
-            if f.name != "factory"
+            f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if _in_file(f)
         }
     if isinstance(obj, (list, tuple)):
         return [to_plain(v) for v in obj]

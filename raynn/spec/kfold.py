@@ -1,4 +1,5 @@
-"""The ``kind: kfold`` spec: every model x scheduler x fold is one job."""
+"""The ``kind: kfold`` spec: every configuration (model x scheduler x searched values) x fold
+is one job (:mod:`raynn.spec.search`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from raynn.core.registry import MODELS, SCHEDULERS
 from raynn.spec.builder import SpecKind
 from raynn.spec.checks import Component, components, fail, short_repr, to_plain
+from raynn.spec.search import SearchSpec, check_space, extract_space, restore_space
 from raynn.spec.sections import (
     DatasetSpec,
     KFoldOutputSpec,
@@ -32,6 +34,7 @@ class KFoldSpec:
     training: TrainingSpec = field(default_factory=TrainingSpec)
     scheduling: SchedulingSpec = field(default_factory=SchedulingSpec)
     output: KFoldOutputSpec = field(default_factory=KFoldOutputSpec)
+    search: SearchSpec = field(default_factory=SearchSpec)
 
     def __post_init__(self) -> None:
         if self.kind != "kfold":
@@ -57,10 +60,11 @@ class KFoldSpec:
         object.__setattr__(
             self, "schedulers", components("schedulers", SCHEDULERS, self.schedulers)
         )
+        check_space(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-able dict that :func:`spec_from_dict` turns back into this spec."""
-        return to_plain(self)
+        return restore_space(to_plain(self), self.search)
 
 
 KFOLD = SpecKind(
@@ -71,6 +75,7 @@ KFOLD = SpecKind(
         "training": TrainingSpec,
         "scheduling": SchedulingSpec,
         "output": KFoldOutputSpec,
+        "search": SearchSpec,
     },
     entries={"models": "list at least one name", "schedulers": "list at least one name"},
     required={
@@ -78,4 +83,5 @@ KFOLD = SpecKind(
             f"list the models to train, e.g. [lenet]; valid: {', '.join(MODELS.names())}"
         )
     },
+    prepare=extract_space,
 )
