@@ -8,6 +8,10 @@ Public API::
     result = run(spec, executor="ray", address="auto")         # a running Ray cluster
     result = run(spec, executor="serial")                      # the serial baseline
     model = load_model(result.run_dir)      # output.keep_models / refit: a trained model
+
+    spec = spec_from_dict({"models": ["mlp"], "optimizer": {"name": "adam",
+                           "lr": loguniform(1e-4, 1e-1)}, "search": {"samples": 20}})
+                                            # search domains: grid, choice, uniform, ...
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from raynn.errors import (  # noqa: E402
     TrainingError,
 )
 from raynn.spec import KFoldSpec, load_spec, spec_from_dict  # noqa: E402
+from raynn.spec.search import choice, grid, loguniform, randint, uniform  # noqa: E402
 
 
 def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - re-exported, see raynn.api.run
@@ -57,9 +62,14 @@ __all__ = [
     "RaynnError",
     "SpecError",
     "TrainingError",
+    "choice",
+    "grid",
     "load_model",
     "load_spec",
+    "loguniform",
     "loss_from_criterion",
+    "randint",
     "run",
     "spec_from_dict",
+    "uniform",
 ]

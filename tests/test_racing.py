@@ -6,6 +6,7 @@ import itertools
 import json
 import shutil
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -32,38 +33,51 @@ SCORES = {
 }
 
 
+def _pooled_p(best: list[float], other: list[float], pool: list[list[float]]) -> tuple:
+    """The documented test, written out with numpy: the differences' spread pooled over
+    ``pool`` (each configuration's differences from the best, around their own mean), the
+    larger of it and their own, on the pooled degrees of freedom (scipy's plain paired test
+    where the pool has fewer than 2)."""
+    d = np.subtract(best, other)
+    df = sum(len(x) - 1 for x in pool if len(x) >= 2)
+    if df < 2:
+        return stats.ttest_rel(best, other, alternative="greater").pvalue, len(d) - 1
+    squares = sum(float(((np.array(x) - np.mean(x)) ** 2).sum()) for x in pool if len(x) >= 2)
+    own = float(np.std(d, ddof=1)) if len(d) >= 2 else 0.0
+    sd = max(np.sqrt(squares / df), own)
+    return stats.t.sf(d.mean() / (sd / np.sqrt(len(d))), df), df
+
+
 def _expected_out(scores: dict, folds: int, k: int = len(SCORES)) -> set:
-    """What the paired test rejects with every config's first ``folds`` folds finished: a
-    one-sided scipy t-test of the best mean against each other config, at alpha / (k - 1)."""
+    """What the test rejects with every config's first ``folds`` folds finished, at
+    alpha / (k - 1)."""
     best = max(sorted(scores), key=lambda c: sum(scores[c][:folds]) / folds)
+    pool = [np.subtract(scores[best][:folds], scores[c][:folds]) for c in scores if c != best]
     return {
         c
         for c in scores
         if c != best
-        and stats.ttest_rel(scores[best][:folds], scores[c][:folds], alternative="greater").pvalue
-        < ON.alpha / (k - 1)
+        and _pooled_p(scores[best][:folds], scores[c][:folds], pool)[0] < ON.alpha / (k - 1)
     }
 
 
-def test_the_race_rejects_exactly_the_configurations_the_paired_test_rejects():
+def test_the_race_rejects_exactly_the_configurations_the_pooled_paired_test_rejects():
     race = Race(ON)
     race.add(SCORES)  # the grid: four configurations, so each test is at 0.05 / 3
     decided = []
-    for fold in range(2):  # every config finishes fold 0, then fold 1
-        for config in sorted(SCORES):
+    for fold in range(2):  # every config finishes fold 0, then fold 1 (B last)
+        for config in ("m/A", "m/C", "m/D", "m/B"):
             decided += race.record(config, fold, SCORES[config][fold])
     assert {d.config for d in decided} == _expected_out(SCORES, 2) == {"m/B"}
     (d,) = decided
     assert (d.beaten_by, d.folds, race.best()) == ("m/A", (0, 1), "m/A")
-    assert d.p_value == pytest.approx(
-        stats.ttest_rel(
-            SCORES["m/A"][:2], SCORES["m/B"][:2], alternative="greater"
-        ).pvalue
-    )
+    pool = [np.subtract(SCORES["m/A"][:2], SCORES[c][:2]) for c in ("m/B", "m/C", "m/D")]
+    p, df = _pooled_p(SCORES["m/A"][:2], SCORES["m/B"][:2], pool)
+    assert (d.p_value, d.df) == (pytest.approx(p), df) and df == 3  # 1 df of each of three
     assert d.alpha == pytest.approx(0.05 / 3)
     assert d.reason() == (
         "raced out: val_accuracy worse than m/A on folds 0,1 "
-        f"(paired t-test p={d.p_value:.3g} < {0.05 / 3:.3g})"
+        f"(paired t-test, 3 df: p={d.p_value:.3g} < {0.05 / 3:.3g})"
     )
     for config in sorted(SCORES):  # fold 2: B stays out; D is worse, but not significantly
         if race.reason(config) is None:
@@ -72,7 +86,7 @@ def test_the_race_rejects_exactly_the_configurations_the_paired_test_rejects():
     assert set(race.out) == {"m/B"} | _expected_out(left, 3)
     assert "m/C" not in race.out and "m/D" not in race.out
     # a loss is raced the other way round: lower is better
-    loss = Race(RacingSpec(metric="val_loss"))
+    loss = Race(RacingSpec(metric="val_loss", min_folds=2))
     for fold, config in itertools.product(range(2), ["m/high", "m/low"]):
         loss.record(
             config, fold, {"low": 0.1, "high": 2.0}[config[2:]] + fold * (config[2:] == "low") / 50
@@ -80,28 +94,49 @@ def test_the_race_rejects_exactly_the_configurations_the_paired_test_rejects():
     assert set(loss.out) == {"m/high"} and loss.best() == "m/low"
 
 
+def test_one_fold_is_tested_against_the_pooled_spread_of_the_others():
+    """With min_folds 1, a configuration far behind on its first fold is out at once, once
+    two others give the race a spread; one as far behind with no pool is not."""
+    race = Race(RacingSpec(min_folds=1))
+    race.add(["m/A", "m/B", "m/C", "m/D"])
+    for fold in range(2):
+        for config, value in (("m/A", 0.95 - fold / 100), ("m/B", 0.94), ("m/C", 0.93)):
+            assert race.record(config, fold, value) == []
+    (d,) = race.record("m/D", 0, 0.2)
+    pool = [[0.01, 0.0], [0.02, 0.01]]
+    p, df = _pooled_p([0.95], [0.2], pool)
+    assert (d.config, d.folds, d.df, d.p_value) == ("m/D", (0,), 2, pytest.approx(p))
+    lone = Race(RacingSpec(min_folds=1))
+    lone.record("m/A", 0, 0.95)
+    assert lone.record("m/B", 0, 0.2) == []  # nothing to scale one difference by
+
+
 def test_worse_p_value_is_scipys_one_sided_test_with_its_edge_cases():
     best, other = [0.9, 0.95, 0.92], [0.5, 0.7, 0.6]
-    assert worse_p_value(best, other) == pytest.approx(
-        stats.ttest_rel(best, other, alternative="greater").pvalue
+    assert worse_p_value(best, other) == (
+        pytest.approx(stats.ttest_rel(best, other, alternative="greater").pvalue),
+        2,
     )
-    assert worse_p_value([0.8, 0.7], [0.9, 0.85]) > 0.5  # better, not worse
-    assert worse_p_value([0.9, 0.9], [0.9, 0.9]) == 1.0  # no difference
+    assert worse_p_value([0.8, 0.7], [0.9, 0.85])[0] > 0.5  # better, not worse
+    assert worse_p_value([0.9, 0.9], [0.9, 0.9])[0] == 1.0  # no difference
     # the same lead on every fold: t is infinite, the sign test decides (0.5 ** n)
-    assert worse_p_value([0.75, 0.5], [0.5, 0.25]) == 0.25
+    assert worse_p_value([0.75, 0.5], [0.5, 0.25])[0] == 0.25
     # one validation sample (of 288) ahead on four folds: with the metric's step as the
     # least spread that is no evidence; 0.87 ahead on two folds still is
     step = 1 / 288
-    assert (
-        worse_p_value(
-            [0.99, 0.98, 0.97, 0.96], [0.99 - step, 0.98 - step, 0.97 - step, 0.96 - step], step
-        )
-        > 0.05
-    )
-    assert worse_p_value([0.97, 0.96], [0.10, 0.09], step) < 0.01
+    behind = [0.99 - step, 0.98 - step, 0.97 - step, 0.96 - step]
+    assert worse_p_value([0.99, 0.98, 0.97, 0.96], behind, step)[0] > 0.05
+    assert worse_p_value([0.97, 0.96], [0.10, 0.09], step)[0] < 0.01
     assert start_race(ON, None, [287, 288]).resolution == pytest.approx(step)
     assert start_race(RacingSpec(metric="val_loss"), None, [288]).resolution == 0.0
-    assert worse_p_value([0.9], [0.1]) == 1.0  # one pair tells nothing
+    assert worse_p_value([0.9], [0.1]) == (1.0, 0)  # one pair and no pool tells nothing
+    # a pooled spread: its degrees of freedom, and the larger of it and the pair's own
+    pooled = (0.01, 8)
+    t = (0.9 - 0.1) / 0.01
+    assert worse_p_value([0.9], [0.1], 0.0, pooled) == (pytest.approx(stats.t.sf(t, 8)), 8)
+    wide = worse_p_value([0.9, 0.9], [0.1, 0.7], 0.0, pooled)
+    own = np.std([0.8, 0.2], ddof=1)
+    assert wide == (pytest.approx(stats.t.sf(0.5 / (own / np.sqrt(2)), 8)), 8)
     race = Race(ON)
     assert race.record("m/A", 0, float("nan")) == [] and race.scores == {}
 
@@ -120,13 +155,15 @@ def _queue(workers: int) -> JobQueue:
     return q
 
 
-def test_with_racing_the_queue_hands_out_folds_in_rounds():
-    jobs = _grid_jobs(["cosine", "warm", "step"], 3)  # configuration by configuration
+def test_with_racing_the_queue_hands_out_folds_staggered():
+    jobs = _grid_jobs(["cosine", "warm", "step", "none", "reduce"], 3)  # config by config
     assert [j.job_id for j in JobQueue(jobs)._pending][:3] == ["cosine-0", "cosine-1", "cosine-2"]
     q = JobQueue(jobs, race=Race(ON))
+    # configuration i's fold r at position i + 2r (ties: the earlier fold first)
     assert [j.job_id for j in q._pending] == [
-        f"{c}-{f}" for f in range(3) for c in ("cosine", "warm", "step")
-    ]
+        "cosine-0", "warm-0", "step-0", "cosine-1", "none-0", "warm-1", "reduce-0",
+        "step-1", "cosine-2", "none-1", "warm-2", "reduce-1", "step-2", "none-2", "reduce-2",
+    ]  # fmt: skip
 
 
 def test_the_queue_cancels_the_pending_folds_of_a_raced_configuration():
@@ -253,7 +290,7 @@ def test_racing_spec_errors_name_the_key_and_the_fix(tmp_path):
     for racing, words in [
         ({"metric": "f1"}, "scheduling.racing.metric': unknown metric 'f1'; valid: val_accuracy"),
         ({"alpha": 1.5}, "scheduling.racing.alpha': must be a number between 0 and 1"),
-        ({"min_folds": 1}, "scheduling.racing.min_folds': must be an integer >= 2"),
+        ({"min_folds": 0}, "scheduling.racing.min_folds': must be a positive integer"),
         ({"min_fold": 2}, "scheduling.racing.min_fold': unknown key; valid keys: metric"),
         ("on", "scheduling.racing': must be false, true or a mapping"),
         ({"min_folds": 5}, "scheduling.racing.min_folds': 5 is more than folds (4)"),

@@ -32,6 +32,16 @@ def _with(path: str, value: object) -> dict:
     return raw
 
 
+SEARCH_CASES = (
+    "empty grid",
+    "loguniform from 0",
+    "loguniform lo >= hi",
+    "domain where none goes",
+    "misspelt model arg",
+    "batch size 0 in a grid",
+    "space above max_jobs",
+    "unknown search key",
+)
 CASES = {
     "unknown top key": (_with("epochs", 3), "'epochs'", "valid top-level keys"),
     "unknown section key": (_with("training.epoch", 3), "training.epoch", "valid keys"),
@@ -64,7 +74,48 @@ CASES = {
         "RAYNN_DATA",
     ),
     "models not a list": (_with("models", {"nam": "lenet"}), "models[0]", "valid keys"),
+    # search domains: refused before the data loads (the dataset root does not exist)
+    "empty grid": (_with("optimizer.lr", {"grid": []}), "optimizer.lr", "at least one value"),
+    "loguniform from 0": (
+        _with("optimizer.lr", {"loguniform": [0, 0.1]}),
+        "optimizer.lr",
+        "bounds above 0",
+    ),
+    "loguniform lo >= hi": (
+        _with("optimizer.lr", {"loguniform": [0.1, 0.01]}),
+        "optimizer.lr",
+        "swap or widen",
+    ),
+    "domain where none goes": (
+        _with("dataset.limit", {"grid": [100, 200]}),
+        "dataset.limit",
+        "search only",
+    ),
+    "misspelt model arg": (
+        _with("models", [{"name": "mlp", "args": {"hiden": {"grid": [[64]]}}}]),
+        "models[0].args.hiden",
+        "hidden",
+    ),
+    "batch size 0 in a grid": (
+        _with("training.batch_size", {"grid": [64, 0]}),
+        "training.batch_size",
+        "1 or more",
+    ),
+    "space above max_jobs": (
+        {**_with("optimizer.lr", {"loguniform": [1e-4, 1e-1]}), "search": {"samples": 30000}},
+        "60000 configurations x 2 folds = 120000 jobs",
+        "raise search.max_jobs",
+    ),
+    "unknown search key": (_with("search.sample", 3), "search.sample", "valid keys: samples"),
 }
+# each search case fails on the spec alone: with a dataset that cannot load, still the same
+for _case in [c for c in CASES if c in SEARCH_CASES]:
+    _raw, _key, _fix = CASES[_case]
+    CASES[f"{_case}, no data"] = (
+        {**_raw, "dataset": {"name": "mnist", "root": "/nonexistent"}},
+        _key,
+        _fix,
+    )
 
 
 @pytest.mark.parametrize("command", ["run", "validate"])

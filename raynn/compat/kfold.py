@@ -39,7 +39,7 @@ from raynn.compat.data import (
 )
 from raynn.core.data import ArrayDataset
 from raynn.errors import SpecError
-from raynn.spec import Component, KFoldOutputSpec, KFoldSpec, OptimizerSpec, TrainingSpec
+from raynn.spec import Component, KFoldOutputSpec
 
 
 def arrays_from_dataset(dataset: Any, name: str = "custom") -> ArrayDataset:
@@ -160,8 +160,11 @@ class AsyncKFold:
         schedulers: Sequence[str],
         get_optimizer: Callable[[nn.Module], Any] | None = None,
         trainer_params: dict[str, Any] | None = None,
+        *,
+        lr: float | dict[str, Any] | None = None,
+        search: dict[str, Any] | None = None,
     ) -> Any:
-        """Run every model x scheduler x fold; returns the job table (a DataFrame).
+        """Run every configuration x fold; returns the job table (a DataFrame).
 
         Args:
             models: each a model class or factory (called with ``num_classes=`` when it takes
@@ -172,27 +175,41 @@ class AsyncKFold:
             get_optimizer: ``f(model)`` returning a torch optimizer (default: raynn's).
             trainer_params: the seed's keys (``epochs``, ``save_checkpoint_frequency``,
                 ``print_frequency``) and ``progress``.
+            lr: the learning rate, or a domain to sweep it (``raynn.loguniform(1e-4, 1e-1)``,
+                ``raynn.grid([1e-3, 1e-2])``): each value is one more configuration, and it
+                is set on the optimizer ``get_optimizer`` returns.
+            search: the spec's ``search`` (``{"samples": N, "seed": S}``): how often random
+                domains are drawn.
         """
         from raynn.kfold.runner import run
+        from raynn.spec import spec_from_dict
 
         params = dict(trainer_params or {})
         checkpointing, progress = _trainer_params(params)
-        spec = KFoldSpec(
-            name="async_kfold",
-            seed=self.seed,
-            folds=self.k,
-            models=_unique_labels([model_component(m) for m in _as_list(models)]),
-            schedulers=tuple(schedulers),
-            optimizer=OptimizerSpec(factory=get_optimizer) if get_optimizer else OptimizerSpec(),
-            training=TrainingSpec(
-                epochs=int(params.get("epochs", 10)),
-                batch_size=self.batch_size,
-                evaluate_test=False,
-                loss=self.loss,
-                **checkpointing,
-            ),
-            output=dataclasses.replace(self.output, dir=str(self.root_dir)),
-        )
+        training = {
+            "epochs": int(params.get("epochs", 10)),
+            "batch_size": self.batch_size,
+            "evaluate_test": False,
+            "loss": self.loss,
+            **checkpointing,
+        }
+        raw: dict[str, Any] = {
+            "name": "async_kfold",
+            "seed": self.seed,
+            "folds": self.k,
+            "models": list(_unique_labels([model_component(m) for m in _as_list(models)])),
+            "schedulers": list(schedulers),
+            "optimizer": {} if lr is None else {"lr": lr},
+            "training": training,
+            "output": dataclasses.replace(self.output, dir=str(self.root_dir)),
+            "search": search,
+        }
+        spec = spec_from_dict(raw)
+        if get_optimizer is not None:
+            optimizer = dataclasses.replace(
+                spec.optimizer, factory=get_optimizer, factory_lr=lr is not None
+            )
+            spec = dataclasses.replace(spec, optimizer=optimizer)
         self.last_run = run(
             spec,
             executor=self.executor,

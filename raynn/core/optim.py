@@ -193,11 +193,16 @@ class TrainsOneModel(Protocol):
 def make_optimizer(run: TrainsOneModel, model: nn.Module) -> torch.optim.Optimizer:
     """``run``'s optimizer over ``model`` (each job, each HOGWILD worker its own state).
 
-    A Python ``optimizer.factory`` is called as ``factory(model)``; a registered name as
+    A Python ``optimizer.factory`` is called as ``factory(model)`` (with ``factory_lr``, its
+    param groups then take ``optimizer.lr``); a registered name as
     ``factory(model.parameters(), **optimizer.kwargs())``.
     """
     if run.optimizer.factory is not None:
-        return run.optimizer.factory(model)
+        opt = run.optimizer.factory(model)
+        if run.optimizer.factory_lr:  # a swept lr wins over the factory's own
+            for group in opt.param_groups:
+                group["lr"] = run.optimizer.lr
+        return opt
     factory = OPTIMIZER_REGISTRY.get(run.optimizer.name, key="optimizer.name")
     return factory(model.parameters(), **run.optimizer.kwargs())
 

@@ -4,9 +4,16 @@ A configuration is a model, a scheduler and one set of searched values, named by
 (:mod:`raynn.spec.search`; ``model/scheduler`` without a search); its folds are jobs. Each
 time a fold ends, :meth:`Race.record` takes its metric and compares every configuration that
 has finished at least ``min_folds`` folds with the current best one, on the folds both have
-finished: a one-sided paired t-test that the best is better, at ``alpha`` divided by the number of
-configurations compared with the best (Bonferroni: k - 1 for k configurations, so that a
-grid of equally good configurations races none out at rate ``alpha``, not k - 1 times it).
+finished: a one-sided paired t-test that the best is better, at ``alpha`` divided by the
+number of configurations compared with the best (Bonferroni: k - 1 for k configurations, so
+that a grid of equally good configurations races none out at rate ``alpha``, not k - 1 times
+it). The spread of the differences is pooled over every configuration's differences from the
+best of the configurations still in the race (the error term of a configurations x folds
+layout, as in Dunnett's many-to-one comparisons), so a test of two or three folds has the degrees of freedom of the whole race,
+not one or two; a configuration whose own differences spread wider is tested with its own
+spread (:func:`worse_p_value`). Folds are handed out staggered (:meth:`Race.order`): the
+first configurations finish several folds early, which gives the race its best and its
+spread, and every later configuration can be tested after its first fold.
 A configuration the test rejects is raced out for good: the queue cancels its pending folds
 and stops its running ones at their next epoch boundary (:mod:`raynn.kfold.queue`), and
 each gets a ``raced_out`` row whose ``error`` is the reason (:meth:`Decision.reason`). The
@@ -21,7 +28,7 @@ each decision names the folds it compared (``run.json`` keeps the reasons).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
     from raynn.kfold.grid import Job
 
 Config = str  # a configuration's id: model/scheduler[/key=value,...]
+STAGGER = 2  # Race.order: configuration i's r-th fold is handed out at position i + 2r
 
 
 def config_of(job: Job) -> Config:
@@ -75,40 +83,67 @@ class Decision:
     p_value: float
     folds: tuple[int, ...]  # the folds both had finished when it was decided
     alpha: float = 0.05  # the level it was tested at (``alpha / (k - 1)``)
+    df: int = 0  # the t-test's degrees of freedom (pooled over the race, or its own n - 1)
 
     def reason(self) -> str:
         """The text a raced-out row carries in its ``error`` column."""
         folds = ",".join(str(f) for f in self.folds)
         return (
             f"raced out: {self.metric} worse than {self.beaten_by} on folds {folds} "
-            f"(paired t-test p={self.p_value:.3g} < {self.alpha:.3g})"
+            f"(paired t-test, {self.df} df: p={self.p_value:.3g} < {self.alpha:.3g})"
         )
 
 
-def worse_p_value(best: list[float], other: list[float], resolution: float = 0.0) -> float:
-    """One-sided p-value of a paired t-test that ``best`` is better (larger) than ``other``.
+Pooled = tuple[float, int]  # a pooled standard deviation and its degrees of freedom
+MIN_POOLED_DF = 2  # a pooled spread on fewer degrees of freedom is not used
 
-    With ``resolution`` 0 it is scipy's ``ttest_rel(best, other, alternative="greater")``.
-    A metric measured on a finite validation set moves in steps (accuracy in 1/n), so two
-    near-equal configurations can lead each other by one step on every fold: a spread of
-    (almost) nothing and a t statistic that says nothing about the noise. The standard
-    deviation of the differences is therefore taken as at least ``resolution`` (the
-    metric's step, :attr:`Race.resolution`). Where there is no spread at
-    all and no resolution, the sign test decides (``0.5 ** n``). 1.0 with fewer than two
-    pairs.
+
+def pooled_spread(differences: Iterable[Sequence[float]]) -> Pooled:
+    """The standard deviation of paired differences pooled over configurations, each around
+    its own mean (sum of squares / sum of ``n - 1``), and its degrees of freedom; ``(0.0,
+    0)`` when no configuration has two differences."""
+    squares, df = 0.0, 0
+    for diffs in differences:
+        if len(diffs) >= 2:
+            mean = sum(diffs) / len(diffs)
+            squares += sum((d - mean) ** 2 for d in diffs)
+            df += len(diffs) - 1
+    return (math.sqrt(squares / df), df) if df else (0.0, 0)
+
+
+def worse_p_value(
+    best: Sequence[float], other: Sequence[float], resolution: float = 0.0,
+    pooled: Pooled = (0.0, 0),
+) -> tuple[float, int]:  # fmt: skip
+    """One-sided p-value of a paired t-test that ``best`` is better (larger) than ``other``,
+    and its degrees of freedom.
+
+    With no ``pooled`` spread it is scipy's ``ttest_rel(best, other, alternative="greater")``
+    on ``n - 1`` degrees of freedom (1.0 with fewer than two pairs). With a pooled spread
+    (:func:`pooled_spread`, on at least :data:`MIN_POOLED_DF` degrees of freedom) the
+    differences' standard deviation is the larger of the pooled one and their own, on the
+    pooled degrees of freedom, and one pair suffices. A metric measured on a finite
+    validation set moves in steps (accuracy in 1/n), so two near-equal configurations can
+    lead each other by one step on every fold: a spread of (almost) nothing that says
+    nothing about the noise. The standard deviation is therefore taken as at least
+    ``resolution`` (the metric's step, :attr:`Race.resolution`). Where there is no spread at
+    all, the sign test decides (``0.5 ** n``).
     """
     n = len(best)
-    if n < 2:
-        return 1.0
     diffs = [b - o for b, o in zip(best, other, strict=True)]
-    mean = sum(diffs) / n
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    sd = max(sd, resolution)
+    mean = sum(diffs) / n if n else 0.0
+    own = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1)) if n >= 2 else 0.0
+    spread, df = pooled
+    if df < MIN_POOLED_DF:
+        if n < 2:
+            return 1.0, 0
+        spread, df = 0.0, n - 1
+    sd = max(spread, own, resolution)
     if sd < 1e-12:  # every difference the same, nothing to scale them by
-        return 0.5**n if mean > 0 else 1.0
+        return (0.5**n if mean > 0 else 1.0), df
     from scipy import stats
 
-    return float(stats.t.sf(mean / (sd / math.sqrt(n)), n - 1))
+    return float(stats.t.sf(mean / (sd / math.sqrt(n)), df)), df
 
 
 @dataclass
@@ -175,36 +210,51 @@ class Race:
         best = self.best()
         if best is None:
             return []
+        paired = self._paired(best)
+        pooled = pooled_spread([[b - o for b, o in zip(*p, strict=True)] for p in paired.values()])
         new = []
-        for other, scores in sorted(self.scores.items()):
-            if other == best or other in self.out:
+        for other, (ahead, behind) in paired.items():
+            if len(ahead) < self.spec.min_folds:
                 continue
-            folds = tuple(sorted(set(scores) & set(self.scores[best])))
-            if len(folds) < self.spec.min_folds:
-                continue
-            p = worse_p_value(
-                [self._value(self.scores[best][f]) for f in folds],
-                [self._value(scores[f]) for f in folds],
-                self.resolution,
-            )
+            p, df = worse_p_value(ahead, behind, self.resolution, pooled)
             if p < self.alpha:
-                decision = Decision(other, best, self.spec.metric, p, folds, self.alpha)
+                folds = tuple(sorted(set(self.scores[other]) & set(self.scores[best])))
+                decision = Decision(other, best, self.spec.metric, p, folds, self.alpha, df)
                 self.out[other] = decision.reason()
                 new.append(decision)
         return new
 
+    def _paired(self, best: Config) -> dict[Config, tuple[list[float], list[float]]]:
+        """Every other configuration still in the race: its values and the best's, on the
+        folds both finished, larger meaning better."""
+        top = self.scores[best]
+        out = {}
+        for other, scores in sorted(self.scores.items()):
+            folds = sorted(set(scores) & set(top))
+            if other != best and other not in self.out and folds:
+                out[other] = (
+                    [self._value(top[f]) for f in folds],
+                    [self._value(scores[f]) for f in folds],
+                )
+        return out
+
     @staticmethod
     def order(jobs: Iterable[Job]) -> list[Job]:
-        """``jobs`` in rounds: every configuration's first fold, then every second fold, ...
-        (the given order within a round, longest first), so that each configuration
-        reaches ``min_folds`` early and a bad one is raced out before most of its folds run."""
+        """``jobs`` staggered: configuration ``i``'s ``r``-th fold goes at position ``i +
+        STAGGER * r`` (configurations in the given order, longest first; ties: earlier
+        folds first). The first configurations finish folds early, which gives the race a
+        best and a pooled spread, and each later configuration is tested after its first
+        fold, before most of its folds run."""
+        rank: dict[Config, int] = {}
         seen: dict[Config, int] = {}
         ranked = []
         for i, job in enumerate(jobs):
             config = config_of(job)
-            ranked.append((seen.get(config, 0), i, job))
-            seen[config] = seen.get(config, 0) + 1
-        return [job for _, _, job in sorted(ranked, key=lambda r: r[:2])]
+            rank.setdefault(config, len(rank))
+            r = seen.get(config, 0)
+            seen[config] = r + 1
+            ranked.append((rank[config] + STAGGER * r, r, i, job))
+        return [job for *_, job in sorted(ranked, key=lambda t: t[:3])]
 
     def reason(self, config: Config) -> str | None:
         """Why ``config`` is out of the race, or None while it is in."""

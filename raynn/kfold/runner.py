@@ -67,9 +67,12 @@ def prepare(spec: KFoldSpec, data: ArrayDataset | None = None) -> Plan:
 def space_line(spec: KFoldSpec, configs: int) -> str:
     """``21 configurations x 5 folds = 105 jobs`` (and the models x schedulers they span)."""
     jobs = configs * spec.folds
-    parts = f"{len(spec.models)} models x {len(spec.schedulers)} schedulers"
+    def some(n: int, what: str) -> str:
+        return f"{n} {what}" + ("s" if n != 1 else "")
+
+    parts = f"{some(len(spec.models), 'model')} x {some(len(spec.schedulers), 'scheduler')}"
     if spec.search.space:
-        parts += f", {len(spec.search.space)} searched keys"
+        parts += f", {some(len(spec.search.space), 'searched key')}"
     return f"{configs} configurations x {spec.folds} folds = {jobs} jobs ({parts})"
 
 

@@ -46,7 +46,7 @@ from raynn.runs.files import (
 
 __all__ = ["write_bytes", "write_json"]  # re-exported: the run directory's writers
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 UTILIZATION_SCHEMA = pa.schema(
     [

@@ -37,6 +37,7 @@ from raynn.spec.checks import (
     short_repr,
     to_plain,
 )
+from raynn.spec.search import refuse_space
 from raynn.spec.sections import DatasetSpec, OptimizerSpec, OutputSpec
 
 
@@ -187,6 +188,7 @@ HOGWILD = SpecKind(
         "model": "name one entry (or leave the key out)",
         "scheduler": "name one entry (or leave the key out)",
     },
+    prepare=refuse_space,
 )
 
 

@@ -243,6 +243,21 @@ def extract_space(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def refuse_space(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``raw`` unchanged, for a kind that trains one configuration (HOGWILD).
+
+    Raises:
+        SpecError: a search domain anywhere in it.
+    """
+    for path, _ in _walk(raw, ()):
+        raise fail(
+            path_text(path),
+            "a HOGWILD run trains one configuration, so it takes no search domain",
+            "write one value, or search it in a kind: kfold spec",
+        )
+    return raw
+
+
 def restore_space(plain: dict[str, Any], search: SearchSpec) -> dict[str, Any]:
     """A plain spec (``to_plain``) with its domains back in place: what :func:`extract_space`
     read, so that run.json's spec rebuilds the same space."""

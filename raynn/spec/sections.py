@@ -36,12 +36,13 @@ class RacingSpec:
     """``scheduling.racing``: race the folds of a grid (:mod:`raynn.kfold.racing`).
 
     Once a configuration has finished ``min_folds`` folds, a one-sided paired t-test on
-    ``metric`` against the best configuration, at ``alpha``, can race it out.
+    ``metric`` against the best configuration, at ``alpha``, can race it out (with one
+    fold, once the race has a pooled spread to test it with).
     """
 
     metric: str = "val_accuracy"
     alpha: float = 0.05
-    min_folds: int = 2
+    min_folds: int = 1
 
     def __post_init__(self) -> None:
         if self.metric not in RACING_METRICS:
@@ -63,13 +64,12 @@ class RacingSpec:
         if (
             isinstance(self.min_folds, bool)
             or not isinstance(self.min_folds, int)
-            or (self.min_folds < 2)
+            or (self.min_folds < 1)
         ):
             raise fail(
                 "scheduling.racing.min_folds",
-                f"must be an integer >= 2 (a paired test needs two folds), got "
-                f"{short_repr(self.min_folds)}",
-                "use e.g. 2",
+                f"must be a positive integer, got {short_repr(self.min_folds)}",
+                "use e.g. 1",
             )
 
 
@@ -138,7 +138,11 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """Optimizer name and hyper-parameters (``momentum``/``nesterov`` apply to ``sgd``)."""
+    """Optimizer name and hyper-parameters (``momentum``/``nesterov`` apply to ``sgd``).
+
+    From Python, ``factory(model)`` may build the optimizer instead; with ``factory_lr`` the
+    spec's ``lr`` (a searched one) is then set on every parameter group it returns.
+    """
 
     name: str = "sgd"
     lr: float = 0.05
@@ -147,6 +151,8 @@ class OptimizerSpec:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     factory: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    # Python only: set ``lr`` on the optimizer ``factory`` returns (AsyncKFold's lr sweep)
+    factory_lr: bool = field(default=False, metadata={"spec": False})
 
     def __post_init__(self) -> None:
         if self.factory is None:
