@@ -229,7 +229,8 @@ def test_against_refuses_runs_with_no_job_in_common(kfold_run, tmp_path, capsys)
     jobs = read_table(other, "jobs")
     shutil.rmtree(other / "jobs")
     (other / "jobs").mkdir()
-    table = pa.Table.from_pandas(jobs.assign(model="vgg"), JOBS_SCHEMA, preserve_index=False)
+    other_jobs = jobs.assign(model="vgg", config="vgg/" + jobs["scheduler"])  # pairs by config
+    table = pa.Table.from_pandas(other_jobs, JOBS_SCHEMA, preserve_index=False)
     pq.write_table(table, other / "jobs" / "all.parquet")
     assert main(["report", str(kfold_run), "--against", str(other)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

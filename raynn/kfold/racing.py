@@ -7,18 +7,18 @@ has finished at least ``min_folds`` folds with the current best one, on the fold
 finished: a one-sided paired t-test that the best is better, at ``alpha`` divided by the
 number of configurations compared with the best (Bonferroni: k - 1 for k configurations, so
 that a grid of equally good configurations races none out at rate ``alpha``, not k - 1 times
-it). The spread of the differences is pooled over every configuration's differences from the
-best of the configurations still in the race (the error term of a configurations x folds
-layout, as in Dunnett's many-to-one comparisons), so a test of two or three folds has the degrees of freedom of the whole race,
-not one or two; a configuration whose own differences spread wider is tested with its own
-spread (:func:`worse_p_value`). Folds are handed out staggered (:meth:`Race.order`): the
-first configurations finish several folds early, which gives the race its best and its
-spread, and every later configuration can be tested after its first fold.
-A configuration the test rejects is raced out for good: the queue cancels its pending folds
-and stops its running ones at their next epoch boundary (:mod:`raynn.kfold.queue`), and
-each gets a ``raced_out`` row whose ``error`` is the reason (:meth:`Decision.reason`). The
-folds are tested as they come (no correction for looking after every fold), so the level
-of a whole race is somewhat above ``alpha``.
+it). The spread of the differences is pooled over the configurations still in the race, each
+one's differences from the best around their own mean (the error term of a configurations x
+folds layout, as in Dunnett's many-to-one comparisons), so a test of one to three folds has
+the degrees of freedom of the whole race, not 0 to 2; a configuration whose own differences
+spread wider is tested with its own spread (:func:`worse_p_value`). Folds are handed out
+staggered (:meth:`Race.order`): the first configurations finish several folds early, which
+gives the race its best and its spread, and every later configuration can be tested after
+its first fold. A configuration the test rejects is raced out for good: the queue cancels
+its pending folds and stops its running ones at their next epoch boundary
+(:mod:`raynn.kfold.queue`), and each gets a ``raced_out`` row whose ``error`` is the reason
+(:meth:`Decision.reason`). The folds are tested as they come (no correction for looking
+after every fold), so the level of a whole race is somewhat above ``alpha``.
 
 A plain class with no clock and no randomness: the decisions depend only on which folds
 finished and in what order, so the serial executor decides the same every run, and on Ray

@@ -1,99 +1,212 @@
-"""Summaries of a run directory: accuracy per model x scheduler, timing, utilisation."""
+"""Summaries of a run directory: accuracy per configuration, fold racing, timing, utilisation.
+
+A configuration is a model, a scheduler and one set of searched values (its id in the
+``config`` column; ``model/scheduler`` in a run without a search or written before the
+column). The summary ranks the configurations by mean validation accuracy and shows the
+best :data:`TOP` (every one in a run without searched keys), with each searched key a column.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from raynn.errors import RaynnError
-from raynn.kfold.racing import race_summary
-from raynn.kfold.rows import FINAL
+from raynn.kfold.racing import race_summary, with_config
+from raynn.kfold.rows import FINAL, RACED_OUT
 from raynn.kfold.tables import JOBS_SCHEMA  # noqa: F401 - registers the tables' schemas
 from raynn.runs import figures as plots
 from raynn.runs.html import Figure, utilization_figure
 from raynn.runs.report import mean_utilization, read_meta
 from raynn.runs.results import read_table
+from raynn.runs.search_figures import column_heads, searched_columns, value_text
+from raynn.runs.search_figures import figures as search_figures
+
+TOP = 10  # configurations in the summary's table when the run searched some key
+RACED_ROWS = 10  # raced-out configurations listed one per line
 
 
-def _pm(values: Any) -> str:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return "-"
-    mean = sum(values) / len(values)
-    std = (
-        math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-        if len(values) > 1
-        else 0.0
+def _config_cells(jobs: Any, columns: list[dict[str, str]]) -> dict[str, list[str]]:
+    """Each configuration's leading cells: its model, scheduler and searched values."""
+    first = with_config(jobs).drop_duplicates("config") if len(jobs) else jobs
+    return {
+        str(r["config"]): [
+            str(r["model"]),
+            str(r["scheduler"]),
+            *(value_text(r[c["name"]], c["type"]) for c in columns),
+        ]
+        for _, r in first.iterrows()
+    }
+
+
+def config_table(jobs: Any, metric: str = "val_accuracy") -> Any:
+    """Per configuration with an ok fold, best first (by the mean of ``metric``; ties by id):
+    ``config``, ``folds`` (ok), ``mean`` and ``half`` (the half-width of its 95% Student-t
+    interval over the ok folds; NaN with one fold), ``test`` (mean test accuracy),
+    ``train_seconds`` (mean per fold) and ``raced_out`` (whether racing stopped it)."""
+    import pandas as pd
+
+    jobs = with_config(jobs) if len(jobs) else jobs
+    out = set(jobs.loc[jobs["status"] == RACED_OUT, "config"]) if len(jobs) else set()
+    ok = jobs[jobs["status"] == "ok"] if len(jobs) else jobs
+    rows = []
+    for config, g in ok.groupby("config", sort=True) if len(ok) else []:
+        mean, half = plots.t_interval(g[metric].tolist())
+        rows.append(
+            {
+                "config": str(config),
+                "folds": len(g),
+                "mean": mean,
+                "half": half,
+                "test": float(g["test_accuracy"].mean()),
+                "train_seconds": float(g["train_seconds"].mean()),
+                "raced_out": config in out,
+            }
+        )
+    table = pd.DataFrame(
+        rows, columns=["config", "folds", "mean", "half", "test", "train_seconds", "raced_out"]
     )
-    return f"{mean:.4f} ± {std:.4f}"
+    table["_nan"] = table["mean"].isna()
+    table = table.sort_values(["_nan", "mean", "config"], ascending=[True, False, True])
+    return table.drop(columns="_nan").reset_index(drop=True)
 
 
-def summarize(run_dir: str | os.PathLike[str]) -> str:
-    """A markdown summary of a K-fold run directory."""
+def _number(value: float, half: float | None = None) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.4f}" if half is None or math.isnan(half) else f"{value:.4f} ± {half:.4f}"
+
+
+def _config_lines(jobs: Any, columns: list[dict[str, str]]) -> list[str]:
+    """The table of the configurations, best first: the best TOP where a key was searched."""
+    table = config_table(jobs)
+    shown = table.head(TOP) if columns else table
+    heads = [*column_heads(columns), "ok", "val accuracy (± 95% t)", "test accuracy", "train s/job"]
+    what = f"the best {len(shown)} of {len(table)}" if len(shown) < len(table) else "all"
+    lines = [
+        "",
+        f"Configurations by mean validation accuracy, best first ({what}); ± the half-width "
+        "of the 95% Student-t interval of the mean over the ok folds.",
+        "",
+        "| " + " | ".join(heads) + " |",
+        "|" + "---|" * len(heads),
+    ]
+    cells = _config_cells(jobs, columns)
+    for _, r in shown.iterrows():
+        folds = f"{r['folds']} (raced out)" if r["raced_out"] else str(r["folds"])
+        lines.append(
+            f"| {' | '.join(cells[r['config']])} | {folds} | {_number(r['mean'], r['half'])} "
+            f"| {_number(r['test'])} | {r['train_seconds']:.2f} |"
+        )
+    if len(shown) < len(table):
+        rest = table.iloc[len(shown) :]["mean"].dropna()
+        span = f" (mean val accuracy {rest.min():.4f} to {rest.max():.4f})" if len(rest) else ""
+        lines.append(f"\n... and {len(table) - len(shown)} more configurations{span}.")
+    return lines
+
+
+def race_line(raced: list[dict[str, Any]], n_configs: int) -> str:
+    """How many of the ``n_configs`` configurations were raced out, after how many ok folds
+    each, and the job-seconds saved (from :func:`raynn.kfold.racing.race_summary`)."""
+    after = Counter(r["folds_run"] for r in raced)
+    parts = ", ".join(
+        f"{n} after {k} fold{'' if k == 1 else 's'}" for k, n in sorted(after.items())
+    )
+    folds = sum(r["folds_raced_out"] for r in raced)
+    saved = sum(r["job_seconds_saved"] for r in raced)
+    return (
+        f"Fold racing: {len(raced)} of {n_configs} configurations raced out: {parts}; "
+        f"{folds} fold{'' if folds == 1 else 's'} raced out, about {saved:.1f} job-seconds saved."
+    )
+
+
+def _race_lines(raced: list[dict[str, Any]], n_configs: int) -> list[str]:
+    """The racing line, then the raced-out configurations that ran the most folds."""
+    if not raced:
+        return []
+    ranked = sorted(raced, key=lambda r: (-r["folds_run"], r["config"]))
+    lines = [
+        "",
+        race_line(raced, n_configs),
+        "",
+        "| configuration | folds run | raced out | job-seconds saved | why |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['config']} | {r['folds_run']} | {r['folds_raced_out']} | "
+        f"{r['job_seconds_saved']:.1f} | {r['reason'].removeprefix('raced out: ')} |"
+        for r in ranked[:RACED_ROWS]
+    ]
+    if len(ranked) > RACED_ROWS:
+        more = len(ranked) - RACED_ROWS
+        lines.append(f"\n... and {more} more (listed: those that ran the most folds).")
+    return lines
+
+
+def _run_lines(run_dir: Path, meta: dict[str, Any], jobs: Any) -> list[str]:
+    """The run's wall time, makespan, workers and utilisation."""
+    last = (meta.get("runs") or [{}])[-1]
+    first, final = float(jobs["start_time"].min()), float(jobs["end_time"].max())
+    util = mean_utilization(run_dir, first, final)
+    lines = [
+        f"- wall time: {last.get('wall_seconds', math.nan):.1f} s; makespan (first "
+        f"job start to last job end): {final - first:.1f} s; sum of job times: "
+        f"{float((jobs['train_seconds'] + jobs['eval_seconds']).sum()):.1f} s",
+        f"- workers: {last.get('workers', '?')} x {last.get('cores_per_job', '?')} "
+        f"core(s); nodes: {', '.join(sorted(set(jobs['node']) - {''}))}; mean CPU "
+        f"utilisation: {'-' if util is None else f'{util:.1f}%'}",
+    ]
+    if last.get("cores_by_model"):
+        chosen = ", ".join(f"{m} {c}" for m, c in sorted(last["cores_by_model"].items()))
+        lines.append(f"- cores per job (auto, per model): {chosen}")
+    return lines
+
+
+def _n_configs(meta: dict[str, Any], jobs: Any) -> int:
+    """The run's configurations: run.json's list, else those the job table names."""
+    listed = (meta.get("search") or {}).get("configurations") or []
+    named = with_config(jobs)["config"].nunique() if len(jobs) else 0
+    return max(len(listed), named)
+
+
+def _run_dir(run_dir: str | os.PathLike[str]) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "run.json").is_file():
         raise RaynnError(
             f"{run_dir} is not a raynn run directory (no run.json); pass runs/<run-id>"
         )
+    return run_dir
+
+
+def summarize(run_dir: str | os.PathLike[str]) -> str:
+    """A markdown summary of a K-fold run directory."""
+    run_dir = _run_dir(run_dir)
     meta = read_meta(run_dir)
     jobs = read_table(run_dir, "jobs")
     last = (meta.get("runs") or [{}])[-1]
     name = meta.get("spec", {}).get("name", run_dir.name)
-    lines = [f"# raynn run {run_dir.name}", ""]
     ok = jobs[jobs["status"] == "ok"] if not jobs.empty else jobs
     failed = jobs[~jobs["status"].isin(FINAL)] if not jobs.empty else jobs
     raced = race_summary(jobs)
-    lines.append(
-        f"- spec: {name}; executor: {last.get('executor', '?')}; status: "
-        f"{last.get('status', '?')}; runs: {len(meta.get('runs', []))}"
-    )
     n_raced = sum(r["folds_raced_out"] for r in raced)
-    lines.append(
-        f"- jobs: {len(ok)} ok, {len(failed)} failed" + (f", {n_raced} raced out" if raced else "")
-    )
-    if not jobs.empty:
-        first, final = float(jobs["start_time"].min()), float(jobs["end_time"].max())
-        util = mean_utilization(run_dir, first, final)
-        lines.append(
-            f"- wall time: {last.get('wall_seconds', math.nan):.1f} s; makespan (first "
-            f"job start to last job end): {final - first:.1f} s; sum of job times: "
-            f"{float((jobs['train_seconds'] + jobs['eval_seconds']).sum()):.1f} s"
-        )
-        lines.append(
-            f"- workers: {last.get('workers', '?')} x {last.get('cores_per_job', '?')} "
-            f"core(s); nodes: {', '.join(sorted(set(jobs['node']) - {''}))}; mean CPU "
-            f"utilisation: {'-' if util is None else f'{util:.1f}%'}"
-        )
-        if last.get("cores_by_model"):
-            chosen = ", ".join(f"{m} {c}" for m, c in sorted(last["cores_by_model"].items()))
-            lines.append(f"- cores per job (auto, per model): {chosen}")
-    lines += [
+    lines = [
+        f"# raynn run {run_dir.name}",
         "",
-        "| model | scheduler | ok | val accuracy | test accuracy | train s/job |",
-        "|---|---|---|---|---|---|",
+        f"- spec: {name}; executor: {last.get('executor', '?')}; status: "
+        f"{last.get('status', '?')}; runs: {len(meta.get('runs', []))}",
+        f"- jobs: {len(ok)} ok, {len(failed)} failed" + (f", {n_raced} raced out" if raced else ""),
     ]
-    if not ok.empty:
-        for (model, sched), g in ok.groupby(["model", "scheduler"], sort=True):
-            lines.append(
-                f"| {model} | {sched} | {len(g)} | {_pm(g['val_accuracy'])} | "
-                f"{_pm(g['test_accuracy'])} | {g['train_seconds'].mean():.2f} |"
-            )
-    if raced:
-        saved = sum(r["job_seconds_saved"] for r in raced)
-        lines += [
-            "",
-            f"Fold racing: {n_raced} folds raced out, about {saved:.1f} job-seconds saved.",
-            "",
-            "| model | scheduler | folds run | raced out | job-seconds saved | why |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['model']} | {r['scheduler']} | {r['folds_run']} | {r['folds_raced_out']} | "
-            f"{r['job_seconds_saved']:.1f} | {r['reason']} |"
-            for r in raced
-        ]
+    if not jobs.empty:
+        lines += _run_lines(run_dir, meta, jobs)
+    columns = searched_columns(meta, jobs)
+    if columns:
+        searched = ", ".join(f"{c['name']} ({c['kind']})" for c in columns)
+        lines.append(f"- configurations: {_n_configs(meta, jobs)}; searched: {searched}")
+    lines += _config_lines(jobs, columns)
+    lines += _race_lines(raced, _n_configs(meta, jobs))
     if not failed.empty:
         lines += ["", "Failed jobs:"]
         for _, row in failed.sort_values("job_id").iterrows():
@@ -102,18 +215,22 @@ def summarize(run_dir: str | os.PathLike[str]) -> str:
 
 
 # -- one run against another --------------------------------------------------------------------
-_KEYS = ["model", "scheduler", "fold"]
+_KEYS = ["config", "fold"]
 
 
 def paired_folds(run: Any, other: Any, metric: str = "val_accuracy") -> Any:
-    """The ok jobs of both job tables joined on (model, scheduler, fold): one row per pair
-    with ``run``, ``other`` (the metric in each) and ``difference`` (run - other)."""
+    """The ok jobs of both job tables joined on (configuration, fold): one row per pair with
+    ``config``, ``model``, ``scheduler``, ``fold``, ``run``, ``other`` (the metric in each)
+    and ``difference`` (run - other). Tables without a ``config`` column pair by
+    ``model/scheduler`` (:func:`raynn.kfold.racing.with_config`)."""
 
     def ok(jobs: Any) -> Any:
-        rows = jobs[jobs["status"] == "ok"] if len(jobs) else jobs
-        return rows[[*_KEYS, metric]].dropna(subset=[metric])
+        rows = with_config(jobs)
+        rows = rows[rows["status"] == "ok"] if len(rows) else rows
+        return rows[[*_KEYS, "model", "scheduler", metric]].dropna(subset=[metric])
 
-    pairs = ok(run).merge(ok(other), on=_KEYS, suffixes=("_run", "_other"))
+    theirs = ok(other).drop(columns=["model", "scheduler"])
+    pairs = ok(run).merge(theirs, on=_KEYS, suffixes=("_run", "_other"))
     pairs = pairs.rename(columns={f"{metric}_run": "run", f"{metric}_other": "other"})
     pairs["difference"] = pairs["run"] - pairs["other"]
     return pairs.sort_values(_KEYS).reset_index(drop=True)
@@ -136,23 +253,26 @@ def paired_p_value(run: Any, other: Any) -> float:
 
 
 def paired_table(pairs: Any) -> Any:
-    """Per model x scheduler: folds paired, mean of each run, mean difference, p-value."""
+    """Per configuration (sorted by id): its model and scheduler, folds paired, mean of each
+    run, mean difference, p-value."""
     import pandas as pd
 
     rows = [
         {
-            "model": model,
-            "scheduler": sched,
+            "config": config,
+            "model": str(g["model"].iloc[0]),
+            "scheduler": str(g["scheduler"].iloc[0]),
             "folds": len(g),
             "run": float(g["run"].mean()),
             "other": float(g["other"].mean()),
             "difference": float(g["difference"].mean()),
             "p_value": paired_p_value(g["run"], g["other"]),
         }
-        for (model, sched), g in pairs.groupby(["model", "scheduler"], sort=True)
+        for config, g in pairs.groupby("config", sort=True)
     ]
     return pd.DataFrame(
-        rows, columns=["model", "scheduler", "folds", "run", "other", "difference", "p_value"]
+        rows,
+        columns=["config", "model", "scheduler", "folds", "run", "other", "difference", "p_value"],
     )
 
 
@@ -170,13 +290,9 @@ def wall_seconds(run_dir: str | os.PathLike[str], jobs: Any = None) -> float | N
 
 
 def _kfold_jobs(run_dir: Path) -> Any:
-    if not (run_dir / "run.json").is_file():
-        raise RaynnError(
-            f"{run_dir} is not a raynn run directory (no run.json); pass runs/<run-id>"
-        )
-    if read_meta(run_dir).get("spec", {}).get("kind") == "hogwild":
+    if read_meta(_run_dir(run_dir)).get("spec", {}).get("kind") == "hogwild":
         raise RaynnError(f"--against compares K-fold runs; {run_dir} is a HOGWILD run")
-    return read_table(run_dir, "jobs")
+    return with_config(read_table(run_dir, "jobs"))
 
 
 def _p(value: float, pairs: Any) -> str:
@@ -185,16 +301,34 @@ def _p(value: float, pairs: Any) -> str:
     return "identical" if len(pairs) > 1 and (pairs["difference"] == 0).all() else "-"
 
 
+def _paired_lines(run: Any, other: Any, columns: list[dict[str, str]]) -> list[str]:
+    """A table per metric: each configuration's folds paired, both means, the difference."""
+    cells = _config_cells(run, columns)
+    lines: list[str] = []
+    for metric, name in (("val_accuracy", "val accuracy"), ("test_accuracy", "test accuracy")):
+        pairs = paired_folds(run, other, metric)
+        if pairs.empty:
+            continue
+        heads = [*column_heads(columns), "folds", f"{name} A", f"{name} B", "difference", "p"]
+        lines += ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        for _, r in paired_table(pairs).iterrows():
+            lines.append(
+                f"| {' | '.join(cells[r['config']])} | {r['folds']} | {r['run']:.4f} | "
+                f"{r['other']:.4f} | {r['difference']:+.4f} | "
+                f"{_p(r['p_value'], pairs[pairs['config'] == r['config']])} |"
+            )
+    return lines
+
+
 def compare(run_dir: str | os.PathLike[str], other_dir: str | os.PathLike[str]) -> str:
-    """Markdown: accuracy of ``run_dir`` against ``other_dir`` per model x scheduler, paired
-    by fold, with the paired t-test and the speed-up (other's wall time / run's)."""
+    """Markdown: accuracy of ``run_dir`` against ``other_dir`` per configuration, paired by
+    fold, with the paired t-test and the speed-up (other's wall time / run's)."""
     run_dir, other_dir = Path(run_dir), Path(other_dir)
     run, other = _kfold_jobs(run_dir), _kfold_jobs(other_dir)
-    pairs = paired_folds(run, other)
-    if pairs.empty:
+    if paired_folds(run, other).empty:
         raise RaynnError(
-            f"{run_dir.name} and {other_dir.name} have no ok job in common (same model, "
-            "scheduler and fold): compare two runs of the same spec"
+            f"{run_dir.name} and {other_dir.name} have no ok job in common (same "
+            "configuration and fold): compare two runs of the same spec"
         )
 
     def who(d: Path) -> str:
@@ -205,7 +339,7 @@ def compare(run_dir: str | os.PathLike[str], other_dir: str | os.PathLike[str]) 
         f"## {run_dir.name} against {other_dir.name}",
         "",
         f"- A = {who(run_dir)}; B = {who(other_dir)}",
-        "- accuracy paired by (model, scheduler, fold); difference = A - B; p: two-sided "
+        "- accuracy paired by (configuration, fold); difference = A - B; p: two-sided "
         "paired t-test over the folds",
     ]
     a_wall, b_wall = wall_seconds(run_dir, run), wall_seconds(other_dir, other)
@@ -218,24 +352,7 @@ def compare(run_dir: str | os.PathLike[str], other_dir: str | os.PathLike[str]) 
     lone = len(ok_keys[0] ^ ok_keys[1])
     if lone:
         lines.append(f"- {lone} ok job(s) in only one of the runs: left out")
-    for metric, name in (("val_accuracy", "val accuracy"), ("test_accuracy", "test accuracy")):
-        metric_pairs = paired_folds(run, other, metric)
-        if metric_pairs.empty:
-            continue
-        lines += [
-            "",
-            f"| model | scheduler | folds | {name} A | {name} B | difference | p |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for _, r in paired_table(metric_pairs).iterrows():
-            g = metric_pairs[
-                (metric_pairs["model"] == r["model"])
-                & (metric_pairs["scheduler"] == r["scheduler"])
-            ]
-            lines.append(
-                f"| {r['model']} | {r['scheduler']} | {r['folds']} | {r['run']:.4f} | "
-                f"{r['other']:.4f} | {r['difference']:+.4f} | {_p(r['p_value'], g)} |"
-            )
+    lines += _paired_lines(run, other, searched_columns(read_meta(run_dir), run))
     return "\n".join(lines) + "\n"
 
 
@@ -244,13 +361,19 @@ def figures(run_dir: str | os.PathLike[str]) -> list[Figure]:
     run_dir = Path(run_dir)
     jobs, epochs = read_table(run_dir, "jobs"), read_table(run_dir, "epochs")
     t0 = float(jobs["start_time"].min()) if len(jobs) and jobs["start_time"].notna().any() else None
+    configs = with_config(jobs)
     return [
         Figure(
             "accuracy",
             "accuracy_per_model_scheduler.png",
-            "Accuracy per model × scheduler: each fold's point, and the mean with its 95% "
-            "Student-t interval over the folds.",
-            plots.accuracy_figure(jobs),
+            "Accuracy per configuration (the best by mean validation accuracy first): each "
+            "fold's point, and the mean with its 95% Student-t interval over the folds.",
+            plots.accuracy_figure(configs),
+        ),
+        *search_figures(
+            configs,
+            searched_columns(read_meta(run_dir), configs),
+            set(configs.loc[configs["status"] == RACED_OUT, "config"]),
         ),
         Figure(
             "epochs",

@@ -15,6 +15,7 @@ from typing import Any
 
 MAX_LEGEND = 12  # legend entries; beyond that the rest are grouped into one "... more" entry
 MAX_ROWS_LABELLED = 40  # y tick labels on a timeline or heatmap before they are thinned
+MAX_CONFIGS = 20  # configurations the accuracy figure shows (the best by mean)
 
 
 def new_figure(width: float, height: float) -> Any:
@@ -82,15 +83,60 @@ def _groups(jobs: Any) -> list[tuple[str, Any]]:
     return [(f"{m} × {s}", g) for (m, s), g in jobs.groupby(["model", "scheduler"], sort=True)]
 
 
+def config_groups(jobs: Any, top: int = MAX_CONFIGS) -> tuple[list[tuple[str, Any]], int]:
+    """(configuration id, rows) of the ``top`` configurations with the best mean validation
+    accuracy, best first (ties by id), and how many configurations there are; rows without
+    a ``config`` column group by ``model/scheduler``."""
+    if not len(jobs):
+        return [], 0
+    pair = jobs["model"].astype(str) + "/" + jobs["scheduler"].astype(str)
+    config = jobs["config"].fillna("").astype(str) if "config" in jobs else pair
+    groups = list(jobs.groupby(config.where(config != "", pair), sort=True))
+    means = [float(g["val_accuracy"].mean()) for _, g in groups]
+    order = sorted(range(len(groups)), key=lambda i: (math.isnan(means[i]), -means[i]))
+    return [(str(groups[i][0]), groups[i][1]) for i in order[:top]], len(groups)
+
+
 # -- K-fold --------------------------------------------------------------------------------------
+def _fold_points(
+    ax: Any, groups: list[tuple[str, Any]], column: str, palette: dict[Any, Any]
+) -> list[float]:
+    """Each group's folds of ``column`` in its row and its mean with the 95% t-interval just
+    below; the values drawn (the folds and the intervals' ends)."""
+    seen: list[float] = []
+    for i, (label, g) in enumerate(groups):
+        vals = g.sort_values("fold")[column].dropna().tolist()
+        spread = [i - 0.15 + 0.2 * k / max(len(vals) - 1, 1) for k in range(len(vals))]
+        ax.scatter(vals, spread, color=palette[label], alpha=0.75, s=28, zorder=2)
+        mean, half = t_interval(vals)
+        seen += vals
+        if not math.isnan(half):
+            seen += [mean - half, mean + half]
+        if not math.isnan(mean):
+            ax.errorbar(
+                [mean],
+                [i + 0.2],
+                xerr=None if math.isnan(half) else [[half], [half]],
+                fmt="D",
+                color="black",
+                capsize=4,
+                markersize=6,
+                zorder=3,
+            )
+    return seen
+
+
 def accuracy_figure(jobs: Any) -> Any:
-    """Accuracy per model x scheduler (one row each): every fold's point, the mean and its
-    95% t-interval; validation, and test where the run measured it."""
+    """Accuracy per configuration (one row each, the best :data:`MAX_CONFIGS` by mean
+    validation accuracy, best at the top): every fold's point, the mean and its 95%
+    t-interval; validation, and test where the run measured it."""
     ok = jobs[jobs["status"] == "ok"] if len(jobs) else jobs
     metrics = [("val_accuracy", "validation")]
     if len(ok) and ok["test_accuracy"].notna().any():
         metrics.append(("test_accuracy", "test"))
-    groups = _groups(ok) if len(ok) else []
+    groups, total = config_groups(ok)
+    out = set(jobs.loc[jobs["status"] == "raced_out", "config"]) if "config" in jobs else set()
+    labels = [f"{k} ({len(g)} folds{', raced out' if k in out else ''})" for k, g in groups]
     height = min(max(1.8 + 0.42 * len(groups), 3.4), 14.0)
     fig = new_figure(6.0 + 4.0 * len(metrics), height)
     axes = fig.subplots(1, len(metrics), sharey=True, sharex=True, squeeze=False)[0]
@@ -99,31 +145,13 @@ def accuracy_figure(jobs: Any) -> Any:
     for ax, (column, name) in zip(axes, metrics, strict=True):
         ax.set_title(f"{name} accuracy")
         ax.set_xlabel(f"{name} accuracy (fraction correct)")
-        ax.set_ylabel("model × scheduler")
+        ax.set_ylabel("configuration")
         ax.grid(axis="x", alpha=0.3)
         if not groups:
             empty(ax, "no job finished ok")
             continue
-        for i, (label, g) in enumerate(groups):
-            vals = g.sort_values("fold")[column].dropna().tolist()
-            spread = [i - 0.15 + 0.2 * k / max(len(vals) - 1, 1) for k in range(len(vals))]
-            ax.scatter(vals, spread, color=palette[label], alpha=0.75, s=28, zorder=2)
-            mean, half = t_interval(vals)
-            seen += vals
-            if not math.isnan(half):
-                seen += [mean - half, mean + half]
-            if not math.isnan(mean):
-                ax.errorbar(
-                    [mean],
-                    [i + 0.2],
-                    xerr=None if math.isnan(half) else [[half], [half]],
-                    fmt="D",
-                    color="black",
-                    capsize=4,
-                    markersize=6,
-                    zorder=3,
-                )
-        ax.set_yticks(range(len(groups)), [f"{k} ({len(g)} folds)" for k, g in groups])
+        seen += _fold_points(ax, groups, column, palette)
+        ax.set_yticks(range(len(groups)), labels)
         ax.set_ylim(len(groups) - 0.5, -0.5)
     if seen:  # accuracy lies in [0, 1]: an interval wider than that is cut at the edges
         pad = 0.05 * max(max(seen) - min(seen), 0.02)
@@ -136,7 +164,10 @@ def accuracy_figure(jobs: Any) -> Any:
             Line2D([], [], marker="D", ls="-", color="black", label="mean ± 95% t-interval"),
         ]
         legend(fig, handles, [h.get_label() for h in handles], loc="outside lower center", ncols=2)
-    fig.suptitle("Accuracy per model × scheduler over the folds")
+    title = "Accuracy per configuration over the folds"
+    if len(groups) < total:
+        title += f": the best {len(groups)} of {total} by mean validation accuracy"
+    fig.suptitle(title)
     return fig
 
 
