@@ -142,7 +142,29 @@ def _parser() -> argparse.ArgumentParser:
     bs.add_argument("--num-cpus", type=int, default=None, help="CPUs to use (default: all)")
     bs.add_argument("--output", default="bench", help="root of bench result folders")
     bs.add_argument("--no-progress", action="store_true")
+    _add_bench_search(bsub)
     return p
+
+
+def _add_bench_search(bsub: argparse._SubParsersAction) -> None:
+    """``raynn bench search``: its options."""
+    bq = bsub.add_parser(
+        "search", help="a search space: raynn run with fold racing against Optuna and Ray Tune"
+    )
+    bq.add_argument("--spec", required=True, help="a K-fold spec (search domains allowed)")
+    bq.add_argument(
+        "--modes",
+        default="full,raynn,raynn_ray,optuna,tune",
+        help="comma-separated: full (racing off: the truth), raynn (racing on), raynn_ray "
+        "(the same on Ray), optuna (GridSampler + WilcoxonPruner), tune (ASHA) "
+        "(benchmarks/README.md)",
+    )
+    bq.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved")
+    bq.add_argument("--output", default="bench", help="root of bench result folders")
+    bq.add_argument(
+        "--timeout", type=float, default=None, help="give up on a mode's run after (default: 1800)"
+    )
+    bq.add_argument("--no-progress", action="store_true")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -234,6 +256,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.bench == "sklearn":  # no spec: the grid is the bench's own
         return _bench_sklearn(args)
+    if args.bench == "search":  # copies the spec file itself (racing off and on)
+        return _bench_search(args)
     spec = load_spec(args.spec)
     if args.bench == "hogwild":
         return _bench_hogwild(args, spec)
@@ -268,6 +292,23 @@ def _bench_sklearn(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         limit=args.limit,
         num_cpus=args.num_cpus,
+        progress=not args.no_progress,
+    )
+    print((out / "summary.md").read_text())
+    print(f"results: {out}")
+    return 0
+
+
+def _bench_search(args: argparse.Namespace) -> int:
+    from raynn.bench.search import bench_search
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    _, out = bench_search(
+        args.spec,
+        modes,
+        repeats=args.repeats,
+        output=args.output,
+        timeout=args.timeout,
         progress=not args.no_progress,
     )
     print((out / "summary.md").read_text())

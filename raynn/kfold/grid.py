@@ -58,12 +58,11 @@ def job_seed(run_seed: int, config: str, fold: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def job_id(config: Configuration, fold: int | str) -> str:
+def job_id(config: Configuration, fold: int) -> str:
     """``model-scheduler-f<fold>``, with the configuration's key before the fold where it
     has searched values (``mlp-cosine-1a2b3c4d-f0``)."""
-    base = f"{config.model.label}-{config.scheduler.label}"
     key = f"-{config.key}" if config.values else ""
-    return f"{base}{key}-f{fold}" if isinstance(fold, int) else f"{base}{key}-{fold}"
+    return f"{config.model.label}-{config.scheduler.label}{key}-f{fold}"
 
 
 def forward_macs(model: nn.Module, in_shape: tuple[int, int, int]) -> int:
