@@ -67,6 +67,7 @@ def prepare(spec: KFoldSpec, data: ArrayDataset | None = None) -> Plan:
 def space_line(spec: KFoldSpec, configs: int) -> str:
     """``21 configurations x 5 folds = 105 jobs`` (and the models x schedulers they span)."""
     jobs = configs * spec.folds
+
     def some(n: int, what: str) -> str:
         return f"{n} {what}" + ("s" if n != 1 else "")
 
