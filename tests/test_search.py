@@ -191,3 +191,20 @@ def test_async_kfold_sweeps_the_learning_rate_of_its_optimizer(tmp_path):
     assert sorted(table["optimizer.lr"].unique()) == [1e-3, 1e-1]
     epochs = pd.read_parquet(kfold.last_run.run_dir / "epochs")
     assert sorted(epochs["lr"].unique()) == [1e-3, 1e-1]  # the sweep's, not the factory's 0.5
+
+
+@pytest.mark.timeout(60)
+def test_yaml_numbers_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.2's float rule: ``1e-3`` is a number, as a spec writer means it (PyYAML's 1.1
+    rule would read it as a string and refuse it)."""
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        "kind: kfold\nmodels: [mlp]\noptimizer: {name: adam, lr: {loguniform: [1e-4, 1E-1]}}\n"
+        "training: {epochs: 2, checkpoint_seconds: 5e1}\nsearch: {samples: 3}\n"
+    )
+    spec = raynn.load_spec(path)
+    assert spec.search.space[0].args == (1e-4, 0.1)
+    assert spec.training.checkpoint_seconds == 50.0
+    path.write_text("kind: kfold\nmodels: [mlp]\nname: '1e-3'\noptimizer: {lr: 1e-3}\n")
+    spec = raynn.load_spec(path)
+    assert (spec.name, spec.optimizer.lr) == ("1e-3", 0.001)  # quoted stays a string

@@ -54,6 +54,7 @@ from raynn.bench.search_summary import (
     truth,
 )
 from raynn.errors import RaynnError
+from raynn.spec import SpecLoader
 
 MODES = ("full", *RAYNN_MODES, *PEERS)
 DEFAULT_TIMEOUT = 1800.0
@@ -62,7 +63,7 @@ DEFAULT_TIMEOUT = 1800.0
 def spec_files(spec_path: str | Path, out: Path) -> dict[str, Path]:
     """The spec as ``full`` runs it (racing off) and as the raynn modes run it (racing on:
     the spec's own settings, else ``{metric: val_accuracy}``); the peers read ``full``'s."""
-    raw = yaml.safe_load(Path(spec_path).read_text())
+    raw = yaml.load(Path(spec_path).read_text(), SpecLoader)  # 1e-3 is a number
     if not isinstance(raw, dict):
         raise RaynnError(f"{spec_path}: not a mapping of spec keys")
     files = {}

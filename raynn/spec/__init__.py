@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,28 @@ from raynn.spec.sections import (
 )
 
 MAX_SPEC_BYTES = 1 << 20  # a spec file larger than this is refused unread
+
+
+class SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float rule: ``1e-3`` and ``1E5`` are numbers.
+
+    PyYAML follows YAML 1.1, whose floats need a dot (``1.0e-3``), so ``lr: 1e-3`` would be
+    read as the string ``'1e-3'``; every spec writer types it the 1.2 way.
+    """
+
+
+SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 MAX_SPEC_NODES = 100_000  # values in a spec once YAML aliases are expanded
 
 
@@ -81,7 +104,7 @@ def load_spec(path: str | os.PathLike[str]) -> Any:
             f"({MAX_SPEC_BYTES}); pass the YAML job spec, not data"
         )
     try:
-        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        raw = json.loads(text) if path.suffix == ".json" else yaml.load(text, SpecLoader)
     except (yaml.YAMLError, json.JSONDecodeError, RecursionError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -128,6 +151,7 @@ __all__ = [
     "OptimizerSpec",
     "OutputSpec",
     "SchedulingSpec",
+    "SpecLoader",
     "TrainingSpec",
     "build_spec",
     "load_spec",
