@@ -14,6 +14,7 @@ from raynn.bench.search import rotated, spec_files
 from raynn.bench.search_peers import best_complete
 from raynn.bench.search_summary import (
     SUMMARY_COLUMNS,
+    dropped,
     folds_from_jobs,
     score,
     summarize,
@@ -115,13 +116,24 @@ def test_summary_takes_medians_the_worst_choice_and_the_fastest_peer():
             {**row, "mode": "tune", "wall_s": 8.0, "folds_trained": 7, "chosen": "b"},
         ]
     ).assign(
-        rank=[1, 3, 1, 2], regret=[0.0, 0.02, 0.0, 0.005], within_se=[True, False] + [True] * 2
-    )
+        rank=[1, 3, 1, 2], regret=[0.0, 0.02, 0.0, 0.005], within_se=[True, False] + [True] * 2,
+        dropped=[1, 2, 0, 1], near_best_dropped=[0, 1, 0, 0],
+    )  # fmt: skip
     table = summarize(rows).set_index("mode")
     assert table.loc["raynn", "wall_s"] == 5.0 and table.loc["raynn", "wall_max"] == 6.0
     assert table.loc["raynn", "vs_fastest_peer"] == pytest.approx(5.0 / 8.0)
     assert table.loc["raynn", "rank"] == 3 and table.loc["raynn", "regret"] == 0.02
     assert not table.loc["raynn", "within_se"] and table.loc["tune", "within_se"]
+    assert (table.loc["raynn", "dropped"], table.loc["raynn", "near_best_dropped"]) == (1.5, 1)
+
+
+@pytest.mark.timeout(30)
+def test_dropping_a_configuration_near_the_best_is_counted():
+    near = {**HAND, "d": [0.94, 0.91, 0.91]}  # mean 0.92 against b's 0.923, SE 0.015
+    ref = truth(_folds(near), 3)
+    run = _folds({"b": HAND["b"], "a": HAND["a"][:1], "d": near["d"][:2]})
+    assert dropped(run, 3, ref) == (3, 1)  # a, c and d lost; d is within b's SE
+    assert dropped(_folds(near), 3, ref) == (1, 0)  # c (diverged) never counts as near
 
 
 @pytest.mark.timeout(30)

@@ -27,6 +27,8 @@ SUMMARY_COLUMNS = [
     "vs_fastest_peer",
     "folds_trained",
     "folds_total",
+    "dropped",
+    "near_best_dropped",
     "first_fold_s",
     "last_fold_s",
     "chosen",
@@ -114,6 +116,20 @@ def score(chosen: str | None, ref: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def dropped(folds: pd.DataFrame, n_folds: int, ref: pd.DataFrame) -> tuple[int, int]:
+    """How many configurations a run dropped (fewer than ``n_folds`` ok folds: raced out,
+    pruned, stopped by a scheduler) and how many of those were near the best: a full-run
+    mean within one SE of the full run's best (:func:`truth`), which dropping them gets wrong."""
+    ok = folds[folds["status"] == "ok"].groupby("config").size() if not folds.empty else None
+    done = set(ok[ok >= n_folds].index) if ok is not None else set()
+    lost = [c for c in ref.index if c not in done]
+    if ref.empty or ref["mean"].isna().all():
+        return len(lost), 0
+    best = ref["mean"].idxmax()
+    floor = ref.at[best, "mean"] - ref.at[best, "se"]
+    return len(lost), int(sum(ref.at[c, "mean"] >= floor for c in lost))
+
+
 def run_row(run: SearchRun, n_folds: int, folds_total: int, ref: pd.DataFrame) -> dict[str, Any]:
     """One run's figures (before medians), scored against the full run ``ref``."""
     f = run.folds
@@ -133,6 +149,7 @@ def run_row(run: SearchRun, n_folds: int, folds_total: int, ref: pd.DataFrame) -
         "folds_trained": len(trained),
         "folds_total": folds_total,
         "configs_complete": int((complete >= n_folds).sum()),
+        **dict(zip(("dropped", "near_best_dropped"), dropped(f, n_folds, ref), strict=True)),
         "first_fold_s": float(started.min() - run.invoked) if len(started) else math.nan,
         "last_fold_s": float(ended.max() - run.invoked) if len(ended) else math.nan,
         "chosen": run.chosen or "-",
@@ -144,14 +161,17 @@ def run_row(run: SearchRun, n_folds: int, folds_total: int, ref: pd.DataFrame) -
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per mode: medians over repeats and the spread of ``wall_s``; ``chosen`` the
-    most frequent choice; ``rank`` and ``regret`` the worst repeat's; ``within_se`` true
-    only if every repeat's is; ``vs_fastest_peer``: wall over the fastest peer's median."""
+    most frequent choice; ``rank``, ``regret`` and ``near_best_dropped`` the worst repeat's;
+    ``within_se`` true only if every repeat's is; ``vs_fastest_peer``: wall over the fastest
+    peer's median."""
     out = []
     for mode, g in rows.groupby("mode", sort=False):
         row: dict[str, Any] = {"mode": mode, "repeats": len(g)}
         row["finished"] = bool(g["finished"].all())
-        for col in ("wall_s", "folds_trained", "first_fold_s", "last_fold_s", "best_se"):
+        medians = ("wall_s", "folds_trained", "first_fold_s", "last_fold_s", "best_se", "dropped")
+        for col in medians:
             row[col] = float(g[col].median())
+        row["near_best_dropped"] = int(g["near_best_dropped"].max())  # the worst repeat's
         row["folds_total"] = int(g["folds_total"].max())
         row["wall_min"], row["wall_max"] = float(g["wall_s"].min()), float(g["wall_s"].max())
         row["chosen"] = str(g["chosen"].mode().iloc[0])
