@@ -94,6 +94,29 @@ def test_the_race_rejects_exactly_the_configurations_the_pooled_paired_test_reje
     assert set(loss.out) == {"m/high"} and loss.best() == "m/low"
 
 
+def test_holm_steps_down_after_each_configuration_out():
+    """k = 4: the first configuration out is tested at 0.05 / 3, the next at 0.05 / 2
+    (Holm), so C, between the two, is out after B; Bonferroni alone would keep it."""
+    scores = {"m/A": [0.95, 0.93], "m/B": [0.86, 0.81], "m/C": [0.90, 0.852], "m/D": [0.93, 0.92]}
+    a = scores["m/A"]
+    # B's second fold is tested with B and D in the pool (C has one fold), then C's with C
+    # and D (B is out)
+    p_b = _pooled_p(a, scores["m/B"], [np.subtract(a, scores[c]) for c in ("m/B", "m/D")])[0]
+    p_c = _pooled_p(a, scores["m/C"], [np.subtract(a, scores[c]) for c in ("m/C", "m/D")])[0]
+    assert p_b < 0.05 / 3 < p_c < 0.05 / 2  # the premise
+    race = Race(ON)
+    race.add(scores)
+    decided = []
+    for fold in range(2):
+        for config in ("m/A", "m/D", "m/B", "m/C"):
+            decided += race.record(config, fold, scores[config][fold])
+    assert [(d.config, d.alpha) for d in decided] == [
+        ("m/B", pytest.approx(0.05 / 3)),
+        ("m/C", pytest.approx(0.05 / 2)),
+    ]
+    assert [d.p_value for d in decided] == [pytest.approx(p_b), pytest.approx(p_c)]
+
+
 def test_one_fold_is_tested_against_the_pooled_spread_of_the_others():
     """With min_folds 1, a configuration far behind on its first fold is out at once, once
     two others give the race a spread; one as far behind with no pool is not."""

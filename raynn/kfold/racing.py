@@ -4,10 +4,11 @@ A configuration is a model, a scheduler and one set of searched values, named by
 (:mod:`raynn.spec.search`; ``model/scheduler`` without a search); its folds are jobs. Each
 time a fold ends, :meth:`Race.record` takes its metric and compares every configuration that
 has finished at least ``min_folds`` folds with the current best one, on the folds both have
-finished: a one-sided paired t-test that the best is better, at ``alpha`` divided by the
-number of configurations compared with the best (Bonferroni: k - 1 for k configurations, so
+finished: a one-sided paired t-test that the best is better, corrected for the k - 1
+comparisons with the best of k configurations by Holm's step-down (the smallest p-value at
+``alpha / (k - 1)``, as Bonferroni's, and each configuration already out frees its share), so
 that a grid of equally good configurations races none out at rate ``alpha``, not k - 1 times
-it). The spread of the differences is pooled over the configurations still in the race, each
+it. The spread of the differences is pooled over the configurations still in the race, each
 one's differences from the best around their own mean (the error term of a configurations x
 folds layout, as in Dunnett's many-to-one comparisons), so a test of one to three folds has
 the degrees of freedom of the whole race, not 0 to 2; a configuration whose own differences
@@ -173,9 +174,11 @@ class Race:
 
     @property
     def alpha(self) -> float:
-        """The level of each test: ``alpha`` over the comparisons with the best."""
+        """The level of the next rejection: Holm's step-down over the k - 1 comparisons
+        with the best, ``alpha / (k - 1 - out)`` with ``out`` configurations already out
+        (the first is Bonferroni's ``alpha / (k - 1)``)."""
         k = len(self.configs | set(self.scores) | set(self.out))
-        return self.spec.alpha / max(k - 1, 1)
+        return self.spec.alpha / max(k - 1 - len(self.out), 1)
 
     @classmethod
     def resumed(
@@ -212,16 +215,20 @@ class Race:
             return []
         paired = self._paired(best)
         pooled = pooled_spread([[b - o for b, o in zip(*p, strict=True)] for p in paired.values()])
+        tests = sorted(
+            (*worse_p_value(ahead, behind, self.resolution, pooled), other)
+            for other, (ahead, behind) in paired.items()
+            if len(ahead) >= self.spec.min_folds
+        )
         new = []
-        for other, (ahead, behind) in paired.items():
-            if len(ahead) < self.spec.min_folds:
-                continue
-            p, df = worse_p_value(ahead, behind, self.resolution, pooled)
-            if p < self.alpha:
-                folds = tuple(sorted(set(self.scores[other]) & set(self.scores[best])))
-                decision = Decision(other, best, self.spec.metric, p, folds, self.alpha, df)
-                self.out[other] = decision.reason()
-                new.append(decision)
+        for p, df, other in tests:  # the smallest p-value first, each at Holm's next level
+            level = self.alpha
+            if p >= level:
+                break
+            folds = tuple(sorted(set(self.scores[other]) & set(self.scores[best])))
+            decision = Decision(other, best, self.spec.metric, p, folds, level, df)
+            self.out[other] = decision.reason()
+            new.append(decision)
         return new
 
     def _paired(self, best: Config) -> dict[Config, tuple[list[float], list[float]]]:
