@@ -158,7 +158,12 @@ def test_searched_tables_have_a_config_column_and_typed_columns(searched_run):
     low = duckdb.sql(
         f"""SELECT DISTINCT config FROM '{run_dir}/jobs/*.parquet' WHERE "optimizer.lr" < 1"""
     ).fetchall()
-    assert sorted(c for (c,) in low) == sorted(set(jobs.loc[jobs["optimizer.lr"] < 1, "config"]))
+    expected = sorted(set(jobs.loc[jobs["optimizer.lr"] < 1, "config"]))
+    assert sorted(c for (c,) in low) == expected
+    pl = pytest.importorskip("polars")
+    frame = pl.read_parquet(f"{run_dir}/jobs/*.parquet")
+    assert sorted(frame.filter(pl.col("optimizer.lr") < 1)["config"].unique()) == expected
+    assert frame.group_by("config").len()["len"].to_list() == [3] * 4
 
 
 @pytest.mark.timeout(300)

@@ -87,8 +87,8 @@ CASES = {
         "swap or widen",
     ),
     "domain where none goes": (
-        _with("dataset.limit", {"grid": [100, 200]}),
-        "dataset.limit",
+        _with("scheduling.max_workers", {"grid": [1, 2]}),
+        "scheduling.max_workers",
         "search only",
     ),
     "misspelt model arg": (
