@@ -336,7 +336,7 @@ def _keep_models(
     refit = getattr(spec.output, "refit", False)
     if keep == "none" and not refit:
         return
-    best = best_configuration(table, list(dict.fromkeys(j.config for j in plan.jobs)))
+    best = best_configuration(table, [c.id for c in plan.configs])  # ties: grid order
     ok = set(table.loc[table["status"].isin(FINAL), "job_id"]) if len(table) else set()
     all_ok = {j.job_id for j in plan.jobs} <= ok  # raced-out folds are final too
     kept: dict[str, Any] = {"keep": keep, "dir": MODELS_DIR, "best": best}
