@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from raynn.errors import RaynnError
 
@@ -251,6 +252,13 @@ def _submit(args: argparse.Namespace) -> int:
     return 0 if status.endswith("SUCCEEDED") else 1
 
 
+def _show_bench(out: Path) -> int:
+    """Print a bench folder's summary and where it is; exit code 0."""
+    print((out / "summary.md").read_text())
+    print(f"results: {out}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from raynn.spec import load_spec
 
@@ -275,9 +283,7 @@ def _bench(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         repeats=args.repeats,
     )
-    print((out / "summary.md").read_text())
-    print(f"results: {out}")
-    return 0
+    return _show_bench(out)
 
 
 def _bench_sklearn(args: argparse.Namespace) -> int:
@@ -294,9 +300,7 @@ def _bench_sklearn(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         progress=not args.no_progress,
     )
-    print((out / "summary.md").read_text())
-    print(f"results: {out}")
-    return 0
+    return _show_bench(out)
 
 
 def _bench_search(args: argparse.Namespace) -> int:
@@ -311,9 +315,7 @@ def _bench_search(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         progress=not args.no_progress,
     )
-    print((out / "summary.md").read_text())
-    print(f"results: {out}")
-    return 0
+    return _show_bench(out)
 
 
 def _bench_hogwild(args: argparse.Namespace, spec: object) -> int:
@@ -330,9 +332,7 @@ def _bench_hogwild(args: argparse.Namespace, spec: object) -> int:
         repeats=args.repeats,
         progress=not args.no_progress,
     )
-    print((out / "summary.md").read_text())
-    print(f"results: {out}")
-    return 0
+    return _show_bench(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -182,29 +182,10 @@ class AsyncKFold:
                 domains are drawn.
         """
         from raynn.kfold.runner import run
-        from raynn.spec import spec_from_dict
 
         params = dict(trainer_params or {})
         checkpointing, progress = _trainer_params(params)
-        training = {
-            "epochs": int(params.get("epochs", 10)),
-            "batch_size": self.batch_size,
-            "evaluate_test": False,
-            "loss": self.loss,
-            **checkpointing,
-        }
-        raw: dict[str, Any] = {
-            "name": "async_kfold",
-            "seed": self.seed,
-            "folds": self.k,
-            "models": list(_unique_labels([model_component(m) for m in _as_list(models)])),
-            "schedulers": list(schedulers),
-            "optimizer": {} if lr is None else {"lr": lr},
-            "training": training,
-            "output": dataclasses.replace(self.output, dir=str(self.root_dir)),
-            "search": search,
-        }
-        spec = spec_from_dict(raw)
+        spec = self._spec(models, schedulers, params, checkpointing, lr, search)
         if get_optimizer is not None:
             optimizer = dataclasses.replace(
                 spec.optimizer, factory=get_optimizer, factory_lr=lr is not None
@@ -218,6 +199,34 @@ class AsyncKFold:
             **self.executor_options,
         )
         return self.last_run.jobs
+
+    def _spec(
+        self, models: Sequence[Any], schedulers: Sequence[str], params: dict[str, Any],
+        checkpointing: dict[str, Any], lr: Any, search: dict[str, Any] | None,
+    ) -> Any:  # fmt: skip
+        """The K-fold spec of one call, built (and checked) as a spec file would be."""
+        from raynn.spec import spec_from_dict
+
+        training = {
+            "epochs": int(params.get("epochs", 10)),
+            "batch_size": self.batch_size,
+            "evaluate_test": False,
+            "loss": self.loss,
+            **checkpointing,
+        }
+        return spec_from_dict(
+            {
+                "name": "async_kfold",
+                "seed": self.seed,
+                "folds": self.k,
+                "models": list(_unique_labels([model_component(m) for m in _as_list(models)])),
+                "schedulers": list(schedulers),
+                "optimizer": {} if lr is None else {"lr": lr},
+                "training": training,
+                "output": dataclasses.replace(self.output, dir=str(self.root_dir)),
+                "search": search,
+            }
+        )
 
     def best_model(self, job_id: str | None = None) -> nn.Module:
         """A trained network of the last run, taking your dataset's inputs.
