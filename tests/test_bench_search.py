@@ -165,13 +165,13 @@ def _independent_truth(run_dir) -> tuple[pd.Series, str, float]:
     return means, best, float(accs.std(ddof=1) / math.sqrt(len(accs)))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(900)
 def test_every_mode_searches_the_same_space_and_is_scored_against_full(tmp_path, capsys):
     spec = tmp_path / "tiny_search.yaml"
     spec.write_text(yaml.safe_dump(TINY_SEARCH))
     out_root = tmp_path / "bench"
     argv = ["bench", "search", "--spec", str(spec), "--output", str(out_root), "--no-progress"]
-    assert main([*argv, "--modes", "full,raynn,optuna", "--timeout", "100"]) == 0
+    assert main([*argv, "--modes", "full,raynn,optuna", "--timeout", "300"]) == 0
     printed = capsys.readouterr().out
     (out,) = out_root.iterdir()
     assert out.name.startswith("search-")
@@ -198,7 +198,7 @@ def test_every_mode_searches_the_same_space_and_is_scored_against_full(tmp_path,
 
 
 @pytest.mark.ray
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(600)
 def test_the_tune_peer_stops_trials_by_fold_and_chooses_among_complete_ones(tmp_path):
     import json
     import subprocess
@@ -208,7 +208,7 @@ def test_the_tune_peer_stops_trials_by_fold_and_chooses_among_complete_ones(tmp_
     spec.write_text(yaml.safe_dump(TINY_SEARCH))
     out = tmp_path / "tune"
     cmd = [sys.executable, "-m", "raynn.bench.search_peers", "tune", "--spec", str(spec)]
-    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=80)
+    done = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=500)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = pd.DataFrame(json.loads((out / "rows.json").read_text()))
     assert len(rows) == 12 and set(rows["status"]) <= {"ok", "pruned"}
