@@ -294,7 +294,7 @@ class DistributedTester:
             "samples": int(len(y_all)),
             "time": time.time(),
         }
-        write_json(self.root_dir / "test_results.json", result)
+        write_json(self.root_dir / "test_results.json", result, follow_links=True)  # not a run dir
         return json.loads(json.dumps(result))
 
 

@@ -14,14 +14,22 @@ import pyarrow.parquet as pq
 
 from raynn.kfold.rows import FINAL, JobResult
 from raynn.kfold.tables import EPOCHS_SCHEMA, JOBS_SCHEMA, search_schema
-from raynn.runs.files import CheckpointDir, file_stem, safe_name, write_bytes
+from raynn.runs.files import (
+    CheckpointDir,
+    file_stem,
+    read_bytes,
+    remove_file,
+    safe_name,
+    write_bytes,
+)
 from raynn.runs.results import UTILIZATION_SCHEMA, write_table
 
 
 def _status_on_disk(path: Path) -> str | None:
     """The status in a job's row file, or None (no file, or one that cannot be read)."""
     try:
-        column = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+        table = pq.read_table(pa.BufferReader(read_bytes(path)), columns=["status"])
+        column = table.column("status").to_pylist()
     except (OSError, pa.ArrowException):
         return None
     return column[0] if column else None
@@ -53,10 +61,10 @@ class ResultsCollector:
             search_schema(EPOCHS_SCHEMA, result.columns),
         )
         write_table(row, [result.row()], search_schema(JOBS_SCHEMA, result.columns))
-        legacy = safe_name(result.job_id)  # a schema-2 run's name for the same job
-        if legacy != name:
+        legacy = safe_name(result.job_id)  # a schema-2 run's name for the same job (unbounded:
+        if legacy != name:  # one too long to be a file name is no file, see remove_file)
             for table in ("jobs", "epochs"):
-                (self.run_dir / table / f"{legacy}.parquet").unlink(missing_ok=True)
+                remove_file(self.run_dir / table / f"{legacy}.parquet")
         if result.status in FINAL:  # done, or raced out: never resumed
             self.checkpoints.drop(result.job_id)
 
@@ -73,6 +81,10 @@ class ResultsCollector:
     def load_checkpoint(self, job_id: str) -> bytes | None:
         """The job's latest checkpoint bytes, or None."""
         return self.checkpoints.load_checkpoint(job_id)
+
+    def set_aside_checkpoint(self, job_id: str) -> str | None:
+        """Move a job's checkpoint that cannot be loaded under ``damaged/``; its new path."""
+        return self.checkpoints.set_aside(job_id)
 
     def node(self) -> str:
         """The host this collector writes on."""

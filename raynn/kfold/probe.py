@@ -155,7 +155,7 @@ class ProbeCache:
         from raynn.runs.files import write_json
 
         try:
-            write_json(self.path, self.entries)
+            write_json(self.path, self.entries, follow_links=True)  # the user's cache folder
         except OutputError:  # no writable cache: the next run probes again
             pass
 

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from raynn.errors import RaynnError
-from raynn.runs.files import file_stem
+from raynn.runs.files import check_no_links, file_stem, read_bytes
 
 MODELS_DIR = "models"
 REFIT = "refit"
@@ -112,7 +112,7 @@ def best_configuration(table: Any, order: Sequence[str]) -> dict[str, Any] | Non
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        blob = path.read_bytes()
+        blob = read_bytes(path)  # never through a symlink
     except OSError as exc:
         raise RaynnError(f"cannot read model file {path}: {exc.strerror or exc}") from None
     try:
@@ -131,7 +131,7 @@ def _default_job(run_dir: Path) -> str:
     if model_path(run_dir, REFIT).exists():
         return REFIT
     try:
-        meta = json.loads((run_dir / "run.json").read_text())
+        meta = json.loads(read_bytes(run_dir / "run.json"))
     except (OSError, ValueError) as exc:
         raise RaynnError(
             f"{run_dir} has no readable run.json ({exc}); pass a run directory of 'raynn run'"
@@ -190,6 +190,7 @@ def load_model(
     from raynn.spec import Component
 
     run_dir = Path(run_dir)
+    check_no_links(run_dir)
     job_id = _default_job(run_dir) if job_id is None else job_id
     path = model_path(run_dir, job_id)
     if not path.exists():

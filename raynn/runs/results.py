@@ -38,6 +38,10 @@ import pyarrow.parquet as pq
 from raynn.errors import OutputError
 from raynn.runs.files import (
     atomic_write,
+    check_no_links,
+    link_error,
+    open_folder,
+    read_bytes,
     safe_name,
     sweep_temp_files,
     write_bytes,
@@ -124,8 +128,9 @@ class RunLock:
 
     The driver holds an exclusive ``fcntl.flock`` on the file for the life of the run, so
     the kernel drops it when the driver dies, however it dies; the file's text (pid, host,
-    since) only names the holder in the message another driver gets. Taking the lock also
-    removes temporary files a killed writer left behind. Works for every
+    since) only names the holder in the message another driver gets. Taking the lock first
+    refuses a run directory holding a symlink (:func:`~raynn.runs.files.check_no_links`),
+    then removes temporary files a killed writer left behind. Works for every
     driver on one host and on file systems with working ``flock`` (not every NFS).
     """
 
@@ -137,10 +142,15 @@ class RunLock:
         """Take the lock or raise OutputError naming its holder."""
         import fcntl
 
+        check_no_links(self.path.parent)
         while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:  # never through a link: the lock's text would overwrite its target
+                fd = os.open(
+                    self.path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+                )
             except OSError as exc:
+                if self.path.is_symlink():
+                    raise link_error(self.path.parent, self.path) from None
                 raise OutputError(
                     f"cannot write {self.path}: {exc.strerror}; fix permissions or free space"
                 ) from None
@@ -153,7 +163,7 @@ class RunLock:
                     f"({self._holder()}); wait for it to finish"
                 ) from None
             try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                same = os.fstat(fd).st_ino == os.lstat(self.path).st_ino
             except FileNotFoundError:
                 same = False
             if same:  # not a file its last holder unlinked while we opened it
@@ -167,7 +177,7 @@ class RunLock:
 
     def _holder(self) -> str:
         try:
-            return self.path.read_text().strip() or "starting"
+            return read_bytes(self.path).decode(errors="replace").strip() or "starting"
         except OSError:
             return "unknown"
 
@@ -246,16 +256,18 @@ def read_table(
     """Read one table of a run directory as a pandas DataFrame (empty if it has no rows).
 
     A file that is not readable Parquet (truncated, overwritten) raises OutputError naming
-    it, or, given a ``damaged`` list, is left out and appended to it.
+    it, or, given a ``damaged`` list, is left out and appended to it. A run directory holding
+    a symlink is refused (OutputError, :func:`~raynn.runs.files.check_no_links`).
     """
     import pandas as pd
 
+    check_no_links(run_dir)
     path = Path(run_dir) / table
     schema = TABLE_SCHEMAS
     parts, bad = [], []
     for file in sorted(path.glob("*.parquet")) if path.is_dir() else []:
         try:
-            parts.append(pq.read_table(file))
+            parts.append(pq.read_table(pa.BufferReader(read_bytes(file))))
         except (OSError, pa.ArrowException):
             bad.append(file)
     if bad and damaged is None:
@@ -277,8 +289,11 @@ def set_aside(run_dir: str | os.PathLike[str], files: list[Path]) -> list[Path]:
     for file in files:
         target = Path(run_dir) / "damaged" / f"{file.parent.name}-{file.name}"
         try:
-            target.parent.mkdir(exist_ok=True)
-            os.replace(file, target)
+            folder = open_folder(target.parent)
+            try:
+                os.replace(file, target.name, dst_dir_fd=folder)
+            finally:
+                os.close(folder)
         except OSError as exc:
             raise OutputError(
                 f"cannot move the damaged {file} aside: {exc.strerror}; delete it by hand"
