@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from raynn.core.data import ArrayDataset, Normalizer
+from raynn.core.loaders import image_array
 from raynn.errors import RaynnError, SpecError
 from raynn.spec import Component, short_repr
 
@@ -40,30 +41,6 @@ ACCEPTED_MODELS = (
     "or an nn.Module instance"
 )
 ATTR = "raynn_input"  # the attribute holding a model's InputMapping
-
-
-def image_array(image: Any) -> np.ndarray:
-    """One image as a CHW array: tensors are CHW (or HW), PIL images and arrays HWC (or HW).
-
-    A 3-D array whose last axis has 1, 3 or 4 entries and whose first axis has not is taken
-    for HWC; any other 3-D array for CHW.
-    """
-    if isinstance(image, torch.Tensor):
-        arr, hwc = image.detach().cpu().numpy(), False
-    else:
-        arr = np.asarray(image)
-        hwc = arr.ndim == 3 and (
-            not isinstance(image, np.ndarray)
-            or (arr.shape[-1] in (1, 3, 4) and arr.shape[0] not in (1, 3, 4))
-        )
-    if arr.ndim == 2:
-        return arr[None]
-    if arr.ndim != 3:
-        raise RaynnError(
-            f"an image has shape {arr.shape}; yield (channels, height, width) tensors, "
-            "(height, width[, channels]) arrays or PIL images"
-        )
-    return arr.transpose(2, 0, 1) if hwc else arr
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from raynn.core.folds import stratified_kfold, stratified_split
+from raynn.core.loaders import Arrays, as_arrays, call_loader, first_line
 from raynn.core.registry import DATASETS
-from raynn.errors import DatasetError, SpecError
+from raynn.core.safe_pickle import load_arrays
+from raynn.errors import DatasetError, RaynnError, SpecError
 
 Split = tuple[np.ndarray, np.ndarray]
 
@@ -39,50 +43,13 @@ class ArrayDataset:
     folds: list[Split] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._check("train", self.x_train, self.y_train)
-        if (self.x_test is None) != (self.y_test is None):
-            raise DatasetError(
-                f"dataset {self.name}: a test split needs both x_test and y_test; return both "
-                "or neither"
-            )
-        if self.x_test is not None:
-            self._check("test", self.x_test, self.y_test)
-            if self.x_test.shape[1:] != self.x_train.shape[1:]:
-                raise DatasetError(
-                    f"dataset {self.name}: test samples are {self.x_test.shape[1:]} but "
-                    f"training samples {self.x_train.shape[1:]}; make them the same shape"
-                )
+        check_arrays(
+            self.name, self.x_train, self.y_train, self.x_test, self.y_test, self.num_classes
+        )
         if not self.mean:
             x = self.x_train.astype(np.float32) / 255.0
             self.mean = tuple(float(v) for v in x.mean(axis=(0, 2, 3)))
             self.std = tuple(max(float(v), 1e-3) for v in x.std(axis=(0, 2, 3)))
-
-    def _check(self, split: str, x: np.ndarray, y: np.ndarray | None) -> None:
-        """One line naming what is wrong with a split a loader returned, and the fix."""
-        where = f"dataset {self.name}: {split}"
-        if not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise DatasetError(f"dataset {self.name}: num_classes must be an int >= 2")
-        if not isinstance(x, np.ndarray) or x.ndim != 4:
-            shape = getattr(x, "shape", type(x).__name__)
-            raise DatasetError(
-                f"{where} images have shape {shape}; return a 4-D uint8 array "
-                "(samples, channels, height, width)"
-            )
-        if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype.kind not in "iu":
-            shape = getattr(y, "shape", type(y).__name__)
-            raise DatasetError(f"{where} labels have shape {shape}; return a 1-D integer array")
-        if len(x) != len(y):
-            raise DatasetError(
-                f"{where} has {len(x)} images but {len(y)} labels; return one label per image"
-            )
-        if len(y) == 0:
-            raise DatasetError(f"{where} is empty; the loader returned no samples")
-        low, high = int(y.min()), int(y.max())
-        if low < 0 or high >= self.num_classes:
-            raise DatasetError(
-                f"{where} labels span {low}..{high} but num_classes is {self.num_classes}; "
-                f"labels must be 0..{self.num_classes - 1}"
-            )
 
     @property
     def in_shape(self) -> tuple[int, int, int]:
@@ -113,6 +80,70 @@ class ArrayDataset:
     def normalizer(self) -> Normalizer:
         """The per-channel normalisation of this dataset's images."""
         return Normalizer(self.mean, self.std)
+
+
+def check_arrays(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    num_classes: int,
+) -> None:
+    """The checks of an :class:`ArrayDataset`'s arrays: one line naming what is wrong and the
+    fix (:class:`~raynn.errors.DatasetError`)."""
+    _check_split(name, num_classes, "train", x_train, y_train)
+    if (x_test is None) != (y_test is None):
+        raise DatasetError(
+            f"dataset {name}: a test split needs both x_test and y_test; return both or neither"
+        )
+    if x_test is not None:
+        _check_split(name, num_classes, "test", x_test, y_test)
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise DatasetError(
+                f"dataset {name}: test samples are {x_test.shape[1:]} but training samples "
+                f"{x_train.shape[1:]}; make them the same shape"
+            )
+
+
+def _check_split(name: str, num_classes: int, split: str, x: Any, y: Any) -> None:
+    """One line naming what is wrong with a split a loader returned, and the fix."""
+    where = f"dataset {name}: {split}"
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise DatasetError(f"dataset {name}: num_classes must be an int >= 2")
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        shape = getattr(x, "shape", type(x).__name__)
+        raise DatasetError(
+            f"{where} images have shape {shape}; return a 4-D uint8 array "
+            "(samples, channels, height, width)"
+        )
+    if not isinstance(y, np.ndarray) or y.ndim != 1 or y.dtype.kind not in "iu":
+        shape = getattr(y, "shape", type(y).__name__)
+        raise DatasetError(f"{where} labels have shape {shape}; return a 1-D integer array")
+    if len(x) != len(y):
+        raise DatasetError(
+            f"{where} has {len(x)} images but {len(y)} labels; return one label per image"
+        )
+    if len(y) == 0:
+        raise DatasetError(f"{where} is empty; the loader returned no samples")
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= num_classes:
+        raise DatasetError(
+            f"{where} labels span {low}..{high} but num_classes is {num_classes}; "
+            f"labels must be 0..{num_classes - 1}"
+        )
+
+
+def checked_dataset(
+    name: str, arrays: Arrays, num_classes: int, limit: int | None, seed: int
+) -> ArrayDataset:
+    """``arrays`` (x_train, y_train, x_test, y_test) as an :class:`ArrayDataset`, checked
+    whole before ``limit`` keeps a stratified subset of the training samples (a label file
+    short of its images is named even when ``limit`` would have hidden it)."""
+    x_tr, y_tr, x_te, y_te = arrays
+    check_arrays(name, x_tr, y_tr, x_te, y_te, num_classes)
+    x_tr, y_tr = _stratified_subset(x_tr, y_tr, limit, seed)
+    return ArrayDataset(name, x_tr, y_tr, x_te, y_te, num_classes=num_classes)
 
 
 class Normalizer:
@@ -147,7 +178,15 @@ class Normalizer:
 def _stratified_subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> Split:
     if n is None or n >= len(y):
         return x, y
-    idx, _ = stratified_split(y, train_size=n, seed=seed)
+    try:
+        idx, _ = stratified_split(y, train_size=n, seed=seed)
+    except ValueError:  # a class would be missing from the kept or the dropped samples
+        k = len(np.unique(y))
+        fix = f"use {k} to {len(y) - k}, or leave it out" if 2 * k <= len(y) else "leave it out"
+        raise SpecError(
+            f"spec key 'dataset.limit': {n} of {len(y)} training samples cannot keep every "
+            f"one of the {k} classes in a stratified subset; {fix}"
+        ) from None
     idx = np.sort(idx)
     return x[idx], y[idx]
 
@@ -175,11 +214,13 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 def _digits(spec) -> ArrayDataset:  # noqa: ANN001 - DatasetSpec, imported lazily
     images, y = digits_arrays()
     x = np.clip(np.rint(images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
-    idx_tr, idx_te = stratified_split(y, test_fraction=spec.test_fraction, seed=spec.seed)
-    x_tr, y_tr = _stratified_subset(x[np.sort(idx_tr)], y[np.sort(idx_tr)], spec.limit, spec.seed)
-    return ArrayDataset(
-        "digits", x_tr, y_tr, x[np.sort(idx_te)], y[np.sort(idx_te)], num_classes=10
-    )
+    try:
+        idx_tr, idx_te = stratified_split(y, test_fraction=spec.test_fraction, seed=spec.seed)
+    except ValueError as exc:  # a side too small to hold every class
+        raise SpecError(f"spec key 'dataset.test_fraction': {exc}; use e.g. 0.2") from None
+    idx_tr, idx_te = np.sort(idx_tr), np.sort(idx_te)
+    arrays = (x[idx_tr], y[idx_tr], x[idx_te], y[idx_te])
+    return checked_dataset("digits", arrays, 10, spec.limit, spec.seed)
 
 
 _TORCHVISION = {
@@ -212,17 +253,21 @@ def read_idx(path: Path) -> np.ndarray:
 def _read_split(name: str, folder: Path, train: bool) -> Split:
     """One split of MNIST/FashionMNIST (raw IDX files) or CIFAR-10 (python batches)."""
     if name == "cifar10":
-        import pickle
-
         files = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
         xs, ys = [], []
         for f in files:
             with open(folder / f, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
+                try:  # numpy arrays and plain containers only: pickle.load would run code
+                    batch = load_arrays(fh)
+                except (pickle.UnpicklingError, EOFError) as exc:
+                    raise ValueError(f"{folder / f}: {exc or 'truncated'}") from None
             xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
         return np.concatenate(xs), np.concatenate(ys)
-    images, labels = (read_idx(folder / "raw" / f) for f in _IDX_FILES[train])
+    image_file, label_file = _IDX_FILES[train]
+    images, labels = read_idx(folder / "raw" / image_file), read_idx(folder / "raw" / label_file)
+    if len(images) != len(labels):
+        raise ValueError(f"{image_file} holds {len(images)} images but {label_file} {len(labels)}")
     return np.array(images[:, None]), labels.astype(np.int64)  # a copy: canonical strides
 
 
@@ -252,13 +297,12 @@ def _torchvision(name: str) -> Callable[..., ArrayDataset]:
                 f"dataset.root or RAYNN_DATA to the folder that holds {folder}/, or set "
                 "dataset.download: true where a network is reachable"
             ) from None
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise DatasetError(
                 f"dataset '{name}' under {root} cannot be read: {exc}; check the files or "
                 "download them again"
             ) from None
-        x_tr, y_tr = _stratified_subset(x_tr, y_tr, spec.limit, spec.seed)
-        return ArrayDataset(name, x_tr, y_tr, x_te, y_te, num_classes=10)
+        return checked_dataset(name, (x_tr, y_tr, x_te, y_te), 10, spec.limit, spec.seed)
 
     return load
 
@@ -290,15 +334,46 @@ DATASETS.add_builtins(LOADERS)
 
 
 def load_dataset(spec) -> ArrayDataset:  # noqa: ANN001 - raynn.spec.DatasetSpec
-    """Load the dataset a :class:`~raynn.spec.DatasetSpec` names into arrays."""
+    """Load the dataset a :class:`~raynn.spec.DatasetSpec` names into arrays.
+
+    A loader of the user's (``pkg.mod:loader``, or a name registered from Python) is called
+    as :func:`raynn.core.loaders.call_loader` says and may return any of
+    :data:`raynn.core.loaders.RETURNS`; its classes are ``0..`` its largest label, and
+    ``limit`` applies after the checks. An exception it raises becomes one line naming it.
+    """
     loader = DATASETS.get(spec.name, key="dataset.name")
-    data = loader(spec)
-    if not isinstance(data, ArrayDataset):
-        raise DatasetError(
-            f"dataset loader {spec.name!r} returned {type(data).__name__}, "
-            "expected raynn.core.data.ArrayDataset"
+    if spec.name in LOADERS and getattr(spec, "args", None):
+        raise SpecError(
+            f"spec key 'dataset.args': the built-in dataset {spec.name} takes none; drop them "
+            "(they are keyword arguments of a pkg.mod:loader)"
         )
-    return data
+    try:
+        value = call_loader(spec.name, loader, spec)
+        if not isinstance(value, ArrayDataset):
+            value = as_arrays(spec.name, value)  # may read a torch Dataset: the user's code
+    except RaynnError:
+        raise
+    except Exception as exc:
+        raise DatasetError(
+            f"dataset loader {spec.name} failed: {first_line(exc)}; fix the loader or run with "
+            "--debug for the traceback"
+        ) from exc
+    if not isinstance(value, ArrayDataset):
+        return checked_dataset(spec.name, value, _classes(value), spec.limit, spec.seed)
+    if spec.name in LOADERS or spec.limit is None or spec.limit >= len(value.y_train):
+        return value  # the built-ins apply limit themselves (synthetic has its samples)
+    arrays = (value.x_train, value.y_train, value.x_test, value.y_test)
+    return checked_dataset(value.name, arrays, value.num_classes, spec.limit, spec.seed)
+
+
+def _classes(arrays: Arrays) -> int:
+    """``1 +`` the largest integer label of the splits (at least 2)."""
+    highest = [
+        int(y.max())
+        for y in arrays[1::2]
+        if isinstance(y, np.ndarray) and y.size and y.dtype.kind in "iu"
+    ]
+    return max(2, max(highest, default=0) + 1)
 
 
 def dataset_root_hint(root: Path) -> str:

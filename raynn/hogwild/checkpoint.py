@@ -10,14 +10,28 @@ import hashlib
 import io
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from raynn.errors import CheckpointError
+from raynn.errors import CheckpointError, OutputError
+from raynn.runs.files import read_bytes, set_aside_file
 
 _MAGIC = b"RAYNNPS1"
+# what a restoring server reads from the header, and its JSON type
+_META = {
+    "lo": int,
+    "version": int,
+    "steps": int,
+    "samples": int,
+    "pushes": int,
+    "bases": dict,
+    "active": list,
+    "last_seq": dict,
+    "staleness": dict,
+}
 
 
 def encode_checkpoint(weights: np.ndarray, meta: dict[str, Any]) -> bytes:
@@ -40,10 +54,37 @@ def decode_checkpoint(blob: bytes) -> tuple[np.ndarray, dict[str, Any]]:
     digest, payload = blob[len(_MAGIC) : len(_MAGIC) + 32], blob[len(_MAGIC) + 32 :]
     if hashlib.sha256(payload).digest() != digest:
         raise CheckpointError("server checkpoint checksum mismatch (file corrupt)")
-    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-        return npz["weights"].copy(), json.loads(npz["meta"].tobytes().decode())
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            weights, meta = npz["weights"].copy(), json.loads(npz["meta"].tobytes().decode())
+    except Exception as exc:  # zip, .npy, JSON and missing-entry errors alike
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+        raise CheckpointError(f"server checkpoint payload cannot be read: {why}") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError("server checkpoint header is not a JSON object")
+    garbled = [k for k, t in _META.items() if not isinstance(meta.get(k), t)]
+    if garbled:
+        raise CheckpointError(f"server checkpoint header lacks or garbles {', '.join(garbled)}")
+    return weights, meta
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, Any]]:
     """Read and verify a server checkpoint file."""
-    return decode_checkpoint(Path(path).read_bytes())
+    return decode_checkpoint(read_bytes(path))  # never through a symlink
+
+
+def set_aside_checkpoint(path: Path, why: str) -> str | None:
+    """Move a server checkpoint that cannot be loaded to the run directory's ``damaged/`` and
+    say so in one line on stderr; its new path (None: it could not be moved, and the next
+    checkpoint replaces it)."""
+    try:
+        moved = set_aside_file(path)
+        where, fate = (str(moved), f"set aside as {moved}") if moved else (None, "gone")
+    except OutputError as exc:
+        where, fate = None, f"left in place ({exc})"
+    print(
+        f"raynn: server checkpoint {path} cannot be loaded ({why}); {fate}, training afresh",
+        file=sys.stderr,
+        flush=True,
+    )
+    return where

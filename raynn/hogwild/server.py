@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from raynn.errors import CheckpointError
-from raynn.hogwild.checkpoint import encode_checkpoint, read_checkpoint
+from raynn.hogwild.checkpoint import encode_checkpoint, read_checkpoint, set_aside_checkpoint
 from raynn.hogwild.protocol import (
     INCARNATION_SHIFT,
     PushReply,
@@ -134,6 +134,7 @@ class ParameterServer:
                 )
         except (OSError, ValueError, KeyError, CheckpointError) as exc:
             self.restore_error = f"{type(exc).__name__}: {exc}"
+            set_aside_checkpoint(self.path, self.restore_error)
             return  # start from the initial weights rather than from garbage
         self.w = weights
         self.incarnation = int(meta.get("incarnation", 0)) + 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -49,9 +50,48 @@ def _restore(job: Job, store: checkpoint.CheckpointStore | None) -> dict[str, An
         return None
     try:
         state = checkpoint.decode(blob)
-    except CheckpointError:
-        return None  # corrupt: start from scratch rather than resume from garbage
-    return state if state.get("job_id") == job.job_id else None
+    except CheckpointError as exc:  # start from scratch rather than resume from garbage
+        _set_aside(job, store, str(exc))
+        return None
+    return state if state.get("job_id") == job.job_id else None  # another job's (schema 2)
+
+
+def _set_aside(job: Job, store: checkpoint.CheckpointStore, why: str) -> None:
+    """Move the job's checkpoint that cannot be loaded out of the way and say so in one line."""
+    set_aside = getattr(store, "set_aside", None)
+    where = set_aside(job.job_id) if set_aside is not None else None
+    fate = f"set aside as {where}" if where else "ignored"
+    print(
+        f"raynn: the checkpoint of job {job.job_id} cannot be loaded ({why}); {fate}, "
+        "training afresh",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _fresh(job: Job, data: ArrayDataset, steps: int) -> tuple[nn.Module, Any, Any]:
+    """The job's model from its seed, its optimizer and its schedule, as a new job has them."""
+    model = seeded_model(job.model, job.seed, data.in_shape, data.num_classes)
+    opt = make_optimizer(job, model)
+    return model, opt, make_schedule(job, opt, steps, key="schedulers")
+
+
+def _resume(
+    state: dict[str, Any], model: nn.Module, opt: Any, schedule: Any, result: JobResult
+) -> int:
+    """Load a decoded checkpoint into the job's model, optimizer, schedule, RNG and result;
+    the epoch it resumes from. Raises whatever a checkpoint that does not fit raises (keys
+    or shapes of a changed model, a missing entry): the caller starts afresh."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    history = [EpochRecord(**row) for row in state["history"]]
+    train_s, eval_s = (float(s) for s in state["seconds"])
+    epoch = int(state["epoch"])
+    torch.set_rng_state(state["torch_rng"])
+    result.history, result.train_seconds, result.eval_seconds = history, train_s, eval_s
+    result.resumed_from_epoch = epoch
+    return epoch
 
 
 class _CheckpointWriter:
@@ -136,9 +176,7 @@ def train_job(
         dtype=torch.float64,
     )
 
-    model = seeded_model(job.model, job.seed, data.in_shape, data.num_classes)
-    opt = make_optimizer(job, model)
-    schedule = make_schedule(job, opt, steps_per_epoch, key="schedulers")
+    model, opt, schedule = _fresh(job, data, steps_per_epoch)
     result = JobResult(
         job.job_id,
         job.model.label,
@@ -156,14 +194,12 @@ def train_job(
 
     first_epoch = 0
     state = _restore(job, checkpoints)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        torch.set_rng_state(state["torch_rng"])
-        result.history = [EpochRecord(**row) for row in state["history"]]
-        result.train_seconds, result.eval_seconds = state["seconds"]
-        first_epoch = result.resumed_from_epoch = state["epoch"]
+    if state is not None and checkpoints is not None:
+        try:
+            first_epoch = _resume(state, model, opt, schedule, result)
+        except Exception as exc:  # e.g. the model's code changed: its keys no longer fit
+            _set_aside(job, checkpoints, checkpoint.reason(exc))
+            model, opt, schedule = _fresh(job, data, steps_per_epoch)  # loads may be partial
 
     writer = _CheckpointWriter(checkpoints, job.job_id) if checkpoints is not None else None
     since_checkpoint = 0.0
