@@ -15,7 +15,8 @@ from raynn.kinds import get_kind, run_dir_kind
 
 def run(spec: Any = None, *, resume: str | os.PathLike[str] | None = None, **options: Any) -> Any:
     """Run ``spec`` (a ``KFoldSpec`` or ``HogwildSpec``), or resume the run directory
-    ``resume``, with its kind's ``run`` (:func:`raynn.kfold.runner.run`,
+    ``resume`` (a ``spec`` given too must be the run's own; a complete run is left as it
+    is), with its kind's ``run`` (:func:`raynn.kfold.runner.run`,
     :func:`raynn.hogwild.runner.run`: the options are theirs)."""
     kind = get_kind(spec.kind if spec is not None else run_dir_kind(resume or ""))
     return kind.run(spec, resume=resume, **options)

@@ -25,6 +25,7 @@ node's segment in ``finally`` (:mod:`raynn.hogwild.segments`).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,8 @@ from raynn.placement import session
 from raynn.placement.nodes import Node, local_node, probe_nodes
 from raynn.runs.record import RunRecord, RunResult, check_writable
 from raynn.runs.report import write_report
-from raynn.runs.results import output_root
-from raynn.spec import spec_from_dict
+from raynn.runs.results import output_root, read_table
+from raynn.runs.signals import name_run_dir
 from raynn.spec.hogwild import HogwildSpec
 
 __all__ = [
@@ -95,7 +96,9 @@ def run(
     record: RunRecord | None = None
     if resume is not None:
         record = RunRecord.open(resume)
-        spec = spec_from_dict(record.meta["spec"])
+        spec = record.resume_spec(spec)  # a spec given beside resume must be the run's own
+        if (record.attempts or [{}])[-1].get("status") == "completed":
+            return _nothing_to_resume(record)
     if not isinstance(spec, HogwildSpec):
         raise RaynnError("hogwild run() needs a HogwildSpec or resume=RUN_DIR")
     if resume is None:  # refused before the data loads or Ray starts
@@ -122,13 +125,28 @@ def run(
             record = RunRecord.create(root, spec)
         record.acquire()
         outcome = _attempt(record, prepared, executor, threads, progress, nodes, slots)
+        write_report(record.run_dir, summarize(record.run_dir))
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the CLI names the run to resume
+        name_run_dir(exc, record and record.run_dir)
+        raise
     finally:
         session.shutdown_if_started(started)
         if record is not None:
             record.release()
-    write_report(record.run_dir, summarize(record.run_dir))
     jobs = pa.Table.from_pylist(outcome.rows, schema=HOGWILD_SCHEMA).to_pandas()
     return RunResult(record.run_dir, record.attempts[-1]["status"], jobs)
+
+
+def _nothing_to_resume(record: RunRecord) -> RunResult:
+    """A resume of a completed run: one line, and nothing written (no attempt in run.json)."""
+    print(
+        f"raynn: {record.run_dir} is complete: its last attempt completed; nothing to "
+        "resume, nothing changed",
+        file=sys.stderr,
+    )
+    if not (record.run_dir / "report.md").is_file():  # what the CLI prints
+        write_report(record.run_dir, summarize(record.run_dir))
+    return RunResult(record.run_dir, "completed", read_table(record.run_dir, "hogwild"))
 
 
 def _attempt(

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from raynn.errors import RaynnError
+from raynn.kfold.race_report import race_lines
 from raynn.kfold.racing import race_summary, with_config
 from raynn.kfold.rows import FINAL, RACED_OUT
 from raynn.kfold.tables import JOBS_SCHEMA  # noqa: F401 - registers the tables' schemas
 from raynn.runs import figures as plots
 from raynn.runs.html import Figure, utilization_figure
-from raynn.runs.report import mean_utilization, read_meta
+from raynn.runs.report import fold_differences, last_work, read_meta, utilization_text
 from raynn.runs.results import read_table
 from raynn.runs.search_figures import column_heads, searched_columns, value_text
 from raynn.runs.search_figures import figures as search_figures
 
 TOP = 10  # configurations in the summary's table when the run searched some key
-RACED_ROWS = 10  # raced-out configurations listed one per line
 
 
 def _config_cells(jobs: Any, columns: list[dict[str, str]]) -> dict[str, list[str]]:
@@ -108,56 +107,19 @@ def _config_lines(jobs: Any, columns: list[dict[str, str]]) -> list[str]:
     return lines
 
 
-def race_line(raced: list[dict[str, Any]], n_configs: int) -> str:
-    """How many of the ``n_configs`` configurations were raced out, after how many ok folds
-    each, and the job-seconds saved (from :func:`raynn.kfold.racing.race_summary`)."""
-    after = Counter(r["folds_run"] for r in raced)
-    parts = ", ".join(
-        f"{n} after {k} fold{'' if k == 1 else 's'}" for k, n in sorted(after.items())
-    )
-    folds = sum(r["folds_raced_out"] for r in raced)
-    saved = sum(r["job_seconds_saved"] for r in raced)
-    return (
-        f"Fold racing: {len(raced)} of {n_configs} configurations raced out: {parts}; "
-        f"{folds} fold{'' if folds == 1 else 's'} raced out, about {saved:.1f} job-seconds saved."
-    )
-
-
-def _race_lines(raced: list[dict[str, Any]], n_configs: int) -> list[str]:
-    """The racing line, then the raced-out configurations that ran the most folds."""
-    if not raced:
-        return []
-    ranked = sorted(raced, key=lambda r: (-r["folds_run"], r["config"]))
-    lines = [
-        "",
-        race_line(raced, n_configs),
-        "",
-        "| configuration | folds run | raced out | job-seconds saved | why |",
-        "|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r['config']} | {r['folds_run']} | {r['folds_raced_out']} | "
-        f"{r['job_seconds_saved']:.1f} | {r['reason'].removeprefix('raced out: ')} |"
-        for r in ranked[:RACED_ROWS]
-    ]
-    if len(ranked) > RACED_ROWS:
-        more = len(ranked) - RACED_ROWS
-        lines.append(f"\n... and {more} more (listed: those that ran the most folds).")
-    return lines
-
-
 def _run_lines(run_dir: Path, meta: dict[str, Any], jobs: Any) -> list[str]:
-    """The run's wall time, makespan, workers and utilisation."""
-    last = (meta.get("runs") or [{}])[-1]
+    """The run's wall time, makespan, workers and utilisation (of its last attempt that
+    had jobs to run)."""
+    last = last_work(meta)
     first, final = float(jobs["start_time"].min()), float(jobs["end_time"].max())
-    util = mean_utilization(run_dir, first, final)
+    util = utilization_text(run_dir, first, final)
     lines = [
         f"- wall time: {last.get('wall_seconds', math.nan):.1f} s; makespan (first "
         f"job start to last job end): {final - first:.1f} s; sum of job times: "
         f"{float((jobs['train_seconds'] + jobs['eval_seconds']).sum()):.1f} s",
         f"- workers: {last.get('workers', '?')} x {last.get('cores_per_job', '?')} "
         f"core(s); nodes: {', '.join(sorted(set(jobs['node']) - {''}))}; mean CPU "
-        f"utilisation: {'-' if util is None else f'{util:.1f}%'}",
+        f"utilisation: {util}",
     ]
     if last.get("cores_by_model"):
         chosen = ", ".join(f"{m} {c}" for m, c in sorted(last["cores_by_model"].items()))
@@ -187,6 +149,7 @@ def summarize(run_dir: str | os.PathLike[str]) -> str:
     meta = read_meta(run_dir)
     jobs = read_table(run_dir, "jobs")
     last = (meta.get("runs") or [{}])[-1]
+    status = f"{last.get('status', '?')}" + (f" ({last['signal']})" if last.get("signal") else "")
     name = meta.get("spec", {}).get("name", run_dir.name)
     ok = jobs[jobs["status"] == "ok"] if not jobs.empty else jobs
     failed = jobs[~jobs["status"].isin(FINAL)] if not jobs.empty else jobs
@@ -195,8 +158,8 @@ def summarize(run_dir: str | os.PathLike[str]) -> str:
     lines = [
         f"# raynn run {run_dir.name}",
         "",
-        f"- spec: {name}; executor: {last.get('executor', '?')}; status: "
-        f"{last.get('status', '?')}; runs: {len(meta.get('runs', []))}",
+        f"- spec: {name}; executor: {last.get('executor', '?')}; status: {status}; "
+        f"runs: {len(meta.get('runs', []))}",
         f"- jobs: {len(ok)} ok, {len(failed)} failed" + (f", {n_raced} raced out" if raced else ""),
     ]
     if not jobs.empty:
@@ -206,7 +169,7 @@ def summarize(run_dir: str | os.PathLike[str]) -> str:
         searched = ", ".join(f"{c['name']} ({c['kind']})" for c in columns)
         lines.append(f"- configurations: {_n_configs(meta, jobs)}; searched: {searched}")
     lines += _config_lines(jobs, columns)
-    lines += _race_lines(raced, _n_configs(meta, jobs))
+    lines += race_lines(raced, _n_configs(meta, jobs))
     if not failed.empty:
         lines += ["", "Failed jobs:"]
         for _, row in failed.sort_values("job_id").iterrows():
@@ -277,9 +240,10 @@ def paired_table(pairs: Any) -> Any:
 
 
 def wall_seconds(run_dir: str | os.PathLike[str], jobs: Any = None) -> float | None:
-    """The run's wall time: run.json's last attempt ``wall_seconds``, else the span from the
-    first job's start to the last job's end; None when neither is known."""
-    last = (read_meta(Path(run_dir)).get("runs") or [{}])[-1]
+    """The run's wall time: ``wall_seconds`` of run.json's last attempt that had jobs to run,
+    else the span from the first job's start to the last job's end; None when neither is
+    known."""
+    last = last_work(read_meta(Path(run_dir)))
     wall = last.get("wall_seconds")
     if isinstance(wall, (int, float)) and wall > 0:
         return float(wall)
@@ -320,12 +284,32 @@ def _paired_lines(run: Any, other: Any, columns: list[dict[str, str]]) -> list[s
     return lines
 
 
+def _unpaired_lines(run: Any, other: Any, columns: list[dict[str, str]]) -> list[str]:
+    """Each configuration of both runs: its mean val accuracy (± 95% t) over its own ok
+    folds in each run, and the difference of the means (no test: nothing pairs them)."""
+    cells = _config_cells(run, columns)
+    a, b = (config_table(t).set_index("config") for t in (run, other))
+    heads = [*column_heads(columns), "folds A", "val accuracy A", "folds B", "val accuracy B"]
+    lines = ["", "| " + " | ".join([*heads, "difference"]) + " |", "|" + "---|" * (len(heads) + 1)]
+    for c in sorted(set(a.index) & set(b.index)):
+        x, y = a.loc[c], b.loc[c]
+        lines.append(
+            f"| {' | '.join(cells[c])} | {x['folds']} | {_number(x['mean'], x['half'])} | "
+            f"{y['folds']} | {_number(y['mean'], y['half'])} | {x['mean'] - y['mean']:+.4f} |"
+        )
+    return lines
+
+
 def compare(run_dir: str | os.PathLike[str], other_dir: str | os.PathLike[str]) -> str:
     """Markdown: accuracy of ``run_dir`` against ``other_dir`` per configuration, paired by
-    fold, with the paired t-test and the speed-up (other's wall time / run's)."""
+    fold, with the paired t-test and the speed-up (other's wall time / run's). Runs whose
+    folds differ (folds, seed, dataset: :func:`~raynn.runs.report.fold_differences`) get
+    each configuration's unpaired means instead, and a speed-up only on the same data."""
     run_dir, other_dir = Path(run_dir), Path(other_dir)
     run, other = _kfold_jobs(run_dir), _kfold_jobs(other_dir)
-    if paired_folds(run, other).empty:
+    differ = fold_differences(read_meta(run_dir), read_meta(other_dir))
+    common = set(config_table(run)["config"]) & set(config_table(other)["config"])
+    if (paired_folds(run, other).empty and not differ) or not common:
         raise RaynnError(
             f"{run_dir.name} and {other_dir.name} have no ok job in common (same "
             "configuration and fold): compare two runs of the same spec"
@@ -335,24 +319,35 @@ def compare(run_dir: str | os.PathLike[str], other_dir: str | os.PathLike[str]) 
         last = (read_meta(d).get("runs") or [{}])[-1]
         return f"{d.name} ({last.get('executor', '?')} executor)"
 
-    lines = [
-        f"## {run_dir.name} against {other_dir.name}",
-        "",
-        f"- A = {who(run_dir)}; B = {who(other_dir)}",
-        "- accuracy paired by (configuration, fold); difference = A - B; p: two-sided "
-        "paired t-test over the folds",
-    ]
+    how = (
+        f"the runs differ in {', '.join(differ)}: their folds hold different samples, so "
+        "accuracy cannot be paired by fold and no test is made; each configuration's mean over "
+        "its own ok folds; difference = A - B"
+        if differ
+        else "accuracy paired by (configuration, fold); difference = A - B; p: two-sided "
+        "paired t-test over the folds"
+    )
+    lines = [f"## {run_dir.name} against {other_dir.name}", ""]
+    lines += [f"- A = {who(run_dir)}; B = {who(other_dir)}", f"- {how}"]
     a_wall, b_wall = wall_seconds(run_dir, run), wall_seconds(other_dir, other)
-    if a_wall and b_wall:
+    same_data = not [k for k in differ if k != "seed"]  # another seed: the same work
+    if a_wall and b_wall and same_data:
         lines.append(
             f"- speed-up: B {b_wall:.1f} s / A {a_wall:.1f} s = {b_wall / a_wall:.2f}x "
-            "(wall time of each run's last attempt)"
+            "(wall time of each run's last attempt with jobs to run)"
         )
+    elif a_wall and b_wall:
+        lines.append(
+            f"- wall time: A {a_wall:.1f} s, B {b_wall:.1f} s (not a speed-up: other data or folds)"
+        )
+    columns = searched_columns(read_meta(run_dir), run)
+    if differ:
+        return "\n".join([*lines, *_unpaired_lines(run, other, columns)]) + "\n"
     ok_keys = [set(map(tuple, t[t["status"] == "ok"][_KEYS].to_numpy())) for t in (run, other)]
     lone = len(ok_keys[0] ^ ok_keys[1])
     if lone:
         lines.append(f"- {lone} ok job(s) in only one of the runs: left out")
-    lines += _paired_lines(run, other, searched_columns(read_meta(run_dir), run))
+    lines += _paired_lines(run, other, columns)
     return "\n".join(lines) + "\n"
 
 

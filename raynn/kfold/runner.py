@@ -30,7 +30,8 @@ from raynn.runs.files import file_stem
 from raynn.runs.record import RunRecord, RunResult, check_writable
 from raynn.runs.report import write_report
 from raynn.runs.results import output_root, read_table, set_aside
-from raynn.spec import KFoldSpec, spec_from_dict
+from raynn.runs.signals import name_run_dir
+from raynn.spec import KFoldSpec
 from raynn.spec.search import Configuration, configurations, space_record
 
 
@@ -213,7 +214,7 @@ def run(
                 f"cannot resume {record.run_dir}: it trained on in-memory data; run it again "
                 "from Python"
             )
-        spec = spec_from_dict(record.meta["spec"])
+        spec = record.resume_spec(spec)  # a spec given beside resume must be the run's own
     elif spec is None:
         raise RaynnError("run() needs a spec or resume=RUN_DIR")
     stages = {"process_start": process_start()}
@@ -231,17 +232,10 @@ def run(
         stages["jobs_planned"] = time.time()
         jobs, history = plan.jobs, None
         if record is not None:
-            run_dir = record.run_dir
             record.acquire()
-            damaged: list[Path] = []
-            table = read_table(run_dir, "jobs", damaged)
-            read_table(run_dir, "epochs", damaged)
-            lost = {f.stem for f in damaged}  # a job whose epochs are lost runs again too
-            for moved in set_aside(run_dir, damaged):
-                print(f"raynn: set aside damaged {moved}; its job runs again", file=sys.stderr)
-            done = set(table.loc[table["status"].isin(FINAL), "job_id"])  # raced out: final
-            done = {j for j in done if file_stem(j) not in lost}
-            jobs, history = [j for j in jobs if j.job_id not in done], table
+            jobs, history = _unfinished(record, jobs)
+            if _complete(spec, record, jobs):
+                return _nothing_to_resume(record, history, spec)
         jobs, cores_per_job, probe = schedule(ex, spec, jobs, plan.data)
         stages["scheduled"] = time.time()
         if record is None:
@@ -262,12 +256,55 @@ def run(
             attempt["racing"] = race_summary(table)
             record.save()
         _keep_models(spec, plan, record, table, attempt)
+        write_report(record.run_dir, summarize(record.run_dir))
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the CLI names the run to resume
+        name_run_dir(exc, record and record.run_dir)
+        raise
     finally:
         ex.close()
         if record is not None:
             record.release()
-    write_report(record.run_dir, summarize(record.run_dir))
     return RunResult(record.run_dir, attempt["status"], table, spec)
+
+
+def _unfinished(record: RunRecord, jobs: list[Job]) -> tuple[list[Job], Any]:
+    """The jobs of a resumed run without a final row (ok or raced out), and its job table;
+    damaged table files are set aside (their jobs run again)."""
+    run_dir = record.run_dir
+    damaged: list[Path] = []
+    table = read_table(run_dir, "jobs", damaged)
+    read_table(run_dir, "epochs", damaged)
+    lost = {f.stem for f in damaged}  # a job whose epochs are lost runs again too
+    for moved in set_aside(run_dir, damaged):
+        print(f"raynn: set aside damaged {moved}; its job runs again", file=sys.stderr)
+    done = set(table.loc[table["status"].isin(FINAL), "job_id"])  # raced out: final
+    done = {j for j in done if file_stem(j) not in lost}
+    return [j for j in jobs if j.job_id not in done], table
+
+
+def _complete(spec: KFoldSpec, record: RunRecord, unfinished: list[Job]) -> bool:
+    """Whether a resumed run has nothing left to do: every job has its final row, its last
+    attempt completed, and what ``output.keep_models`` and ``output.refit`` do after the
+    jobs is done."""
+    meta = record.meta
+    if unfinished or (record.attempts or [{}])[-1].get("status") != "completed":
+        return False
+    if spec.output.keep_models != "none" or spec.output.refit:
+        if "models" not in meta or meta["models"].get("pending"):
+            return False
+    return not spec.output.refit or "refit" in meta
+
+
+def _nothing_to_resume(record: RunRecord, table: Any, spec: KFoldSpec) -> RunResult:
+    """A resume of a complete run: one line, and nothing written (no attempt in run.json)."""
+    print(
+        f"raynn: {record.run_dir} is complete: every job has its final row; nothing to "
+        "resume, nothing changed",
+        file=sys.stderr,
+    )
+    if not (record.run_dir / "report.md").is_file():  # what the CLI prints
+        write_report(record.run_dir, summarize(record.run_dir))
+    return RunResult(record.run_dir, "completed", table, spec)
 
 
 def _refit(spec: KFoldSpec, plan: Plan, best: dict[str, Any], run_dir: Path) -> dict[str, Any]:

@@ -4,26 +4,34 @@
 invocation of ``raynn run``, or of ``--resume``) with its executor, start, end, wall seconds
 and status. :class:`RunRecord` creates or reopens it, holds the run directory's
 :class:`~raynn.runs.results.RunLock` while a driver works in it, and records each attempt: a
-``KeyboardInterrupt`` leaves ``interrupted``, any other error ``failed`` with the error.
+``KeyboardInterrupt`` or SIGTERM leaves ``interrupted``, any other error ``failed`` with the
+error. run.json keeps the SHA-256 of its spec (``spec_sha256``): a resume refuses a run.json
+whose spec was edited by hand, and a spec given beside ``--resume`` that is not the run's own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from raynn._version import __version__
-from raynn.errors import OutputError, RaynnError
+from raynn.errors import OutputError, RaynnError, SpecError
+from raynn.runs.files import check_no_links, read_bytes
 from raynn.runs.results import SCHEMA_VERSION, RunLock, create_run_dir, write_json
+from raynn.runs.signals import name_run_dir, sigterm_as_interrupt, terminated
+
+# keys a spec given beside --resume may change: the run directory is already chosen
+RESUME_FREE_KEYS = ("output.dir",)
 
 
 def versions() -> dict[str, str]:
@@ -91,9 +99,11 @@ class RunRecord:
         """A fresh run directory under ``root`` for ``spec`` (its ``run.json`` is written by
         the first attempt); ``fields`` go into ``run.json`` after the driver's name."""
         run_dir = create_run_dir(root, spec.name)
+        plain = json.loads(json.dumps(spec.to_dict(), default=str))  # as run.json reads back
         meta = {
             "schema_version": SCHEMA_VERSION,
-            "spec": spec.to_dict(),
+            "spec": plain,
+            "spec_sha256": spec_digest(plain),
             "argv": sys.argv,
             "versions": versions(),
             "driver": socket.gethostname(),
@@ -104,16 +114,47 @@ class RunRecord:
 
     @classmethod
     def open(cls, run_dir: str | Path) -> RunRecord:
-        """The record of an existing run directory (to resume); RaynnError if it has none."""
+        """The record of an existing run directory (to resume); RaynnError if it has none,
+        OutputError if it holds a symlink (:func:`~raynn.runs.files.check_no_links`)."""
         run_dir = Path(run_dir)
+        check_no_links(run_dir)
         try:
-            meta = json.loads((run_dir / "run.json").read_text())
+            meta = json.loads(read_bytes(run_dir / "run.json"))
         except (OSError, ValueError) as exc:
             raise RaynnError(
                 f"cannot resume {run_dir}: no readable run.json ({exc}); pass a "
                 "run directory made by 'raynn run'"
             ) from None
+        digest = meta.get("spec_sha256") if isinstance(meta, dict) else None
+        if digest is not None and spec_digest(meta.get("spec")) != digest:  # None: written
+            raise SpecError(  # before run.json kept a digest
+                f"{run_dir / 'run.json'} was edited by hand: its spec no longer matches its "
+                "digest; restore it or start a new run"
+            )
         return cls(run_dir, meta)
+
+    def resume_spec(self, given: Any = None) -> Any:
+        """The run's own spec, rebuilt from run.json; ``given`` (a spec passed beside
+        ``--resume``) must be the same, but for :data:`RESUME_FREE_KEYS`.
+
+        Raises:
+            SpecError: ``given`` differs, naming the dotted keys that do.
+        """
+        from raynn.spec import spec_from_dict
+
+        spec = spec_from_dict(self.meta["spec"])
+        if given is None:
+            return spec
+        ours, theirs = (json.loads(json.dumps(s.to_dict(), default=str)) for s in (spec, given))
+        keys = [k for k in changed_keys(ours, theirs) if k not in RESUME_FREE_KEYS]
+        if keys:
+            shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+            raise SpecError(
+                f"cannot resume {self.run_dir} with this spec: it differs from the run's own "
+                f"(run.json) at {shown}; resume without the spec to finish the run as it "
+                "began, or run this spec as a new run"
+            )
+        return spec
 
     @property
     def attempts(self) -> list[dict[str, Any]]:
@@ -135,8 +176,9 @@ class RunRecord:
     @contextmanager
     def attempt(self, executor: str, **fields: Any) -> Iterator[dict[str, Any]]:
         """Record one attempt: appended (``status: running``) and saved on entry; on exit its
-        end and wall seconds, ``interrupted`` on Ctrl-C, ``failed`` with the error on any
-        other exception, saved again (a full disk then keeps the original error).
+        end and wall seconds, ``interrupted`` on Ctrl-C or SIGTERM (saved at once on SIGTERM,
+        with ``signal``), ``failed`` with the error on any other exception, saved again (a
+        full disk then keeps the original error).
 
         Yields:
             The attempt's dict, for the caller to fill in (``status`` once it knows).
@@ -146,14 +188,23 @@ class RunRecord:
         attempt["status"] = "running"
         self.attempts.append(attempt)
         self.save()
+
+        def on_sigterm() -> None:  # on disk at once: the cleanup may hang or be SIGKILLed
+            attempt.update(status="interrupted", signal="SIGTERM", end=time.time())
+            attempt["wall_seconds"] = attempt["end"] - attempt["start"]
+            self.save()
+
         try:
-            yield attempt
-        except KeyboardInterrupt:
-            attempt["status"] = "interrupted"
-            raise
+            with sigterm_as_interrupt(on_sigterm):  # SIGTERM (ray job stop, Slurm) as Ctrl-C
+                yield attempt
         except BaseException as exc:
-            attempt["status"] = "failed"
-            attempt["error"] = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, KeyboardInterrupt) or terminated(exc):  # or what SIGTERM
+                attempt["status"] = "interrupted"  # set off (Ray's errors, its cluster gone)
+                attempt.update({"signal": "SIGTERM"} if terminated(exc) else {})
+                name_run_dir(exc, self.run_dir)
+            else:
+                attempt["status"] = "failed"
+                attempt["error"] = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             attempt["end"] = time.time()
@@ -162,3 +213,25 @@ class RunRecord:
                 self.save()
             except OutputError:
                 pass  # the original error (often the same full disk) is the one to report
+
+
+def spec_digest(spec: Any) -> str:
+    """SHA-256 (hex) of ``spec`` (run.json's plain spec) as canonical JSON: sorted keys, no
+    spaces."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted keys at which two plain specs (or parts of them) differ, sorted:
+    ``optimizer.lr``, ``models[1].args.hidden``; a list of another length is one key."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            out += changed_keys(a[k], b[k], key) if k in a and k in b else [key]
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        pairs = enumerate(zip(a, b, strict=True))
+        return [k for i, (x, y) in pairs for k in changed_keys(x, y, f"{prefix}[{i}]")]
+    return [] if a == b else [prefix or "the whole spec"]
