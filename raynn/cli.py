@@ -12,12 +12,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from raynn._version import __version__
+from raynn.bench.command import add_bench_parser
 from raynn.errors import RaynnError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raynn", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"raynn {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a job spec (K-fold) and write runs/<run-id>/")
@@ -57,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         metavar="RUN_DIR",
         default=None,
-        help="finish the jobs of RUN_DIR that have no ok row",
+        help="finish the jobs of RUN_DIR that have no ok row (a SPEC given too must be the "
+        "run's own: one that differs is refused); a complete run is left as it is",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress output")
 
@@ -90,82 +94,8 @@ def _parser() -> argparse.ArgumentParser:
         "--output", default=None, help="run directory root on the head node (passed to raynn run)"
     )
 
-    b = sub.add_parser("bench", help="the same work serially, by raynn and by peers")
-    bsub = b.add_subparsers(dest="bench", required=True, metavar="WHAT")
-    bk = bsub.add_parser("kfold", help="K-fold jobs in several modes side by side")
-    bk.add_argument("--spec", required=True, help="a K-fold job spec")
-    bk.add_argument(
-        "--modes",
-        default="serial,serial1,raynn,pool,tune,multi_instance",
-        help="comma-separated: serial, serial1, raynn, raynn_cold, raynn_ray, racing (fold "
-        "racing on), pool, tune, tune_fresh, multi_instance, processes (benchmarks/README.md)",
-    )
-    bk.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved")
-    bk.add_argument("--output", default="bench", help="root of bench result folders")
-    bk.add_argument("--num-cpus", type=int, default=None, help="CPUs to use (default: all)")
-    bk.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="give up on a mode's run after this many seconds (default: 1800)",
-    )
-    bk.add_argument("--no-progress", action="store_true")
-    bh = bsub.add_parser(
-        "hogwild", help="HOGWILD: serial SGD, raynn, PyTorch multiprocessing, two Ray nodes"
-    )
-    bh.add_argument("--spec", required=True, help="a kind: hogwild spec")
-    bh.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
-    bh.add_argument(
-        "--modes",
-        default="serial,raynn,torch,raynn_2node",
-        help="comma-separated: serial (raynn --serial, 1 thread), raynn (HOGWILD on this "
-        "node), torch (PyTorch share_memory + multiprocessing), torch_ray (torch beside an "
-        "idle embedded Ray: Ray's own cost), raynn_2node (HOGWILD over a "
-        "two-node ray.cluster_utils.Cluster, 2+ workers)",
-    )
-    bh.add_argument("--target", type=float, default=0.95, help="test accuracy for time_to_target_s")
-    bh.add_argument("--epochs", type=int, default=None, help="override training.epochs")
-    bh.add_argument(
-        "--repeats", type=int, default=1, help="runs per configuration; medians reported"
-    )
-    bh.add_argument("--output", default="bench", help="root of bench result folders")
-    bh.add_argument("--no-progress", action="store_true")
-    bs = bsub.add_parser(
-        "sklearn", help="one skorch GridSearchCV through joblib's loky, Ray's and raynn's backends"
-    )
-    bs.add_argument(
-        "--backends", default="loky,ray,raynn", help="comma-separated: loky, ray, raynn"
-    )
-    bs.add_argument("--grid-size", type=int, default=3, help="learning rates x hidden widths (1-5)")
-    bs.add_argument("--cv", type=int, default=5)
-    bs.add_argument("--epochs", type=int, default=3, help="skorch max_epochs per fit")
-    bs.add_argument("--limit", type=int, default=None, help="first N digits (default: all)")
-    bs.add_argument("--num-cpus", type=int, default=None, help="CPUs to use (default: all)")
-    bs.add_argument("--output", default="bench", help="root of bench result folders")
-    bs.add_argument("--no-progress", action="store_true")
-    _add_bench_search(bsub)
+    add_bench_parser(sub)
     return p
-
-
-def _add_bench_search(bsub: argparse._SubParsersAction) -> None:
-    """``raynn bench search``: its options."""
-    bq = bsub.add_parser(
-        "search", help="a search space: raynn run with fold racing against Optuna and Ray Tune"
-    )
-    bq.add_argument("--spec", required=True, help="a K-fold spec (search domains allowed)")
-    bq.add_argument(
-        "--modes",
-        default="full,raynn,raynn_ray,optuna,tune",
-        help="comma-separated: full (racing off: the truth), raynn (racing on), raynn_ray "
-        "(the same on Ray), optuna (GridSampler + WilcoxonPruner), tune (ASHA) "
-        "(benchmarks/README.md)",
-    )
-    bq.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved")
-    bq.add_argument("--output", default="bench", help="root of bench result folders")
-    bq.add_argument(
-        "--timeout", type=float, default=None, help="give up on a mode's run after (default: 1800)"
-    )
-    bq.add_argument("--no-progress", action="store_true")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -173,6 +103,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.resume is None and args.spec is None:
         raise RaynnError("raynn run needs a SPEC (e.g. jobs/kfold_digits.yaml) or --resume RUN_DIR")
+    _check_run_options(args)
     name = spec_file_kind(args.spec) if args.resume is None else run_dir_kind(args.resume)
     kind = get_kind(name if name in KINDS else "kfold")  # load_spec names a bad kind properly
     executor = "serial" if args.serial else args.executor
@@ -191,12 +122,25 @@ def _run(args: argparse.Namespace) -> int:
             zygote.close()
 
 
+def _check_run_options(args: argparse.Namespace) -> None:
+    """One line for options of ``raynn run`` that contradict each other or the machine."""
+    from raynn.placement.cores import check_cpu_count
+
+    if args.serial and args.executor not in ("auto", "serial"):
+        raise RaynnError(f"--serial and --executor {args.executor} contradict; give one of them")
+    if args.address and (args.serial or args.executor in ("local", "serial")):
+        chosen = "--serial" if args.serial else f"--executor {args.executor}"
+        raise RaynnError(f"--address needs --executor ray, not {chosen}; drop one of them")
+    check_cpu_count("--threads", args.threads)
+    check_cpu_count("--num-cpus", args.num_cpus)
+
+
 def _run_spec(args: argparse.Namespace, executor: str, zygote: object) -> int:
     from raynn import api
     from raynn.kinds import get_kind, run_dir_kind
     from raynn.spec import load_spec
 
-    spec = load_spec(args.spec) if args.spec and args.resume is None else None
+    spec = load_spec(args.spec) if args.spec else None  # with --resume: must be the run's
     kind = get_kind(spec.kind if spec is not None else run_dir_kind(args.resume))
     executor = kind.local_executor if executor == "local" else executor
     if executor == "serial":
@@ -252,87 +196,10 @@ def _submit(args: argparse.Namespace) -> int:
     return 0 if status.endswith("SUCCEEDED") else 1
 
 
-def _show_bench(out: Path) -> int:
-    """Print a bench folder's summary and where it is; exit code 0."""
-    print((out / "summary.md").read_text())
-    print(f"results: {out}")
-    return 0
-
-
 def _bench(args: argparse.Namespace) -> int:
-    from raynn.spec import load_spec
+    from raynn.bench.command import bench
 
-    if args.bench == "sklearn":  # no spec: the grid is the bench's own
-        return _bench_sklearn(args)
-    if args.bench == "search":  # copies the spec file itself (racing off and on)
-        return _bench_search(args)
-    spec = load_spec(args.spec)
-    if args.bench == "hogwild":
-        return _bench_hogwild(args, spec)
-    if spec.kind != "kfold":
-        raise RaynnError(f"raynn bench kfold needs a kind: kfold spec, got {spec.kind}")
-    from raynn.bench.kfold import bench_kfold
-
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    table, out = bench_kfold(
-        spec,
-        modes,
-        args.output,
-        args.num_cpus,
-        args.timeout,
-        progress=not args.no_progress,
-        repeats=args.repeats,
-    )
-    return _show_bench(out)
-
-
-def _bench_sklearn(args: argparse.Namespace) -> int:
-    from raynn.bench.sklearn import bench_sklearn
-
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    _, out = bench_sklearn(
-        backends,
-        args.output,
-        grid_size=args.grid_size,
-        cv=args.cv,
-        epochs=args.epochs,
-        limit=args.limit,
-        num_cpus=args.num_cpus,
-        progress=not args.no_progress,
-    )
-    return _show_bench(out)
-
-
-def _bench_search(args: argparse.Namespace) -> int:
-    from raynn.bench.search import bench_search
-
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    _, out = bench_search(
-        args.spec,
-        modes,
-        repeats=args.repeats,
-        output=args.output,
-        timeout=args.timeout,
-        progress=not args.no_progress,
-    )
-    return _show_bench(out)
-
-
-def _bench_hogwild(args: argparse.Namespace, spec: object) -> int:
-    from raynn.bench.hogwild import bench_hogwild, parse_workers
-
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    table, out = bench_hogwild(
-        spec,
-        parse_workers(args.workers),
-        modes,
-        args.output,
-        target=args.target,
-        epochs=args.epochs,
-        repeats=args.repeats,
-        progress=not args.no_progress,
-    )
-    return _show_bench(out)
+    return bench(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -345,16 +212,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": _bench,
         "submit": _submit,
     }[args.command]
+    from raynn.runs.signals import sigterm_as_interrupt
+
     try:
-        return handler(args)
+        with sigterm_as_interrupt():  # SIGTERM (ray job stop, Slurm, Kubernetes) as Ctrl-C
+            return handler(args)
     except RaynnError as exc:
         if args.debug:
             raise
         print(f"raynn: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("raynn: interrupted; finish with 'raynn run --resume RUN_DIR'", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(args, exc)
+
+
+def _interrupted(args: argparse.Namespace, exc: KeyboardInterrupt) -> int:
+    """Say what was interrupted (by Ctrl-C: exit code 130, SIGTERM: 143) and the run
+    directory to resume, or that none was made."""
+    import shlex
+
+    from raynn.runs.signals import SIGTERM_EXIT_CODE, terminated
+
+    what = "terminated (SIGTERM)" if terminated(exc) else "interrupted"
+    run_dir = getattr(exc, "run_dir", None)
+    resume = getattr(args, "resume", None)
+    if run_dir is None and resume and (Path(resume) / "run.json").is_file():
+        run_dir = resume
+    if run_dir is not None:
+        line = f"{what}; finish with: raynn run --resume {shlex.quote(str(run_dir))}"
+    elif args.command == "run":
+        line = f"{what} before a run directory was made; nothing to resume"
+    else:
+        line = what
+    print(f"raynn: {line}", file=sys.stderr)
+    return SIGTERM_EXIT_CODE if terminated(exc) else 130
 
 
 def entry() -> None:  # pragma: no cover - the console script

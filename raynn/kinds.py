@@ -78,11 +78,23 @@ def get_kind(name: str) -> Kind:
 
 def run_dir_kind(run_dir: str | os.PathLike[str]) -> str:
     """The kind a run directory's run.json records (``kfold`` when unreadable: the K-fold
-    path then reports the unreadable run.json properly)."""
+    path then reports the unreadable run.json properly).
+
+    Raises:
+        RaynnError: run.json is JSON but no run record (``{}``, ``[]``).
+    """
+    path = Path(run_dir) / "run.json"
     try:  # json only: the CLI reads this before it starts the zygote (no pyarrow import)
-        return str(json.loads((Path(run_dir) / "run.json").read_text())["spec"]["kind"])
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError):
         return "kfold"
+    spec = meta.get("spec") if isinstance(meta, dict) else None
+    if not isinstance(spec, dict) or not isinstance(meta.get("runs"), list):
+        raise RaynnError(
+            f"{path} is not a raynn run record (expected an object with 'spec' and 'runs'); "
+            "pass a run directory made by 'raynn run'"
+        )
+    return str(spec.get("kind", "kfold"))
 
 
 def spec_file_kind(path: str | os.PathLike[str]) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import platform
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -81,6 +83,37 @@ def bench_folder(output: str | Path, name: str) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"too many bench folders named {name} this second under {output}")
+
+
+def run_group(
+    cmd: Sequence[str], log: IO[bytes], env: Mapping[str, str], timeout: float | None
+) -> tuple[int, bool]:
+    """Run ``cmd`` (its output to ``log``) in a new session, as the leader of its own process
+    group, and wait for it; ``(exit code, timed out)``.
+
+    Past ``timeout`` seconds, and when the bench itself is interrupted (Ctrl-C, or SIGTERM as
+    raynn turns it into a ``KeyboardInterrupt``), the whole group is killed: no process of
+    a mode trains on after the bench; the interrupt is then raised again.
+    """
+    proc = subprocess.Popen(
+        list(cmd), stdout=log, stderr=subprocess.STDOUT, env=dict(env), start_new_session=True
+    )
+    try:
+        return proc.wait(timeout=timeout), False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        return proc.wait(), True
+    except BaseException:
+        _kill_group(proc.pid)
+        proc.wait()
+        raise
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:  # every process of the group is gone already
+        pass
 
 
 def have_matplotlib(what: str) -> bool:

@@ -4,9 +4,6 @@ and one timed run of it (:func:`run_mode`) with the CPU use sampled meanwhile.""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -15,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from raynn.bench.common import run_group
 from raynn.kfold.tables import JOBS_SCHEMA  # noqa: F401 - registers the tables' schemas
 from raynn.placement.cores import usable_cpus
 from raynn.placement.monitor import UtilizationSampler
@@ -109,15 +107,8 @@ def run_mode(
     sampler.start()
     with log.open("wb") as fh:
         invoked = time.time()
-        proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        try:
-            code = proc.wait(timeout=timeout + 30)
-            timed_out = code == 3 and mode == "processes"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            code, timed_out = proc.wait(), True
+        code, timed_out = run_group(cmd, fh, env, timeout + 30)
+        timed_out = timed_out or (code == 3 and mode == "processes")
         exited = time.time()
     rows = [r for r in sampler.stop() if r["core"] in set(cpus)]
     run_dir = _run_dir(mode, root)

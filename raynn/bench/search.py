@@ -29,8 +29,6 @@ import copy
 import json
 import os
 import shlex
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -40,7 +38,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from raynn.bench.common import bench_folder, have_matplotlib, machine
+from raynn.bench.common import bench_folder, have_matplotlib, machine, run_group
 from raynn.bench.search_peers import PEERS, collect_rows, group_configs
 from raynn.bench.search_summary import (
     RAYNN_MODES,
@@ -132,15 +130,7 @@ def run_mode(
     log.parent.mkdir(exist_ok=True)
     with log.open("wb") as fh:
         invoked = time.time()
-        proc = subprocess.Popen(
-            command(mode, files, root), stdout=fh, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            code, timed_out = proc.wait(timeout=timeout), False
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            code, timed_out = proc.wait(), True
+        code, timed_out = run_group(command(mode, files, root), fh, env, timeout)
         exited = time.time()
     folds, chosen, stages, wall = _read_run(mode, root, configs)
     return SearchRun(mode, repeat, invoked, exited, code, timed_out, folds, chosen, stages, wall)

@@ -12,7 +12,7 @@ from typing import Any
 from raynn.errors import RaynnError
 from raynn.runs import figures as plots
 from raynn.runs.html import Figure, utilization_figure
-from raynn.runs.report import mean_utilization
+from raynn.runs.report import utilization_text
 from raynn.runs.results import read_table
 
 
@@ -76,12 +76,12 @@ def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
         )
     else:
         lines.append(f"- serial baseline: 1 process, {last.get('threads', '?')} thread(s)")
-    util = mean_utilization(run_dir, last.get("start"), last.get("end"))
+    util = utilization_text(run_dir, last.get("start"), last.get("end"))
     final = evals[evals["final"]] if not evals.empty else evals
     acc = final["accuracy"].iloc[-1] if not final.empty else None
     lines.append(
         f"- wall time: {_f(last.get('wall_seconds'), '.1f')} s; final test accuracy: {_f(acc)}; "
-        f"mean CPU utilisation: {'-' if util is None else f'{util:.1f}%'}"
+        f"mean CPU utilisation: {util}"
     )
     servers = last.get("servers") or []
     if servers:

@@ -36,6 +36,7 @@ _PR_SET_PDEATHSIG = 1
 _POOL_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # what the local executor's workers need, imported once by the zygote
 ZYGOTE_PRELOAD = ("torch", "raynn.kfold.executors.local")
+_BOOT = "from raynn.placement.processes import _zygote_main; _zygote_main()"
 
 
 def die_with_parent() -> None:
@@ -63,7 +64,8 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def _zygote_main() -> None:  # pragma: no cover - runs in the zygote process
-    """The zygote: preload modules, receive the payload, fork one worker per request.
+    """The zygote: preload modules (and tell the driver whether they imported), receive the
+    payload, fork one worker per request.
 
     A request is ``(target, args)`` plus the worker's end of a fresh socket pair; the worker
     runs ``target(conn, payload, *args)`` and exits; the zygote answers with its pid.
@@ -71,8 +73,16 @@ def _zygote_main() -> None:  # pragma: no cover - runs in the zygote process
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     sock = socket.socket(fileno=int(sys.argv[1]))
+    failed = b""
     for module in sys.argv[2:]:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except BaseException as exc:  # noqa: BLE001 - told to the driver, which says it
+            failed = f"cannot import {module} ({type(exc).__name__}: {exc})".encode()
+            break
+    sock.sendall(len(failed).to_bytes(8, "little") + failed)  # 0: ready
+    if failed:
+        return
     try:
         size = int.from_bytes(_recv_exact(sock, 8), "little")
         payload = pickle.loads(_recv_exact(sock, size))
@@ -112,11 +122,15 @@ class Zygote:
     def __init__(self, preload: Sequence[str] = ("torch",)) -> None:
         self._lock = threading.Lock()
         parent, child = socket.socketpair()
+        # the driver's own sys.path, not `python -c`'s current folder first: a folder named
+        # raynn (a clone's) where the command runs must not replace the raynn the driver runs
+        path = [p for p in sys.path if isinstance(p, str)]
+        boot = f"import sys; sys.path[:] = {path!r}; {_BOOT}"
         self._proc = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
-                "from raynn.placement.processes import _zygote_main; _zygote_main()",
+                boot,
                 str(child.fileno()),
                 *preload,
             ],
@@ -135,9 +149,28 @@ class Zygote:
         blob = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             self._sock.sendall(len(blob).to_bytes(8, "little") + blob)
-        except OSError as exc:
-            raise RaynnError(f"the worker zygote is gone ({exc}); run again") from None
+        except OSError:
+            pass  # the zygote is gone: what it said before it went tells why
+        self._ready()
         self._loaded = True
+
+    def _ready(self) -> None:
+        """Read the zygote's word that it imported its preload; raise what it said if not."""
+        try:
+            size = int.from_bytes(_recv_exact(self._sock, 8), "little")
+            failed = _recv_exact(self._sock, size).decode(errors="replace")
+            fix = "install it for this Python"
+        except (OSError, EOFError):
+            try:
+                code = self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                code = None
+            failed, fix = f"exited (code {code}) before it was ready", "see its error above"
+        if failed:
+            raise RaynnError(
+                f"worker processes cannot start: their zygote ({sys.executable}) {failed}; "
+                f"{fix}, or run with --serial"
+            )
 
     def fork(self, target: str, *args: Any) -> tuple[int, Connection]:
         """Start ``target(conn, payload, *args)`` (``"module:function"``) in a new process.

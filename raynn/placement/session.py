@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
+import threading
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +25,7 @@ from raynn.placement.cores import usable_cpus
 # cores: the Ray it starts runs them at the default priority, as plain processes run. (On a
 # cluster started with `ray start`, set RAY_worker_niceness=0 there; cluster/ does.)
 LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {"worker_niceness": 0}
+CONNECT_TIMEOUT_S = 30.0  # a Ray cluster's address that accepts no connection by then: an error
 
 
 def will_embed(address: str | None = None) -> bool:
@@ -59,6 +64,7 @@ def connect(
     if ray.is_initialized():
         return False
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit
     try:
         if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
             config = LOCAL_RAY_SYSTEM_CONFIG if system_config is None else system_config
@@ -70,13 +76,40 @@ def connect(
                 **quiet,
             )
         else:
+            check_reachable(address or os.environ.get("RAY_ADDRESS", ""))
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = address or os.environ.get("RAY_ADDRESS")
         raise RaynnError(
             f"cannot connect to Ray at {where}: {exc}; start the cluster or fix --address"
         ) from None
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)  # the caller's (raynn's: ends a run as Ctrl-C)
     return True
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise :class:`RaynnError` unless something accepts a connection at ``address``'s
+    ``host:port`` (``ray://`` too) within ``timeout`` seconds: ``ray.init`` retries an address
+    where nothing listens for many minutes. Addresses without a port (``auto``) are Ray's."""
+    rest = address.removeprefix("ray://")
+    if "://" in rest:
+        return
+    try:
+        parts = urllib.parse.urlsplit("//" + rest)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is no number: ray.init says what is wrong
+        return
+    if not host or port is None:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise RaynnError(
+            f"cannot reach a Ray cluster at {address} within {timeout:g} s ({reason}): start "
+            "one with 'ray start --head', or fix --address (or RAY_ADDRESS)"
+        ) from None
 
 
 def shutdown_if_started(started: bool) -> None:

@@ -93,7 +93,12 @@ def load_spec(path: str | os.PathLike[str]) -> Any:
     """Read a YAML or JSON spec file with safe YAML and validate it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"spec file {path} is not text (byte {exc.start} is not UTF-8); pass a YAML or "
+            "JSON job spec (see jobs/)"
+        ) from None
     except FileNotFoundError:
         raise SpecError(f"spec file not found: {path}; check the path (see jobs/)") from None
     except OSError as exc:

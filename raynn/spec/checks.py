@@ -68,6 +68,17 @@ def check_non_negative_int(key: str, value: Any) -> None:
         raise fail(key, f"must be an integer >= 0, got {short_repr(value)}", "set it to 0 or more")
 
 
+SEED_MAX = 2**32 - 1  # numpy's RandomState (folds, splits) takes seeds 0..2**32 - 1
+
+
+def check_seed(key: str, value: Any) -> None:
+    """Raise :class:`SpecError` unless ``value`` is an integer seed from 0 to :data:`SEED_MAX`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise fail(
+            key, f"must be an integer from 0 to 2**32 - 1, got {short_repr(value)}", "use e.g. 0"
+        )
+
+
 def check_bool(key: str, value: Any) -> None:
     """Raise :class:`SpecError` unless ``value`` is true or false."""
     if not isinstance(value, bool):

@@ -32,13 +32,14 @@ from raynn.spec.checks import (
     check_non_negative_int,
     check_positive_int,
     check_positive_number,
+    check_seed,
     components,
     fail,
     short_repr,
     to_plain,
 )
 from raynn.spec.search import refuse_space
-from raynn.spec.sections import DatasetSpec, OptimizerSpec, OutputSpec
+from raynn.spec.sections import DatasetSpec, OptimizerSpec, OutputSpec, check_run_name
 
 
 @dataclass(frozen=True)
@@ -146,12 +147,8 @@ class HogwildSpec:
             raise fail(
                 "kind", f"expected 'hogwild', got {short_repr(self.kind)}", "set kind: hogwild"
             )
-        if not isinstance(self.name, str) or not self.name:
-            raise fail(
-                "name", f"must be a non-empty string, got {short_repr(self.name)}", "name the run"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise fail("seed", f"must be an integer, got {short_repr(self.seed)}", "use e.g. 0")
+        check_run_name(self.name)
+        check_seed("seed", self.seed)
         object.__setattr__(self, "model", _one("model", MODELS, self.model))
         object.__setattr__(self, "scheduler", _one("scheduler", SCHEDULERS, self.scheduler))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from raynn.core.registry import MODELS, SCHEDULERS
 from raynn.spec.builder import SpecKind
-from raynn.spec.checks import Component, components, fail, short_repr, to_plain
+from raynn.spec.checks import Component, check_seed, components, fail, short_repr, to_plain
 from raynn.spec.search import SearchSpec, check_space, extract_space, restore_space
 from raynn.spec.sections import (
     DatasetSpec,
@@ -16,6 +16,7 @@ from raynn.spec.sections import (
     OptimizerSpec,
     SchedulingSpec,
     TrainingSpec,
+    check_run_name,
 )
 
 
@@ -39,12 +40,8 @@ class KFoldSpec:
     def __post_init__(self) -> None:
         if self.kind != "kfold":
             raise fail("kind", f"expected 'kfold', got {short_repr(self.kind)}", "set kind: kfold")
-        if not isinstance(self.name, str) or not self.name:
-            raise fail(
-                "name", f"must be a non-empty string, got {short_repr(self.name)}", "name the run"
-            )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise fail("seed", f"must be an integer, got {short_repr(self.seed)}", "use e.g. 0")
+        check_run_name(self.name)
+        check_seed("seed", self.seed)
         if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
             raise fail(
                 "folds", f"must be an integer >= 2, got {short_repr(self.folds)}", "use e.g. 5"

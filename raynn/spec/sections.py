@@ -9,7 +9,7 @@ exists is a valid one. Names are looked up in the registries (:mod:`raynn.core.r
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from raynn.spec.checks import (
     check_non_negative_number,
     check_positive_int,
     check_positive_number,
+    check_seed,
     fail,
     section,
     short_repr,
@@ -80,7 +81,8 @@ class DatasetSpec:
     ``root`` defaults to ``$RAYNN_DATA`` and then ``./data``. ``shape``, ``num_classes``,
     ``samples`` and ``test_samples`` describe ``synthetic`` data; ``test_fraction`` is the
     held-out test share for datasets without a test split (``digits``); ``limit`` keeps a
-    stratified subset of that many training samples.
+    stratified subset of that many training samples (after the dataset's checks). ``args``:
+    keyword arguments of a ``pkg.mod:loader`` (:func:`raynn.core.loaders.call_loader`).
     """
 
     name: str = "digits"
@@ -94,9 +96,18 @@ class DatasetSpec:
     test_samples: int = 500
     noise: float = 0.5
     seed: int = 0
+    args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         DATASETS.get(self.name, key="dataset.name")
+        args = self.args if self.args is not None else {}
+        if not isinstance(args, Mapping) or not all(isinstance(k, str) for k in args):
+            raise fail(
+                "dataset.args",
+                f"must be a mapping of keyword arguments, got {short_repr(self.args)}",
+                "use e.g. args: {path: data/mine.npz}",
+            )
+        object.__setattr__(self, "args", dict(args))
         check_bool("dataset.download", self.download)
         ok = isinstance(self.test_fraction, float) and 0 < self.test_fraction < 1
         if not ok:
@@ -107,6 +118,7 @@ class DatasetSpec:
             )
         if self.limit is not None:
             check_positive_int("dataset.limit", self.limit)
+        check_seed("dataset.seed", self.seed)
         shape = tuple(self.shape) if isinstance(self.shape, (list, tuple)) else ()
         if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
             raise fail(
@@ -288,6 +300,35 @@ class SchedulingSpec:
         object.__setattr__(self, "racing", racing)
 
 
+RUN_NAME_BYTES = 200  # the run directory adds "-YYYYmmdd-HHMMSS-n": within a file name's 255
+
+
+def check_run_name(name: Any) -> None:
+    """Raise :class:`SpecError` unless the spec's ``name`` makes one plain folder name (the
+    run directory is ``<output.dir>/<name>-<time>``): a non-empty string, no ``/`` or ``\\``,
+    no leading ``.`` (a hidden folder; ``..``), at most :data:`RUN_NAME_BYTES` bytes."""
+    if not isinstance(name, str) or not name:
+        raise fail("name", f"must be a non-empty string, got {short_repr(name)}", "name the run")
+    if "/" in name or "\\" in name or "\0" in name:
+        raise fail(
+            "name",
+            f"must be one folder name, got {short_repr(name)}",
+            "drop the slashes (output.dir says where run directories go)",
+        )
+    if name.startswith("."):
+        raise fail(
+            "name",
+            f"{short_repr(name)} would make a hidden run directory",
+            "start it with a letter or digit, e.g. run",
+        )
+    if len(name.encode()) > RUN_NAME_BYTES:
+        raise fail(
+            "name",
+            f"is too long for a folder name ({len(name.encode())} bytes)",
+            f"shorten it to at most {RUN_NAME_BYTES} characters (bytes, in UTF-8)",
+        )
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """Where run directories go (``<dir>/<run-id>/``)."""
@@ -331,6 +372,7 @@ class KFoldOutputSpec(OutputSpec):
 
 __all__ = [
     "KEEP_MODELS",
+    "RUN_NAME_BYTES",
     "CoresPerJob",
     "DatasetSpec",
     "KFoldOutputSpec",
@@ -338,4 +380,5 @@ __all__ = [
     "OutputSpec",
     "SchedulingSpec",
     "TrainingSpec",
+    "check_run_name",
 ]

@@ -1,0 +1,176 @@
+"""``raynn bench``: its command-line options and what each of its commands runs.
+
+:mod:`raynn.cli` adds these options (:func:`add_bench_parser`) and calls :func:`bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from raynn.errors import RaynnError
+
+
+def add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    """``raynn bench`` and its commands (kfold, hogwild, sklearn, search): their options."""
+    b = sub.add_parser("bench", help="the same work serially, by raynn and by peers")
+    bsub = b.add_subparsers(dest="bench", required=True, metavar="WHAT")
+    bk = bsub.add_parser("kfold", help="K-fold jobs in several modes side by side")
+    bk.add_argument("--spec", required=True, help="a K-fold job spec")
+    bk.add_argument(
+        "--modes",
+        default="serial,serial1,raynn,pool,tune,multi_instance",
+        help="comma-separated: serial, serial1, raynn, raynn_cold, raynn_ray, racing (fold "
+        "racing on), pool, tune, tune_fresh, multi_instance, processes (benchmarks/README.md)",
+    )
+    bk.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved")
+    bk.add_argument("--output", default="bench", help="root of bench result folders")
+    bk.add_argument("--num-cpus", type=int, default=None, help="CPUs to use (default: all)")
+    bk.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="give up on a mode's run after this many seconds (default: 1800)",
+    )
+    bk.add_argument("--no-progress", action="store_true")
+    bh = bsub.add_parser(
+        "hogwild", help="HOGWILD: serial SGD, raynn, PyTorch multiprocessing, two Ray nodes"
+    )
+    bh.add_argument("--spec", required=True, help="a kind: hogwild spec")
+    bh.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
+    bh.add_argument(
+        "--modes",
+        default="serial,raynn,torch,raynn_2node",
+        help="comma-separated: serial (raynn --serial, 1 thread), raynn (HOGWILD on this "
+        "node), torch (PyTorch share_memory + multiprocessing), torch_ray (torch beside an "
+        "idle embedded Ray: Ray's own cost), raynn_2node (HOGWILD over a "
+        "two-node ray.cluster_utils.Cluster, 2+ workers)",
+    )
+    bh.add_argument("--target", type=float, default=0.95, help="test accuracy for time_to_target_s")
+    bh.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+    bh.add_argument(
+        "--repeats", type=int, default=1, help="runs per configuration; medians reported"
+    )
+    bh.add_argument("--output", default="bench", help="root of bench result folders")
+    bh.add_argument("--no-progress", action="store_true")
+    bs = bsub.add_parser(
+        "sklearn", help="one skorch GridSearchCV through joblib's loky, Ray's and raynn's backends"
+    )
+    bs.add_argument(
+        "--backends", default="loky,ray,raynn", help="comma-separated: loky, ray, raynn"
+    )
+    bs.add_argument("--grid-size", type=int, default=3, help="learning rates x hidden widths (1-5)")
+    bs.add_argument("--cv", type=int, default=5)
+    bs.add_argument("--epochs", type=int, default=3, help="skorch max_epochs per fit")
+    bs.add_argument("--limit", type=int, default=None, help="first N digits (default: all)")
+    bs.add_argument("--num-cpus", type=int, default=None, help="CPUs to use (default: all)")
+    bs.add_argument("--output", default="bench", help="root of bench result folders")
+    bs.add_argument("--no-progress", action="store_true")
+    _add_bench_search(bsub)
+
+
+def _add_bench_search(bsub: argparse._SubParsersAction) -> None:
+    """``raynn bench search``: its options."""
+    bq = bsub.add_parser(
+        "search", help="a search space: raynn run with fold racing against Optuna and Ray Tune"
+    )
+    bq.add_argument("--spec", required=True, help="a K-fold spec (search domains allowed)")
+    bq.add_argument(
+        "--modes",
+        default="full,raynn,raynn_ray,optuna,tune",
+        help="comma-separated: full (racing off: the truth), raynn (racing on), raynn_ray "
+        "(the same on Ray), optuna (GridSampler + WilcoxonPruner), tune (ASHA) "
+        "(benchmarks/README.md)",
+    )
+    bq.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved")
+    bq.add_argument("--output", default="bench", help="root of bench result folders")
+    bq.add_argument(
+        "--timeout", type=float, default=None, help="give up on a mode's run after (default: 1800)"
+    )
+    bq.add_argument("--no-progress", action="store_true")
+
+
+def _show_bench(out: Path) -> int:
+    """Print a bench folder's summary and where it is; exit code 0."""
+    print((out / "summary.md").read_text())
+    print(f"results: {out}")
+    return 0
+
+
+def bench(args: argparse.Namespace) -> int:
+    """``raynn bench WHAT``: run the bench ``args.bench`` names, print its summary; exit code."""
+    from raynn.placement.cores import check_cpu_count
+    from raynn.spec import load_spec
+
+    check_cpu_count("--num-cpus", getattr(args, "num_cpus", None))
+    if args.bench == "sklearn":  # no spec: the grid is the bench's own
+        return _bench_sklearn(args)
+    if args.bench == "search":  # copies the spec file itself (racing off and on)
+        return _bench_search(args)
+    spec = load_spec(args.spec)
+    if args.bench == "hogwild":
+        return _bench_hogwild(args, spec)
+    if spec.kind != "kfold":
+        raise RaynnError(f"raynn bench kfold needs a kind: kfold spec, got {spec.kind}")
+    from raynn.bench.kfold import bench_kfold
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    table, out = bench_kfold(
+        spec,
+        modes,
+        args.output,
+        args.num_cpus,
+        args.timeout,
+        progress=not args.no_progress,
+        repeats=args.repeats,
+    )
+    return _show_bench(out)
+
+
+def _bench_sklearn(args: argparse.Namespace) -> int:
+    from raynn.bench.sklearn import bench_sklearn
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    _, out = bench_sklearn(
+        backends,
+        args.output,
+        grid_size=args.grid_size,
+        cv=args.cv,
+        epochs=args.epochs,
+        limit=args.limit,
+        num_cpus=args.num_cpus,
+        progress=not args.no_progress,
+    )
+    return _show_bench(out)
+
+
+def _bench_search(args: argparse.Namespace) -> int:
+    from raynn.bench.search import bench_search
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    _, out = bench_search(
+        args.spec,
+        modes,
+        repeats=args.repeats,
+        output=args.output,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+    )
+    return _show_bench(out)
+
+
+def _bench_hogwild(args: argparse.Namespace, spec: object) -> int:
+    from raynn.bench.hogwild import bench_hogwild, parse_workers
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    table, out = bench_hogwild(
+        spec,
+        parse_workers(args.workers),
+        modes,
+        args.output,
+        target=args.target,
+        epochs=args.epochs,
+        repeats=args.repeats,
+        progress=not args.no_progress,
+    )
+    return _show_bench(out)
