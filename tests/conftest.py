@@ -48,25 +48,69 @@ def make_spec(tmp_path: Path, **overrides: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A 2-CPU local Ray for the module; shut down afterwards."""
+    """A 2-CPU local Ray for the module, as raynn embeds one (its workers at the default
+    priority, not Ray's nice 15, which starves them beside any busy process); shut down
+    afterwards."""
     import ray
+
+    from raynn.placement.session import LOCAL_RAY_SYSTEM_CONFIG
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _system_config=LOCAL_RAY_SYSTEM_CONFIG,
+    )
     yield ray
     ray.shutdown()
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that the OS had free a moment ago (bound to port 0, closed)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_cluster(num_cpus: int = 1, attempts: int = 3) -> Any:
+    """A ``ray.cluster_utils.Cluster`` whose head has ``num_cpus``, on ports the OS chose.
+
+    Ray's head binds its dashboard (8265) and dashboard agent (52365) to fixed ports by
+    default; another Ray on the machine (a user's, another test run's) holds them. Each
+    attempt takes fresh free ports; one that loses a port to a race is shut down and retried.
+    Its workers run at the default priority, as raynn's embedded Ray runs them.
+    """
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from raynn.placement.session import LOCAL_RAY_SYSTEM_CONFIG
+
+    if ray.is_initialized():
+        ray.shutdown()
+    for attempt in range(attempts):
+        cluster = Cluster()
+        ports = {"dashboard_port": free_port(), "dashboard_agent_listen_port": free_port()}
+        try:
+            cluster.add_node(num_cpus=num_cpus, _system_config=LOCAL_RAY_SYSTEM_CONFIG, **ports)
+            return cluster
+        except Exception:
+            cluster.shutdown()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
 def two_nodes():
     """Two raylets of one CPU each on this machine (ray.cluster_utils.Cluster)."""
     import ray
-    from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster = start_cluster(num_cpus=1)
     cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     yield cluster

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from raynn.kfold.executors.base import Executor
@@ -32,8 +34,12 @@ def leases(executor: Executor) -> dict[str, tuple[str, int, int]]:
         return {}
     if executor.name == "ray":
         import ray
+        from ray.exceptions import RayActorError
 
-        return ray.get(current.queue.leases.remote())
+        try:
+            return ray.get(current.queue.leases.remote())
+        except RayActorError:  # the run has ended (or its queue was killed): none running
+            return {}
     return current.queue.leases()
 
 
@@ -69,12 +75,35 @@ def kill_worker(executor: Executor, worker_id: str) -> None:
     current.kill(worker_id)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 120.0) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` passes."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float | None = None,
+    stop: threading.Event | None = None,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned), ``stop`` is set or
+    ``timeout`` seconds pass (None). With neither, it waits until the test's own timeout
+    (pytest-timeout) ends the test: a wait on an event, not on a guess of how long is enough.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not (stop is not None and stop.is_set()):
         value = predicate()
         if value:
             return value
+        if deadline is not None and time.monotonic() > deadline:
+            return None
         time.sleep(0.02)
     return None
+
+
+@contextmanager
+def beside(watch: Callable[[threading.Event], None]) -> Iterator[None]:
+    """Run ``watch(ended)`` in a thread while the block runs (a run, usually); ``ended`` is set
+    when the block ends, however it ends, and the thread is joined."""
+    ended = threading.Event()
+    thread = threading.Thread(target=watch, args=(ended,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        ended.set()
+        thread.join()

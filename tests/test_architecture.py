@@ -160,3 +160,15 @@ def test_every_module_reads_in_one_sitting():
         m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_ci_runs_the_readmes_lint_and_tests_in_a_fresh_virtualenv():
+    readme = (REPO / "README.md").read_text().split("## Development", 1)[1]
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    lint = next(line for line in block.splitlines() if line.startswith("ruff "))
+    steps = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert lint in steps, f".ci/run does not run the README's lint: {lint}"
+    assert "ruff format --check" in lint  # the repo is kept format-clean, and checked
+    assert "python -m pytest -q" in steps
+    # an old .ci-venv is emptied first: nothing left over from an earlier install is tested
+    assert any(s.startswith("python3 -m venv --clear .ci-venv") for s in steps)

@@ -44,7 +44,7 @@ def test_every_mode_runs_the_same_jobs_and_the_summary_compares_them(tmp_path, c
     assert table.loc["serial", "speedup_vs_serial"] == 1.0
     peers = min(table.loc[p, "wall_s"] for p in ("pool", "tune", "multi_instance"))
     assert table.loc["raynn", "vs_best_peer"] == pytest.approx(table.loc["raynn", "wall_s"] / peers)
-    assert 0 < table.loc["raynn", "efficiency"] <= 1.5
+    assert table.loc["raynn", "efficiency"] > 0  # how high depends on the machine's load
     assert not math.isnan(table.loc["raynn", "cpu_mean"])
     md = (out / "summary.md").read_text()
     assert "| raynn |" in md and "| processes |" in md and "wall_s" in printed
@@ -53,13 +53,17 @@ def test_every_mode_runs_the_same_jobs_and_the_summary_compares_them(tmp_path, c
     assert bench["probe_s"] > 0 and "--serial" in bench["commands"]["serial"]
     for mode in ("serial", "raynn", "pool", "tune"):
         assert (out / f"utilization_{mode}.png").stat().st_size > 0
-    runs = pd.read_parquet(out / "runs.parquet")
-    raynn = runs[runs["mode"] == "raynn"].iloc[0]
-    cold = runs[runs["mode"] == "raynn_cold"].iloc[0]
-    # the warm cache saves the probe: the cold run spends it between planning and scheduling
-    warm_probe = raynn["stage_scheduled"] - raynn["stage_jobs_planned"]
-    cold_probe = cold["stage_scheduled"] - cold["stage_jobs_planned"]
-    assert warm_probe < cold_probe
+
+    # the warm cache saves the probe: the cold run measures every model, the warm one none
+    # (what each run did, from its run.json: not which one happened to take longer)
+    def probe(mode: str) -> dict:
+        (meta,) = (out / "modes" / f"{mode}-r0").glob("*/run.json")
+        return json.loads(meta.read_text())["runs"][-1]["probe"]
+
+    warm, cold = probe("raynn"), probe("raynn_cold")
+    models = {"lenet", "mlp"}
+    assert (set(warm["cached"]), warm["measured"]) == (models, [])
+    assert (cold["cached"], set(cold["measured"])) == ([], models)
 
 
 def test_widened_jobs_are_replayed_at_their_thread_counts(tmp_path):

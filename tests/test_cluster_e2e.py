@@ -81,11 +81,14 @@ def test_an_up_that_fails_stops_the_nodes_it_started(tmp_path):
 @pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("cluster")
-    env = _cluster_env(state, 20000 + 3000 * (os.getpid() % 4))
     script = str(REPO / "cluster" / "local.sh")
-    up = subprocess.run(
-        [script, "up", "--workers", "1"], env=env, capture_output=True, text=True, timeout=300
-    )
+    for attempt in range(3):  # a port taken meanwhile (an up that fails stops what it started)
+        env = _cluster_env(state, 20000 + 3000 * ((os.getpid() + attempt) % 4))
+        up = subprocess.run(
+            [script, "up", "--workers", "1"], env=env, capture_output=True, text=True, timeout=300
+        )
+        if up.returncode == 0:
+            break
     assert up.returncode == 0, up.stdout + up.stderr
     pids = [int(p.read_text()) for p in state.glob("*.pid")]
     for line in subprocess.run(

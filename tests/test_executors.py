@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +11,16 @@ import pytest
 from raynn.kfold.executors.serial import SerialExecutor
 from raynn.kfold.runner import run
 from tests.conftest import make_spec
-from tests.executors import ALL, PARALLEL, kill_worker, leases, make_executor, wait_for, workers
+from tests.executors import (
+    ALL,
+    PARALLEL,
+    beside,
+    kill_worker,
+    leases,
+    make_executor,
+    wait_for,
+    workers,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -121,20 +129,18 @@ def test_every_thread_of_every_worker_stays_on_its_own_cores(ray_local, tmp_path
     executor = make_executor(name)
     seen: list[dict] = []
 
-    def watch() -> None:
+    def watch(ended) -> None:
         def both_training():
             if sum(epoch >= 1 for _, _, epoch in leases(executor).values()) < 2:
                 return None
             return [(pid, set(cpus), _allowed(pid)) for _, pid, cpus in workers(executor)]
 
-        found = wait_for(both_training)
+        found = wait_for(both_training, stop=ended)
         if found:
             seen.extend({"cpus": cpus, "threads": threads} for _, cpus, threads in found)
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    result = run(spec, executor=executor, progress=False)
-    thread.join()
+    with beside(watch):
+        result = run(spec, executor=executor, progress=False)
     assert result.ok and len(seen) == 2, seen
     for worker in seen:
         # the training threads, the OpenMP pool and Ray's own threads alike
@@ -210,7 +216,7 @@ def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, tmp_path, n
     executor = make_executor(name)
     killed: list[str] = []
 
-    def killer() -> None:
+    def killer(ended) -> None:
         # a job reports epoch 2 only after its epoch-1 checkpoint is saved (a checkpoint is
         # saved in the background, and the next one waits for it): kill it then
         def mid_job():
@@ -219,15 +225,13 @@ def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, tmp_path, n
                 None,
             )
 
-        found = wait_for(mid_job)
+        found = wait_for(mid_job, stop=ended)
         if found:
             kill_worker(executor, found[1])
             killed.append(found[0])
 
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    result = run(spec, executor=executor, progress=False)
-    thread.join()
+    with beside(killer):
+        result = run(spec, executor=executor, progress=False)
     assert killed, "no job was caught mid-run"
     jobs = pd.read_parquet(result.run_dir / "jobs").set_index("job_id")
     assert result.ok and len(jobs) == 2 and (jobs["status"] == "ok").all()
@@ -241,8 +245,12 @@ def test_killed_worker_job_is_retried_from_its_checkpoint(ray_local, tmp_path, n
     assert victim[METRICS].tolist() == ref.loc[killed[0], METRICS].tolist()
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", PARALLEL)
 def test_a_stuck_job_loses_its_lease_and_runs_again(ray_local, tmp_path, name):
+    # The stuck job hangs in its first training step; the healthy ones renew their leases
+    # with every step (a heartbeat), so on a loaded machine only the stuck one is killed:
+    # the deadline is 10 s without a step, not 10 s without an epoch end.
     marker = tmp_path / "hung"
     stuck = {
         "name": "tests.helpers:hangs_once_mlp",
@@ -254,7 +262,7 @@ def test_a_stuck_job_loses_its_lease_and_runs_again(ray_local, tmp_path, name):
         models=["mlp", stuck],
         folds=2,
         training={"epochs": 2},
-        scheduling={"probe": False, "lease_timeout": 5, "cores_per_job": 1},
+        scheduling={"probe": False, "lease_timeout": 10, "cores_per_job": 1},
     )
     result = run(spec, executor=make_executor(name), progress=False)
     assert marker.exists(), "no job hung: the test proves nothing"
@@ -262,6 +270,26 @@ def test_a_stuck_job_loses_its_lease_and_runs_again(ray_local, tmp_path, name):
     assert result.ok and len(jobs) == 4 and (jobs["status"] == "ok").all()
     assert sorted(jobs["attempt"]) == [1, 1, 1, 2]  # the stuck one ran again, once
     assert jobs.loc[jobs["attempt"] == 2].index[0].startswith("stuck-")
+
+
+@pytest.mark.parametrize("name", ["serial", "local"])  # the queue lives in this process
+def test_every_job_renews_its_lease_as_it_trains(tmp_path, monkeypatch, name):
+    from raynn.kfold.queue import JobQueue
+
+    beats: list[tuple[str, str]] = []
+    real = getattr(JobQueue, "heartbeat", None)
+
+    def heartbeat(self, job_id: str, worker: str) -> None:
+        beats.append((job_id, worker))
+        if real is not None:
+            real(self, job_id, worker)
+
+    monkeypatch.setattr(JobQueue, "heartbeat", heartbeat, raising=False)
+    spec = make_spec(tmp_path, models=["mlp"], training={"epochs": 1}, scheduling={"probe": False})
+    result = run(spec, executor=make_executor(name), progress=False)
+    assert result.ok and len(result.jobs) == 2
+    # every job's steps beat, each from the worker that held it
+    assert set(beats) == set(zip(result.jobs["job_id"], result.jobs["worker"], strict=True))
 
 
 @pytest.mark.parametrize("actor", ["queue", "collector"])
@@ -275,15 +303,12 @@ def test_a_dead_queue_or_collector_ends_the_run_in_one_line_and_resume_finishes(
     spec = make_spec(tmp_path, models=["lenet"], folds=2, dataset=SLOW_DATA, training={"epochs": 3})
     executor = make_executor("ray")
 
-    def killer() -> None:
-        if wait_for(lambda: leases(executor)):
+    def killer(ended) -> None:
+        if wait_for(lambda: leases(executor), stop=ended):
             ray.kill(getattr(executor.current, actor), no_restart=True)
 
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    with pytest.raises(RaynnError) as err:
+    with pytest.raises(RaynnError) as err, beside(killer):
         run(spec, executor=executor, progress=False)
-    thread.join()
     name = {"queue": "JobQueue", "collector": "ResultsCollector"}[actor]
     assert f"the run's {name} actor died" in str(err.value) and "--resume" in str(err.value)
     assert "\n" not in str(err.value)
@@ -373,8 +398,9 @@ def test_tail_widening_gives_the_last_job_the_freed_core(ray_local, tmp_path, na
     # once a worker retires, the job still running takes its core at an epoch boundary
     assert widened, threads.to_dict()
     assert all(t == sorted(t) for t in threads)  # widening only ever adds threads
-    # every thread of the widened worker moved with it
-    assert all(sorted(jobs.loc[j, "affinity"]) == [0, 1] for j in widened)
+    # every thread of the widened worker moved with it, onto both workers' cores
+    both = sorted({c for cores in jobs["cores"] for c in cores})
+    assert len(both) == 2 and all(sorted(jobs.loc[j, "affinity"]) == both for j in widened)
     reference = run(spec, executor=SerialExecutor(threads=1), progress=False)
     ref = pd.read_parquet(reference.run_dir / "jobs").set_index("job_id")
     untouched = [j for j in jobs.index if j not in widened]

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pandas as pd
 import pytest
@@ -20,7 +19,8 @@ from raynn.kfold.executors.ray_executor import RayExecutor
 from raynn.kfold.executors.serial import SerialExecutor
 from raynn.kfold.runner import run
 from raynn.runs.files import CheckpointDir, file_stem
-from tests.conftest import REPO, make_spec
+from tests.conftest import REPO, make_spec, start_cluster
+from tests.executors import beside, leases, wait_for
 from tests.test_training import MemoryStore
 
 SLOW_DATA = {"name": "synthetic", "shape": [1, 24, 24], "samples": 2400, "limit": None}
@@ -30,28 +30,15 @@ SLOW_DATA = {"name": "synthetic", "shape": [1, 24, 24], "samples": 2400, "limit"
 def cluster():
     """A head node with one CPU; tests add and remove worker nodes."""
     import ray
-    from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        ray.shutdown()
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    c = start_cluster(num_cpus=1)
     yield c
     ray.shutdown()
     c.shutdown()
 
 
-def _wait_for(predicate, timeout: float = 120.0) -> bool:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.mark.ray
 def test_a_node_removed_mid_run_costs_only_its_running_job(cluster, tmp_path):
-    import ray
 
     node = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -66,26 +53,23 @@ def test_a_node_removed_mid_run_costs_only_its_running_job(cluster, tmp_path):
     executor = RayExecutor(address=cluster.address)
     removed: list[str] = []
 
-    def remove_when_busy() -> None:
+    def remove_when_busy(ended: threading.Event) -> None:
         def busy_on_node() -> bool:
             current = getattr(executor, "current", None)
             if current is None:
                 return False
-            leases = ray.get(current.queue.leases.remote())
             on_node = {
                 w for w, _, s in list(current.workers.values()) if s[0].node_id == node.node_id
             }
             # epoch 2 is reported after the epoch-1 checkpoint is saved
-            return any(w in on_node and epoch >= 2 for w, _, epoch in leases.values())
+            return any(w in on_node and epoch >= 2 for w, _, epoch in leases(executor).values())
 
-        if _wait_for(busy_on_node):
+        if wait_for(busy_on_node, stop=ended):
             cluster.remove_node(node)
             removed.append(node.node_id)
 
-    thread = threading.Thread(target=remove_when_busy, daemon=True)
-    thread.start()
-    result = run(spec, executor=executor, progress=False)
-    thread.join()
+    with beside(remove_when_busy):
+        result = run(spec, executor=executor, progress=False)
     assert removed, "the worker node never ran a job"
     jobs = pd.read_parquet(result.run_dir / "jobs")
     assert result.ok and len(jobs) == 4 and (jobs["status"] == "ok").all()
@@ -110,9 +94,10 @@ def test_a_node_that_joins_mid_run_gets_workers(cluster, tmp_path):
         target=lambda: results.append(run(spec, executor=executor, progress=False)), daemon=True
     )
     thread.start()  # the run goes on in a thread: Cluster.add_node needs the main thread
-    assert _wait_for(lambda: getattr(executor, "current", None) is not None)
+    wait_for(lambda: getattr(executor, "current", None) is not None or not thread.is_alive())
+    assert getattr(executor, "current", None) is not None, "the run ended before it began"
     cluster.add_node(num_cpus=1)
-    thread.join(timeout=300)
+    thread.join()
     (result,) = results
     jobs = pd.read_parquet(result.run_dir / "jobs")
     assert result.ok and len(jobs) == 8 and (jobs["status"] == "ok").all()
@@ -136,7 +121,8 @@ def test_driver_killed_then_resume_finishes_only_the_missing_jobs(tmp_path, how)
         start_new_session=True,
     )
     runs = tmp_path / "runs"
-    assert _wait_for(lambda: len(list(runs.glob("*/jobs/*.parquet"))) >= 1, 120)
+    wait_for(lambda: list(runs.glob("*/jobs/*.parquet")) or proc.poll() is not None)
+    assert list(runs.glob("*/jobs/*.parquet")), "the driver ended before it wrote a job"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     (run_dir,) = list(runs.iterdir())
@@ -150,6 +136,22 @@ def test_driver_killed_then_resume_finishes_only_the_missing_jobs(tmp_path, how)
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["runs"][0]["status"] == "running"  # the killed driver never closed it
     assert meta["runs"][1]["status"] == "completed" and meta["runs"][1]["jobs"] == 4 - len(before)
+
+
+def test_a_partly_failed_run_exits_1_and_keeps_the_good_jobs(tmp_path, capsys):
+    # the README: "A run whose jobs partly failed (for example NaN loss) finishes the others
+    # and exits with code 1."
+    boom = {"name": "tests.helpers:exploding_mlp", "label": "boom"}
+    spec = make_spec(tmp_path, models=["mlp", boom], training={"epochs": 1})
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps(spec.to_dict()))
+    code = main(["run", str(spec_path), "--serial", "--threads", "1", "--no-progress"])
+    assert code == 1, capsys.readouterr().err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    jobs = pd.read_parquet(run_dir / "jobs")
+    assert len(jobs) == 4 and f"results: {run_dir}" in capsys.readouterr().out
+    assert (jobs.loc[jobs["model"] == "mlp", "status"] == "ok").all()
+    assert (jobs.loc[jobs["model"] == "boom", "status"] == "failed").all()
 
 
 def test_a_corrupt_checkpoint_restarts_the_job_from_scratch(tmp_path):

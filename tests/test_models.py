@@ -48,12 +48,31 @@ def test_deterministic_construction(name: str) -> None:
         assert torch.equal(sa[k], sb[k]), k
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_count_parameters(name: str) -> None:
-    """count_parameters equals the sum of parameter numels."""
-    model = MODEL_FACTORIES[name]((3, 32, 32), 10)
-    expected = sum(p.numel() for p in model.parameters())
-    assert count_parameters(model) == expected > 0
+# counted by hand: a Linear(i, o) has i*o weights + o biases, a Conv2d(i, o, k) i*o*k*k + o
+LENET_28 = (1 * 6 * 25 + 6) + (6 * 16 * 25 + 16) + (16 * 7 * 7 * 120 + 120) + (120 * 84 + 84) + 850
+LENET_32 = (3 * 6 * 25 + 6) + (6 * 16 * 25 + 16) + (16 * 8 * 8 * 120 + 120) + (120 * 84 + 84) + 850
+
+
+@pytest.mark.parametrize(
+    "build,expected",
+    [
+        (lambda: torch.nn.Linear(3, 4), 3 * 4 + 4),
+        (lambda: MODEL_FACTORIES["mlp"]((1, 8, 8), 10, hidden=(4,)), 64 * 4 + 4 + 4 * 10 + 10),
+        (lambda: MODEL_FACTORIES["lenet"]((1, 28, 28), 10), LENET_28),
+        (lambda: MODEL_FACTORIES["lenet"]((3, 32, 32), 10), LENET_32),
+        # BatchNorm: its weight and bias are parameters, its running statistics are not
+        (lambda: torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)), 16 + 8),
+    ],
+    ids=["linear", "mlp", "lenet28", "lenet32", "batchnorm"],
+)
+def test_count_parameters(build, expected: int) -> None:
+    """count_parameters equals a count by hand."""
+    assert count_parameters(build()) == expected
+
+
+def test_count_parameters_counts_a_shared_layer_once() -> None:
+    layer = torch.nn.Linear(3, 4)
+    assert count_parameters(torch.nn.Sequential(layer, torch.nn.ReLU(), layer)) == 16
 
 
 def test_count_parameters_trainable_only() -> None:

@@ -223,6 +223,34 @@ def test_a_lease_expires_after_its_allowance_without_progress():
     assert q.lease("w2")[:2] == (q._jobs["j0"], 2)
 
 
+def test_a_training_step_heartbeat_keeps_a_lease_alive_between_epoch_ends():
+    q = JobQueue(_jobs(3), lease_timeout=30)
+    for worker in ("w0", "w1", "w2"):
+        q.lease(worker)
+    for lease in q._leases.values():
+        lease.renewed -= 60  # leased a minute ago; no epoch has ended since
+    q.heartbeat("j0", "w0")  # j0 took a training step just now
+    q.heartbeat("j1", "w0")  # a late beat from a worker that does not hold j1 counts for nothing
+    assert sorted((job, worker) for job, worker, _ in q.expired()) == [("j1", "w1"), ("j2", "w2")]
+    assert all(idle > 30 for _, _, idle in q.expired())
+    q.heartbeat("gone", "w0")  # a job the queue no longer leases: ignored
+
+
+def test_an_exhausted_job_says_why_and_on_which_attempt():
+    q = JobQueue(_jobs(2), max_attempts=2)
+    for attempt, worker in enumerate(("w0", "w1"), start=1):
+        assert q.lease(worker)[:2] == (q._jobs["j0"], attempt)
+        q.release_worker(worker, reason="node lost")
+    q.lease("w2")
+    q.release_worker("w2")  # j1, attempt 1: runs again
+    q.lease("w3")
+    q.release_worker("w3")
+    assert q.failures() == {
+        "j0": "node lost on attempt 2 (max_attempts reached)",
+        "j1": "worker died on attempt 2 (max_attempts reached)",
+    }
+
+
 def test_a_probed_job_gets_its_allowance_from_the_probe_and_a_fixed_timeout_wins():
     probed = dataclasses.replace(_jobs(1)[0], cost=50.0, max_threads=1)  # 50 s at one thread
     assert JobQueue([probed]).allowance(probed) == 100.0  # 10 x (50 s / 5 epochs)

@@ -11,7 +11,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pyarrow as pa
@@ -30,15 +29,17 @@ from raynn.kfold.tables import JOBS_SCHEMA
 from raynn.placement.monitor import UtilizationSampler
 from raynn.runs.results import read_table
 from tests.conftest import make_spec
+from tests.executors import wait_for
 
 KFOLD_FIGURES = ["accuracy", "epochs", "timeline", "utilization"]
 HOGWILD_FIGURES = ["eval", "pushes", "utilization"]
 
 
-def _kfold(tmp_path, seed: int):
+def _kfold(tmp_path, seed: int, lr: float = 0.003):
     spec = make_spec(
-        tmp_path, seed=seed, training={"epochs": 2}, scheduling={"sample_interval": 0.1}
-    )
+        tmp_path, seed=seed, optimizer={"lr": lr}, training={"epochs": 2},
+        scheduling={"sample_interval": 0.1},
+    )  # fmt: skip
     return run(spec, executor=SerialExecutor(threads=1), progress=False).run_dir
 
 
@@ -50,8 +51,9 @@ def kfold_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def other_run(tmp_path_factory):
-    """The same grid with another seed: the same jobs, other accuracies."""
-    return _kfold(tmp_path_factory.mktemp("b"), seed=4)
+    """The same grid and folds with another learning rate: the same jobs, other accuracies
+    (another seed would make other folds: nothing to pair, issue 21)."""
+    return _kfold(tmp_path_factory.mktemp("b"), seed=3, lr=0.001)
 
 
 def _check_page(run_dir, ids):
@@ -277,6 +279,7 @@ def test_hogwild_report_figures(hogwild_run, kfold_run, capsys):
 
 
 # -- the sampler's own_percent ----------------------------------------------------------------
+@pytest.mark.timeout(300)
 def test_sampler_attributes_own_cpu_time_to_the_pinned_core():
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -292,17 +295,14 @@ def test_sampler_attributes_own_cpu_time_to_the_pinned_core():
         sampler.watch(busy.pid)
         sampler.start()
         plain.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # until the busy process shows on its core
-            rows = list(sampler._rows)
-            if any(r["core"] == cpus[0] and r["own_percent"] > 20 for r in rows):
-                break
-            time.sleep(0.05)
+        # until the busy process shows on its core: however little CPU a loaded machine gives
+        # it, all of it is on cpus[0] (how much is not the test's to say)
+        wait_for(lambda: any(r["core"] == cpus[0] and r["own_percent"] > 0 for r in sampler._rows))
         rows, plain_rows = sampler.stop(), plain.stop()
     finally:
         busy.kill()
         busy.wait()
-    assert any(r["core"] == cpus[0] and r["own_percent"] > 20 for r in rows)
+    assert any(r["core"] == cpus[0] and r["own_percent"] > 0 for r in rows)
     assert all(r["own_percent"] == 0 for r in rows if r["core"] != cpus[0])
     assert plain_rows and all(r["own_percent"] is None for r in plain_rows)  # not measured
 

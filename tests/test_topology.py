@@ -74,6 +74,8 @@ def test_this_machine_reads():
 
 @pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="needs two CPUs")
 def test_a_job_on_one_core_gets_both_its_siblings(tmp_path, monkeypatch):
+    import os
+
     import pandas as pd
 
     import raynn.kfold.executors.local as local
@@ -81,12 +83,13 @@ def test_a_job_on_one_core_gets_both_its_siblings(tmp_path, monkeypatch):
     from raynn.placement.topology import NodeCores
     from tests.conftest import make_spec
 
-    # as if CPUs 0 and 1 were the two hyperthreads of one physical core
-    monkeypatch.setattr(local, "read_topology", lambda cpus, smt: NodeCores((((0, 1),),)))
+    # as if this process's first two CPUs were the two hyperthreads of one physical core
+    pair = tuple(sorted(os.sched_getaffinity(0))[:2])
+    monkeypatch.setattr(local, "read_topology", lambda cpus, smt: NodeCores(((pair,),)))
     spec = make_spec(tmp_path, models=["mlp"], scheduling={"cores_per_job": 1, "probe": False})
     result = run(spec, executor=local.LocalExecutor(), progress=False)
     jobs = pd.read_parquet(result.run_dir / "jobs")
     assert result.ok and (jobs["worker"] == "w0").all()  # one core: one worker
     assert (jobs["threads"] == 2).all()
-    assert all(list(c) == [0, 1] for c in jobs["cores"])
-    assert all(list(a) == [0, 1] for a in jobs["affinity"])  # every thread on both siblings
+    assert all(tuple(c) == pair for c in jobs["cores"])
+    assert all(tuple(a) == pair for a in jobs["affinity"])  # every thread on both siblings

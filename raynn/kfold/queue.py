@@ -14,9 +14,12 @@ running job gives its cores back. Two jobs never share a core.
 With ``tail_widening``, once nothing is pending a running job asks at each epoch boundary
 (``progress``) for a share of its node's free cores, up to the job's ``max_threads``.
 
-Leases expire: a job that shows no progress (an epoch end) for its allowance (``expired``;
-10x its model's longest epoch so far, or ``scheduling.lease_timeout``) is taken for stuck;
-the executor kills its worker and the job runs again from its last checkpoint.
+Leases expire: a job that shows no progress for its allowance (``expired``; 10x its model's
+longest epoch so far, or ``scheduling.lease_timeout``) is taken for stuck; the executor kills
+its worker and the job runs again from its last checkpoint. Progress is an epoch end or a
+training step: a worker's optimizer steps send a ``heartbeat`` (at most once a second), so a
+job that is slow to start or to finish an epoch on a loaded machine keeps its lease, and
+only one that stops stepping loses it.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class Lease:
     attempt: int
     leased_at: float
     epoch: int = 0
-    renewed: float = 0.0  # its last sign of progress: the lease itself, then each epoch end
+    renewed: float = 0.0  # the lease itself, then each epoch end
+    beat: float = 0.0  # its last training step reported (heartbeat)
     loss: float | None = None  # validation loss of its last epoch
 
 
@@ -227,6 +231,13 @@ class JobQueue:
             return None
         return self._widen(lease.worker, lease.job)
 
+    def heartbeat(self, job_id: str, worker: str) -> None:
+        """``worker`` took a training step of its leased ``job_id``: the lease is alive. A beat
+        from a worker that no longer holds the job (a late one, after its death) is ignored."""
+        lease = self._leases.get(job_id)
+        if lease is not None and lease.worker == worker:
+            lease.beat = time.time()
+
     def _race_out(self, configs: list[Config]) -> None:
         """Cancel the pending jobs of ``configs`` and stop their running ones."""
         reasons = {c: self.race.reason(c) for c in configs} if self.race else {}
@@ -281,10 +292,10 @@ class JobQueue:
             if lease.worker != worker:
                 continue
             del self._leases[job_id]
-            reason = self._stop.pop(job_id, None)
-            if reason is not None:  # raced out while it ran: no retry
-                self._raced[job_id] = reason
-                self._unrecorded.append((lease.job, reason))
+            raced = self._stop.pop(job_id, None)
+            if raced is not None:  # raced out while it ran: no retry
+                self._raced[job_id] = raced
+                self._unrecorded.append((lease.job, raced))
             elif not self.policy.retry(lease.attempt):
                 self._failed[job_id] = f"{reason} on attempt {lease.attempt} (max_attempts reached)"
                 exhausted.append((lease.job, lease.attempt))
@@ -304,15 +315,16 @@ class JobQueue:
         return max(LEASE_MIN_SECONDS, LEASE_FACTOR * seen)
 
     def expired(self) -> list[tuple[str, str, float]]:
-        """Leases whose job showed no progress within its allowance: ``(job_id, worker,
-        seconds since its last progress)``. The caller kills the worker; its death returns
-        the job to the queue (:meth:`release_worker`)."""
+        """Leases whose job showed no progress (no epoch end, no training step) within its
+        allowance: ``(job_id, worker, seconds since its last progress)``. The caller kills the
+        worker; its death returns the job to the queue (:meth:`release_worker`)."""
         now = time.time()
-        return [
-            (job_id, lease.worker, now - lease.renewed)
-            for job_id, lease in list(self._leases.items())
-            if now - lease.renewed > self.allowance(lease.job)
-        ]
+        idle = [(j, x, now - max(x.renewed, x.beat)) for j, x in list(self._leases.items())]
+        return [(j, x.worker, s) for j, x, s in idle if s > self.allowance(x.job)]
+
+    def failures(self) -> dict[str, str]:
+        """The jobs that failed for good, with why: ``job_id -> error``."""
+        return dict(self._failed)
 
     def leases(self) -> dict[str, tuple[str, int, int]]:
         """Running jobs: ``job_id -> (worker, attempt, epochs done)``."""

@@ -22,6 +22,8 @@ from raynn.kfold.rows import RACED_OUT
 from raynn.kfold.train import JobResult, train_job
 from raynn.placement.cores import affinity_in_force, pin_current_process, thread_pools
 
+HEARTBEAT_SECONDS = 1.0  # a training job tells the queue it is alive at most this often
+
 
 def call(target: Any, method: str, *args: Any, wait: bool = True) -> Any:
     """Call ``target.method(*args)`` on a plain object or a Ray actor handle."""
@@ -48,6 +50,9 @@ class _CollectorCheckpoints:
 
     def save_checkpoint(self, job_id: str, blob: bytes) -> None:
         call(self._collector, "save_checkpoint", job_id, blob)
+
+    def set_aside(self, job_id: str) -> str | None:
+        return call(self._collector, "set_aside_checkpoint", job_id)
 
 
 class CoreGroupWorker:
@@ -83,7 +88,11 @@ class CoreGroupWorker:
         checkpoints: CheckpointStore | None = None,
     ) -> None:
         import torch
+        import torch._dynamo  # noqa: F401 - see below
 
+        # An optimizer's first construction imports torch._dynamo: seconds of CPU, ten on a
+        # loaded machine. Paid here, before the first lease, it is no part of a job's time
+        # without progress (a lease deadline), nor of its measured epochs.
         self.worker_id = worker_id
         self.node = node or socket.gethostname()
         self.domain = domain or self.node
@@ -99,6 +108,8 @@ class CoreGroupWorker:
         self.queue = queue
         self.collector = collector
         self.checkpoints = checkpoints or _CollectorCheckpoints(collector)
+        self._job: str | None = None  # the job training now (its steps renew its lease)
+        self._next_beat = 0.0
 
     def _cpus(self, cores: Sequence[int]) -> list[int]:
         return sorted(c for u in cores for c in self.unit_cpus.get(u, (u,)))
@@ -126,11 +137,28 @@ class CoreGroupWorker:
         if wider:  # tail widening: more cores from the next epoch on
             self._repin(tuple(wider))
 
+    def _on_step(self, *_: Any) -> None:
+        """After every optimizer step of this process: renew the running job's lease (at most
+        every HEARTBEAT_SECONDS), so that only a job that stops stepping loses it."""
+        now = time.monotonic()
+        if self._job is not None and now >= self._next_beat:
+            self._next_beat = now + HEARTBEAT_SECONDS
+            call(self.queue, "heartbeat", self._job, self.worker_id, wait=False)
+
     def run(self) -> int:
         """Train leased jobs until the queue is empty; returns how many this worker ran."""
-        count = 0
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
         if self.cores:
             call(self.queue, "register", self.worker_id, self.domain, self.cores)
+        hook = register_optimizer_step_post_hook(self._on_step)  # the lease's heartbeat
+        try:
+            return self._loop()
+        finally:
+            hook.remove()
+
+    def _loop(self) -> int:
+        count = 0
         while (grant := call(self.queue, "lease", self.worker_id)) is not None:
             if isinstance(grant, float):  # jobs pending, but their cores are busy
                 time.sleep(grant)
@@ -138,6 +166,7 @@ class CoreGroupWorker:
             job, attempt, waited, cores = grant
             self._repin(cores)
             started = time.time()
+            self._job, self._next_beat = job.job_id, 0.0
             try:
                 result = train_job(
                     job,
@@ -154,6 +183,8 @@ class CoreGroupWorker:
                 result.epochs = stop.epoch
             except Exception as exc:  # a bad job fails alone; the others go on
                 result = JobResult.failed(job, f"{type(exc).__name__}: {exc}", attempt)
+            finally:
+                self._job = None
             result.queue_wait_seconds = waited
             result.node, result.worker = self.node, self.worker_id
             # what was really in force: every thread's mask, and the pools' own thread counts

@@ -9,13 +9,24 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from raynn.errors import SpecError
+from raynn.errors import RaynnError, SpecError
 
 
 def usable_cpus(limit: int | None = None) -> list[int]:
     """This process's CPUs (its affinity mask), sorted, at most ``limit`` of them."""
     cpus = sorted(os.sched_getaffinity(0))
     return cpus[:limit] if limit else cpus
+
+
+def check_cpu_count(option: str, value: int | None) -> None:
+    """Raise :class:`RaynnError` unless ``value`` (a count of CPUs or threads given by the
+    command-line option ``option``; None: its default) is from 1 to this process's CPUs."""
+    usable = len(usable_cpus())
+    if value is not None and not 1 <= value <= usable:
+        raise RaynnError(
+            f"{option} {value}: must be from 1 to {usable}, the CPUs this process may use; "
+            f"leave it out to use all {usable}"
+        )
 
 
 def resolve_cores_per_job(setting: int | str, n_jobs: int, total_cores: int) -> int:
