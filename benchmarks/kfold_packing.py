@@ -7,7 +7,7 @@ Runs benchmarks/specs/lenet_mnist.yaml (needs MNIST under $RAYNN_DATA) and check
 bars: raynn wall time <= 0.90 x the best peer's and <= 0.70 x serial's, fixed overhead <= 3 s,
 every job bit-identical to serial1. Medians of --repeats interleaved runs (default 3).
 
-    RAYNN_DATA=../shared/data python benchmarks/kfold_packing.py
+    RAYNN_DATA=/path/to/data python benchmarks/kfold_packing.py
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ pays the process's warm-up, as a raynn worker's first job does). Ceiling efficie
 median job time alone / median job time packed; train and evaluation times are reported
 apart.
 
-    RAYNN_DATA=../shared/data python benchmarks/packing_ceiling.py [--spec S] [--repeats 3]
+    RAYNN_DATA=/path/to/data python benchmarks/packing_ceiling.py [--spec S] [--repeats 3]
 """
 
 from __future__ import annotations

@@ -131,6 +131,11 @@ def _check_run_options(args: argparse.Namespace) -> None:
     if args.address and (args.serial or args.executor in ("local", "serial")):
         chosen = "--serial" if args.serial else f"--executor {args.executor}"
         raise RaynnError(f"--address needs --executor ray, not {chosen}; drop one of them")
+    if args.threads is not None and not (args.serial or args.executor == "serial"):
+        raise RaynnError(
+            "--threads sets torch's threads of --serial; add --serial "
+            "(workers get theirs from --num-cpus)"
+        )
     check_cpu_count("--threads", args.threads)
     check_cpu_count("--num-cpus", args.num_cpus)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from raynn.errors import RaynnError
+from raynn.runs.files import read_bytes
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def run_dir_kind(run_dir: str | os.PathLike[str]) -> str:
     """
     path = Path(run_dir) / "run.json"
     try:  # json only: the CLI reads this before it starts the zygote (no pyarrow import)
-        meta = json.loads(path.read_text())
+        meta = json.loads(read_bytes(path))  # never through a link (refused later, in a line)
     except (OSError, ValueError):
         return "kfold"
     spec = meta.get("spec") if isinstance(meta, dict) else None

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from raynn.placement.session import free_port
 from raynn.spec import spec_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,15 +67,6 @@ def ray_local():
     )
     yield ray
     ray.shutdown()
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that the OS had free a moment ago (bound to port 0, closed)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_cluster(num_cpus: int = 1, attempts: int = 3) -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from raynn.bench.common import run_group
 from raynn.cli import main
 from raynn.errors import RaynnError, SpecError
 from raynn.placement.processes import Zygote
+from raynn.placement.session import free_port
 from raynn.runs.report import utilization_text
 from raynn.runs.results import UTILIZATION_SCHEMA, write_table
 from raynn.spec import spec_from_dict
@@ -147,6 +147,7 @@ def test_bench_num_cpus_outside_this_machine_is_refused(tmp_path, capsys):
         (["--serial", "--executor", "ray"], "--serial and --executor ray"),
         (["--serial", "--executor", "local"], "--serial and --executor local"),
         (["--executor", "local", "--address", "127.0.0.1:1"], "--address needs --executor ray"),
+        (["--threads", "1"], "--threads sets torch's threads of --serial; add --serial"),
     ],
 )
 def test_options_that_contradict_each_other_are_refused(options, words, tmp_path, capsys):
@@ -197,17 +198,10 @@ def test_debug_shows_the_traceback_and_without_it_one_line(tmp_path):
     assert debug.stderr.strip().splitlines()[-1].startswith("raynn.errors.SpecError: ")
 
 
-def _free_port() -> int:
-    """A local port nothing listens on (the OS chose it free; it is closed again)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(120)
 def test_an_unreachable_address_is_one_line(tmp_path):
     spec = _spec(tmp_path, TINY)
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     proc = _cli(["run", str(spec), "--address", address, "--output", "r"], tmp_path, 110)
     assert proc.returncode == 2
     line = _one_line(proc.stderr)
@@ -297,3 +291,14 @@ def test_an_interrupted_bench_kills_its_mode_s_whole_process_group(tmp_path):
         run_group([sys.executable, "-c", CHILD, str(pids)], log, os.environ, 300)
     leader, grandchild = (int(p) for p in pids.read_text().split())
     assert wait_for(lambda: _gone(leader) and _gone(grandchild), 30)
+
+
+@pytest.mark.timeout(120)
+def test_a_users_module_that_raises_on_import_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "broken_models.py").write_text("raise ValueError('no GPU here\\nsecond line')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = _spec(tmp_path, {**TINY, "models": ["broken_models:factory"]})
+    assert main(["validate", str(spec)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "importing module 'broken_models' raised ValueError: no GPU here;" in line
+    assert "second line" not in line

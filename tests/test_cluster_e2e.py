@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from raynn.placement.session import free_port
 from tests.conftest import REPO
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -24,21 +25,13 @@ def _live_members(pgid: int) -> list[str]:
     return [line for line in out.splitlines() if line.strip() and not line.startswith("Z")]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cluster_env(state: Path, port_base: int) -> dict[str, str]:
     env = {
         **os.environ,
         "RAYNN_CLUSTER_DIR": str(state),
         # free ports, so two suites on one machine (CI beside a developer's run) do not clash
-        "RAYNN_HEAD_PORT": str(_free_port()),
-        "RAYNN_DASHBOARD_PORT": str(_free_port()),
+        "RAYNN_HEAD_PORT": str(free_port()),
+        "RAYNN_DASHBOARD_PORT": str(free_port()),
         "RAYNN_PORT_BASE": str(port_base),
         "RAY": str(BIN / "ray"),
         "PYTHON": sys.executable,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import json
 import os
 import shutil
 from pathlib import Path
@@ -258,3 +259,19 @@ def test_a_hogwild_run_name_is_held_to_the_same_rule(name):
     assert spec_from_dict({"kind": "hogwild", "name": "é" * 100}).name == "é" * 100  # 200 bytes
     with pytest.raises(SpecError, match="spec key 'name'"):
         spec_from_dict({"kind": "hogwild", "name": name})
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_driver_s_run_is_not_reported_as_running(run_dir, capsys):
+    """SIGKILL leaves an attempt ``running`` in run.json; only a held run.lock makes it so."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    meta["runs"][-1]["status"] = "running"  # what a SIGKILLed driver leaves (the spec is kept)
+    (run_dir / "run.json").write_text(json.dumps(meta))
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "status: ended without a word" in out
+    assert f"raynn run --resume {run_dir}" in out
+    with RunLock(run_dir):  # a live driver (this test) holds the lock
+        assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "status: running;" in out and "without a word" not in out

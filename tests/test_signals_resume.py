@@ -320,7 +320,10 @@ def test_a_run_json_edited_by_hand_is_refused(done, capsys):
         "restore it or start a new run"
     ]
     assert path.read_bytes() == edited
-    del meta["spec_sha256"]  # a run.json from before the digest: resumes as it always did
+    del meta["spec_sha256"]  # a digest removed is an edit too
+    path.write_text(json.dumps(meta, indent=2))
+    assert _resume(run_dir) == 2 and "edited by hand" in capsys.readouterr().err
+    meta["schema_version"] = 4  # a run.json from before the digest: resumes as it always did
     path.write_text(json.dumps(meta, indent=2))
     assert _resume(run_dir) == 0
 

@@ -145,14 +145,15 @@ def run_two_node(
     from ray.cluster_utils import Cluster
 
     from raynn.hogwild.runner import run
-    from raynn.placement.session import LOCAL_RAY_SYSTEM_CONFIG
+    from raynn.placement.session import LOCAL_RAY_SYSTEM_CONFIG, free_port
 
     head, second = two_node_split(workers)
     if ray.is_initialized():  # the cluster's driver connection must be the only one
         ray.shutdown()
-    cluster = Cluster(
+    ports = {"dashboard_port": free_port(), "dashboard_agent_listen_port": free_port()}
+    cluster = Cluster(  # on free ports: another Ray on the machine may hold 8265 and 52365
         initialize_head=True,
-        head_node_args={"num_cpus": head, "_system_config": LOCAL_RAY_SYSTEM_CONFIG},
+        head_node_args={"num_cpus": head, "_system_config": LOCAL_RAY_SYSTEM_CONFIG, **ports},
     )
     try:
         cluster.add_node(num_cpus=second)

@@ -83,6 +83,12 @@ def _import_attr(path: str, where: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise SpecError(f"{where}: cannot import module {module_name!r} ({exc})") from None
+    except Exception as exc:  # the user's module raised while it was imported
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise SpecError(
+            f"{where}: importing module {module_name!r} raised {type(exc).__name__}: {first}; "
+            "fix the module (--debug shows the traceback)"
+        ) from exc
     try:
         obj: Any = module
         for part in attr.split("."):

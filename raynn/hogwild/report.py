@@ -3,7 +3,6 @@ figures ``raynn report`` draws of it (matplotlib, imported only when one is draw
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 from raynn.errors import RaynnError
 from raynn.runs import figures as plots
 from raynn.runs.html import Figure, utilization_figure
-from raynn.runs.report import utilization_text
+from raynn.runs.report import attempt_status, read_meta, utilization_text
 from raynn.runs.results import read_table
 
 
@@ -45,12 +44,11 @@ def accuracy_vs_time(run_dir: str | os.PathLike[str]) -> Any:
 def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
     """A markdown summary of a HOGWILD run directory (what ``raynn report`` prints)."""
     run_dir = Path(run_dir)
-    try:
-        meta = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
+    meta = read_meta(run_dir)
+    if not meta:
         raise RaynnError(
             f"{run_dir} is not a raynn run directory (no readable run.json); pass runs/<run-id>"
-        ) from None
+        )
     spec = meta.get("spec", {})
     last = (meta.get("runs") or [{}])[-1]
     h, t = spec.get("hogwild", {}), spec.get("training", {})
@@ -59,7 +57,7 @@ def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
     lines = [f"# raynn HOGWILD run {run_dir.name}", ""]
     lines.append(
         f"- spec: {spec.get('name', '?')}; executor: {last.get('executor', '?')}; status: "
-        f"{last.get('status', '?')}; attempts: {len(meta.get('runs', []))}"
+        f"{attempt_status(run_dir, last)}; attempts: {len(meta.get('runs', []))}"
     )
     lines.append(
         f"- model: {spec.get('model', {}).get('name', '?')} on "

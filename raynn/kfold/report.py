@@ -20,7 +20,13 @@ from raynn.kfold.rows import FINAL, RACED_OUT
 from raynn.kfold.tables import JOBS_SCHEMA  # noqa: F401 - registers the tables' schemas
 from raynn.runs import figures as plots
 from raynn.runs.html import Figure, utilization_figure
-from raynn.runs.report import fold_differences, last_work, read_meta, utilization_text
+from raynn.runs.report import (
+    attempt_status,
+    fold_differences,
+    last_work,
+    read_meta,
+    utilization_text,
+)
 from raynn.runs.results import read_table
 from raynn.runs.search_figures import column_heads, searched_columns, value_text
 from raynn.runs.search_figures import figures as search_figures
@@ -149,7 +155,7 @@ def summarize(run_dir: str | os.PathLike[str]) -> str:
     meta = read_meta(run_dir)
     jobs = read_table(run_dir, "jobs")
     last = (meta.get("runs") or [{}])[-1]
-    status = f"{last.get('status', '?')}" + (f" ({last['signal']})" if last.get("signal") else "")
+    status = attempt_status(run_dir, last)
     name = meta.get("spec", {}).get("name", run_dir.name)
     ok = jobs[jobs["status"] == "ok"] if not jobs.empty else jobs
     failed = jobs[~jobs["status"].isin(FINAL)] if not jobs.empty else jobs

@@ -112,6 +112,17 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
         ) from None
 
 
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that the OS had free a moment ago (bound to port 0, closed).
+
+    For Ray's head ports (the dashboard's 8265 and its agent's 52365 by default), which
+    another Ray on the machine may hold; a caller that loses the port to a race retries.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def shutdown_if_started(started: bool) -> None:
     """Stop Ray if ``started`` (what :func:`connect` returned) and it is still up."""
     import ray

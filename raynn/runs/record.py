@@ -30,6 +30,9 @@ from raynn.runs.files import check_no_links, read_bytes
 from raynn.runs.results import SCHEMA_VERSION, RunLock, create_run_dir, write_json
 from raynn.runs.signals import name_run_dir, sigterm_as_interrupt, terminated
 
+# run.json keeps its spec's digest since this schema version: removing it is an edit too
+DIGEST_SINCE = 5
+
 # keys a spec given beside --resume may change: the run directory is already chosen
 RESUME_FREE_KEYS = ("output.dir",)
 
@@ -126,8 +129,10 @@ class RunRecord:
                 "run directory made by 'raynn run'"
             ) from None
         digest = meta.get("spec_sha256") if isinstance(meta, dict) else None
-        if digest is not None and spec_digest(meta.get("spec")) != digest:  # None: written
-            raise SpecError(  # before run.json kept a digest
+        if digest is None and _version(meta) < DIGEST_SINCE:  # before run.json kept one
+            return cls(run_dir, meta)
+        if spec_digest(meta.get("spec")) != digest:
+            raise SpecError(
                 f"{run_dir / 'run.json'} was edited by hand: its spec no longer matches its "
                 "digest; restore it or start a new run"
             )
@@ -213,6 +218,12 @@ class RunRecord:
                 self.save()
             except OutputError:
                 pass  # the original error (often the same full disk) is the one to report
+
+
+def _version(meta: Any) -> int:
+    """run.json's ``schema_version`` (0 where it has none or it is no number)."""
+    version = meta.get("schema_version") if isinstance(meta, dict) else None
+    return version if isinstance(version, int) else 0
 
 
 def spec_digest(spec: Any) -> str:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from raynn.runs.files import read_bytes
 from raynn.runs.record import changed_keys
-from raynn.runs.results import read_table, write_bytes
+from raynn.runs.results import RunLock, read_table, write_bytes
 from raynn.spec import spec_from_dict
 
 
@@ -51,11 +53,26 @@ def utilization_text(
 
 
 def read_meta(run_dir: Path) -> dict[str, Any]:
-    """A run directory's run.json ({} where it has none or cannot be read)."""
+    """A run directory's run.json ({} where it has none or cannot be read; never a link's)."""
     try:
-        return json.loads((run_dir / "run.json").read_text())
+        return json.loads(read_bytes(run_dir / "run.json"))
     except (OSError, ValueError):
         return {}
+
+
+def attempt_status(run_dir: Path, attempt: Mapping[str, Any]) -> str:
+    """An attempt's status as a report shows it: ``interrupted (SIGTERM)``; ``running`` only
+    while a driver holds the run's lock, else what a killed driver (SIGKILL, a lost
+    machine) left behind, with the command that finishes the run."""
+    status = str(attempt.get("status", "?"))
+    if attempt.get("signal"):
+        status += f" ({attempt['signal']})"
+    if status == "running" and not RunLock(run_dir).held():
+        status = (
+            "ended without a word (no driver holds its run.lock: killed, or on another "
+            f"host); finish with: raynn run --resume {run_dir}"
+        )
+    return status
 
 
 def write_report(run_dir: str | os.PathLike[str], summary: str) -> str:

@@ -50,7 +50,7 @@ from raynn.runs.files import (
 
 __all__ = ["write_bytes", "write_json"]  # re-exported: the run directory's writers
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 UTILIZATION_SCHEMA = pa.schema(
     [
@@ -188,6 +188,22 @@ class RunLock:
         self.path.unlink(missing_ok=True)
         os.close(self._fd)  # closing the descriptor releases the flock
         self._fd = None
+
+    def held(self) -> bool:
+        """Whether a live driver on this host holds the lock (a killed one holds nothing)."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:  # no lock file (released), or a link (never raynn's)
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the shared lock this call may have taken
+        return False
 
     def __enter__(self) -> RunLock:
         self.acquire()
