@@ -91,3 +91,29 @@ def sleepy_mlp(in_shape: tuple[int, int, int], num_classes: int, seconds: float)
     """A model whose every training step sleeps ``seconds``: jobs of equal length under load."""
     c, h, w = in_shape
     return _Sleepy(c * h * w, num_classes, seconds)
+
+
+class _Gated(nn.Module):
+    """An MLP whose training forward waits until the file ``gate`` exists (at most 300 s)."""
+
+    def __init__(self, in_features: int, num_classes: int, gate: str) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+        self.gate = gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            import os
+            import time
+
+            deadline = time.monotonic() + 300.0
+            while not os.path.exists(self.gate) and time.monotonic() < deadline:
+                time.sleep(0.05)  # waits on the test's event: the file it creates
+        return self.fc(x.flatten(1))
+
+
+def gated_mlp(in_shape: tuple[int, int, int], num_classes: int, gate: str) -> nn.Module:
+    """A model whose training steps wait for the test to create ``gate``: its jobs are still
+    running, whatever the machine's speed, until the test has seen what it waits for."""
+    c, h, w = in_shape
+    return _Gated(c * h * w, num_classes, gate)

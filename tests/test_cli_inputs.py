@@ -258,6 +258,21 @@ def test_the_report_shows_raynn_s_cpu_share_beside_the_machine_s(tmp_path):
     assert utilization_text(tmp_path / "c") == "-"
 
 
+def test_the_sample_that_covers_a_run_s_end_counts(tmp_path):
+    """Samples at 100..103 s cover the second before each: a run inside one interval has that
+    sample; a run's window takes the samples in it and the first one after its end."""
+    rows = [
+        {"node": "vm", "time": 100.0 + i, "core": 0, "percent": 10.0 * (i + 1), "own_percent": 1.0}
+        for i in range(4)
+    ]
+    write_table(tmp_path / "utilization" / "vm.parquet", rows, UTILIZATION_SCHEMA)
+    (tmp_path / "run.json").write_text(json.dumps({"spec": {"name": "u"}, "runs": []}))
+    assert utilization_text(tmp_path, 100.2, 100.4) == "machine 20.0%, raynn 1.0%"
+    assert utilization_text(tmp_path, 100.5, 102.5) == "machine 30.0%, raynn 1.0%"  # 101-103
+    assert utilization_text(tmp_path, 102.5, 103.5) == "machine 40.0%, raynn 1.0%"
+    assert utilization_text(tmp_path, 103.5, 104.0) == "-"
+
+
 CHILD = textwrap.dedent(
     """
     import os, subprocess, sys, time

@@ -332,6 +332,7 @@ def test_a_joiner_whose_probe_fails_or_hangs_neither_stalls_nor_aborts_the_run(r
 
     executor = make_executor("ray")
     real, asked, calls = executor.start_probes, [], []
+    gate = tmp_path / "probes-asked"  # the jobs train only once both fakes were asked
 
     def start_probes(exclude):
         calls.append(exclude)
@@ -344,15 +345,16 @@ def test_a_joiner_whose_probe_fails_or_hangs_neither_stalls_nor_aborts_the_run(r
                 asked.append(node_id)
                 ref = task.remote() if task is dying_probe else task.remote(600)
                 out.append(({"NodeID": node_id, "Resources": {"CPU": 1}}, ref))
+        if {"fake-dying", "fake-hanging"} <= set(asked):
+            gate.touch()
         return out
 
+    gated = {"name": "tests.helpers:gated_mlp", "label": "gated", "args": {"gate": str(gate)}}
     spec = make_spec(
         tmp_path,
-        models=["lenet"],
+        models=[gated],
         schedulers=["cosine", "warm", "step"],
-        folds=2,
-        dataset=SLOW_DATA,
-        training={"epochs": 2},
+        scheduling={"probe": False},  # the probe would train the gated model in the driver
     )
     executor.start_probes = start_probes
     result = run(spec, executor=executor, progress=False)

@@ -307,6 +307,18 @@ def test_sampler_attributes_own_cpu_time_to_the_pinned_core():
     assert plain_rows and all(r["own_percent"] is None for r in plain_rows)  # not measured
 
 
+@pytest.mark.timeout(60)
+def test_a_sampler_stopped_before_its_first_interval_still_has_a_sample():
+    """A run shorter than the interval (a tiny grid) still gets a utilisation line."""
+    import psutil
+
+    sampler = UtilizationSampler("n", 3600.0, own_pids=[os.getpid()])
+    sampler.start()
+    rows = sampler.stop()
+    assert sorted(r["core"] for r in rows) == list(range(psutil.cpu_count()))
+    assert all(r["own_percent"] is not None for r in rows)
+
+
 def test_the_run_path_does_not_import_matplotlib():
     code = (
         "import sys, raynn.cli, raynn.kfold.runner, raynn.kfold.report, raynn.hogwild.runner, "

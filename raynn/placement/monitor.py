@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+FINAL_SAMPLE_SECONDS = 0.05  # the tail after the last sample is sampled when this long
+
 
 class UtilizationSampler:
     """Samples per-core CPU % of this node in a background thread (psutil).
@@ -40,6 +42,7 @@ class UtilizationSampler:
         self._lock = threading.Lock()
         self._cpu: dict[tuple[int, int], float] = {}  # (pid, tid) -> CPU seconds last seen
         self._seen: set[int] = set()  # pids whose threads have a baseline
+        self._last = (0.0, 0.0)  # the last sample's time.time() and time.monotonic()
 
     def watch(self, pid: int) -> None:
         """Count process ``pid`` (all its threads) as raynn's own from now on."""
@@ -111,26 +114,35 @@ class UtilizationSampler:
 
         psutil.cpu_percent(percpu=True)  # the first call only primes the counters
         cores = len(psutil.cpu_percent(percpu=True))
-        last, last_mono = time.time(), time.monotonic()
+        self._last = (time.time(), time.monotonic())
         if self._measure_own:
-            self._own_percent(cores, last, last, 1.0)  # baselines
+            self._own_percent(cores, self._last[0], self._last[0], 1.0)  # baselines
         while not self._stop.wait(self.interval):
-            now, mono = time.time(), time.monotonic()
-            percent = psutil.cpu_percent(percpu=True)
-            own: list[float | None] = [None] * len(percent)
-            if self._measure_own:
-                own = self._own_percent(len(percent), last, now, max(mono - last_mono, 1e-3))
-            for core, pct in enumerate(percent):
-                self._rows.append(
-                    {
-                        "node": self.node,
-                        "time": now,
-                        "core": core,
-                        "percent": pct,
-                        "own_percent": own[core],
-                    }
-                )
-            last, last_mono = now, mono
+            self._sample()
+        if time.monotonic() - self._last[1] >= FINAL_SAMPLE_SECONDS or not self._rows:
+            self._sample()  # the run's last part; a run shorter than the interval has one
+
+    def _sample(self) -> None:
+        """Append one row per core: its CPU % (and raynn's share) since the last sample."""
+        import psutil
+
+        now, mono = time.time(), time.monotonic()
+        percent = psutil.cpu_percent(percpu=True)
+        own: list[float | None] = [None] * len(percent)
+        if self._measure_own:
+            dt = max(mono - self._last[1], 1e-3)
+            own = self._own_percent(len(percent), self._last[0], now, dt)
+        for core, pct in enumerate(percent):
+            self._rows.append(
+                {
+                    "node": self.node,
+                    "time": now,
+                    "core": core,
+                    "percent": pct,
+                    "own_percent": own[core],
+                }
+            )
+        self._last = (now, mono)
 
     def stop(self) -> list[dict[str, Any]]:
         """Stop sampling and return the rows taken."""

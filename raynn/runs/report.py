@@ -23,7 +23,9 @@ def mean_utilization(
 ) -> float | None:
     """Mean CPU % over every sampled core (of the cores the run used) between start and end:
     of every process on the machine (``percent``) or of raynn's own (``own_percent``: None
-    where the run did not measure it)."""
+    where the run did not measure it). A sample covers the time since its node's previous
+    one, so each node's first sample at or after ``end`` counts too: a run shorter than the
+    sampling interval has one."""
     util = read_table(run_dir, "utilization")
     if util.empty or column not in util.columns:
         return None
@@ -34,7 +36,9 @@ def mean_utilization(
     if start is not None:
         util = util[util["time"] >= start]
     if end is not None:
-        util = util[util["time"] <= end]
+        covers_end = util[util["time"] >= end].groupby("node")["time"].min()
+        cut = [float(covers_end.get(node, end)) for node in util["node"]]
+        util = util[util["time"].to_numpy() <= cut]
     values = util[column].dropna()
     return None if values.empty else float(values.mean())
 
