@@ -23,7 +23,7 @@ from raynn.hogwild.rounds import PlannedWorker, plan_workers, train_round
 from raynn.hogwild.server import ParameterServer
 from raynn.hogwild.tables import write_tables
 from raynn.hogwild.view import HogwildView
-from raynn.placement.nodes import Node, probe_nodes
+from raynn.placement.nodes import Node, on_node, probe_nodes
 from raynn.placement.restarts import RestartPolicy
 from raynn.runs.files import atomic_write
 
@@ -60,7 +60,6 @@ def run_ray(
         shards' stats, seconds of start-up, training and clean-up, and the error if it failed.
     """
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     spec = p.spec
     entered = time.monotonic()
@@ -76,10 +75,9 @@ def run_ray(
             atomic_write(init, lambda fh, part=p.initial[lo:hi]: np.save(fh, part))
         kwargs = server_kwargs(spec, run_dir, i, lo, p.param_count)
         local.append(ParameterServer(str(init), **kwargs))  # what the actor will start from
-        strategy = NodeAffinitySchedulingStrategy(driver_node, soft=False)
         shards.append(
             server_cls.options(
-                name=f"{SERVER_NAME}_{run_dir.name}_{i}", scheduling_strategy=strategy
+                name=f"{SERVER_NAME}_{run_dir.name}_{i}", **on_node(driver_node)
             ).remote(str(init), **kwargs)
         )
     client = ServerClient(shards, bounds)

@@ -24,7 +24,8 @@ from raynn.hogwild.segments import ROUND_STOP_SECONDS, release_all, stop_workers
 from raynn.hogwild.shared_params import SharedParams, create_detached, sweep_stale_segments
 from raynn.hogwild.view import HogwildView
 from raynn.hogwild.worker import worker_row
-from raynn.placement.nodes import Node, alive_node_ids
+from raynn.placement.nodes import Node, alive_node_ids, on_node
+from raynn.placement.session import remote_reason
 from raynn.spec.hogwild import HogwildSpec
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,8 @@ def train_round(
     """
     import ray
     from ray.exceptions import RayActorError, RayTaskError
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from raynn.hogwild.worker import HogwildWorker
-
-    def on(node_id: str) -> dict[str, Any]:
-        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
 
     spec = p.spec
     entered = time.monotonic()
@@ -168,7 +165,7 @@ def train_round(
                     mine.close()
                     mine = None
             else:
-                created.append(creator.options(**on(node_id)).remote(name, weights_ref, count))
+                created.append(creator.options(**on_node(node_id)).remote(name, weights_ref, count))
         ray.get(created, timeout=300)
         # No runtime_env: it would cost fresh worker processes; the worker pins itself and caps
         # its threads (raynn.placement.cores.pin_current_process) before any heavy torch work.
@@ -179,7 +176,7 @@ def train_round(
         # benchmarks/RESULTS.md); on top of the sync role's own cost, that made slot 0 the
         # node's straggler, and with a static split the other workers idle at the end.
         for s in sorted(slots, key=lambda x: -x.slot):
-            actors[s.worker_id] = worker_cls.options(**on(s.node.node_id)).remote(
+            actors[s.worker_id] = worker_cls.options(**on_node(s.node.node_id)).remote(
                 s.worker_id,
                 s.node.name,
                 s.slot,
@@ -204,7 +201,7 @@ def train_round(
                 info = ray.get(ref, timeout=300)
                 workers_info[wid] = info
             except (RayActorError, RayTaskError) as exc:
-                failure, restartable = (wid, reason(exc)), isinstance(exc, RayActorError)
+                failure, restartable = (wid, remote_reason(exc)), isinstance(exc, RayActorError)
                 break
         if failure is None:
             pids = {
@@ -229,7 +226,7 @@ def train_round(
                     results[wid] = ray.get(ref)
                 except (RayActorError, RayTaskError) as exc:
                     # an actor that died can be replaced; an error in its training cannot
-                    failure, restartable = (wid, reason(exc)), isinstance(exc, RayActorError)
+                    failure, restartable = (wid, remote_reason(exc)), isinstance(exc, RayActorError)
             if failure is None and time.monotonic() >= next_eval:
                 view.show(evaluator(*current()))
                 next_eval = time.monotonic() + every
@@ -308,12 +305,3 @@ def consume(refs: list[Any]) -> None:
             ray.get(ref, timeout=1)
         except Exception:  # noqa: BLE001 - a second failure or a killed actor: already handled
             pass
-
-
-def reason(exc: BaseException) -> str:
-    """The one-line cause of a Ray error (the worker's own exception where Ray carries it)."""
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, BaseException):
-        return f"{type(cause).__name__}: {cause}"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"

@@ -43,7 +43,7 @@ from raynn.hogwild.serial import run_serial
 from raynn.hogwild.tables import EVAL_SCHEMA, HOGWILD_SCHEMA, write_tables
 from raynn.hogwild.view import HogwildView
 from raynn.placement import session
-from raynn.placement.nodes import Node, local_node, probe_nodes
+from raynn.placement.nodes import Node, local_node, session_nodes
 from raynn.runs.record import RunRecord, RunResult, check_writable
 from raynn.runs.report import write_report
 from raynn.runs.results import output_root, read_table
@@ -113,13 +113,8 @@ def run(
     started = False
     try:
         if executor == "ray":
-            import ray
-
             started = session.connect(address, num_cpus)
-            if embedded:  # one node, this machine: no need to ask it for its CPUs
-                nodes = [local_node(ray.get_runtime_context().get_node_id(), num_cpus)]
-            else:
-                nodes = probe_nodes()
+            nodes = session_nodes(embedded, num_cpus)
             slots = plan_workers(spec, nodes)
         if record is None:
             record = RunRecord.create(root, spec)

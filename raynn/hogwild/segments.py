@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from raynn.hogwild.shared_params import request_stop, unlink_segment
-from raynn.placement.nodes import alive_node_ids
+from raynn.placement.nodes import alive_node_ids, on_node
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +16,6 @@ ROUND_STOP_SECONDS = 30.0  # how long a round that ends early waits for its work
 def release_segments(names: dict[str, tuple[str, str]], driver_node: str) -> list[str]:
     """Unlink each node's segment (here for the driver's node, by a task elsewhere)."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     failed = []
     remote = ray.remote(num_cpus=0, max_retries=0)(unlink_segment)
@@ -25,8 +24,7 @@ def release_segments(names: dict[str, tuple[str, str]], driver_node: str) -> lis
         if node_id == driver_node:
             unlink_segment(name)
             continue
-        strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
-        refs.append((label, name, remote.options(scheduling_strategy=strategy).remote(name)))
+        refs.append((label, name, remote.options(**on_node(node_id)).remote(name)))
     for label, name, ref in refs:
         try:
             ray.get(ref, timeout=60)
@@ -39,7 +37,6 @@ def stop_workers(segments: dict[str, tuple[str, str]], driver_node: str) -> None
     """Set the stop flag in each node's segment (here for the driver's node, by a task
     elsewhere): its workers leave at their next step and its sync role pushes the rest."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     remote = ray.remote(num_cpus=0, max_retries=0)(request_stop)
     refs = []
@@ -47,8 +44,7 @@ def stop_workers(segments: dict[str, tuple[str, str]], driver_node: str) -> None
         if node_id == driver_node:
             request_stop(name)
         else:
-            strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
-            refs.append(remote.options(scheduling_strategy=strategy).remote(name))
+            refs.append(remote.options(**on_node(node_id)).remote(name))
     try:
         ray.get(refs, timeout=ROUND_STOP_SECONDS)
     except Exception as exc:  # noqa: BLE001 - a node that went: its steps went with it

@@ -67,6 +67,24 @@ def local_node(node_id: str = "local", num_cpus: int | None = None, smt: str = "
     return Node(node_id, host, cpus, host, read_topology(cpus, smt))
 
 
+def on_node(node_id: str) -> dict[str, Any]:
+    """Ray ``.options(...)`` that place a task or actor on node ``node_id`` and nowhere else."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
+
+
+def session_nodes(embedded: bool, num_cpus: int | None = None, smt: str = "together") -> list[Node]:
+    """The nodes of the Ray this process joined: with an embedded Ray one node, this machine
+    (no need to ask it for its CPUs); on a cluster every alive node, probed
+    (:func:`probe_nodes`)."""
+    import ray
+
+    if embedded:
+        return [local_node(ray.get_runtime_context().get_node_id(), num_cpus, smt)]
+    return probe_nodes(smt=smt)
+
+
 def node_groups(nodes: Sequence[Node], size: int) -> list[NodeGroup]:
     """(node, core group of ``size`` units) pairs of ``nodes``, round-robin over the nodes."""
     per_node = [[(n, g) for g in n.groups(size)] for n in nodes]
@@ -102,7 +120,6 @@ def start_probes(exclude: set[str], smt: str = "together") -> list[tuple[dict[st
     """Start the probe task on every alive node with CPUs not in ``exclude``: pairs of
     the node's entry in ``ray.nodes()`` and the task's ref (head node first)."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     @ray.remote(num_cpus=0, max_retries=0)
     def node_info() -> tuple[str, list[int], Any]:
@@ -115,15 +132,7 @@ def start_probes(exclude: set[str], smt: str = "together") -> list[tuple[dict[st
         if n["Alive"] and n["Resources"].get("CPU", 0) >= 1 and n["NodeID"] not in exclude
     ]
     alive.sort(key=lambda n: (not n.get("IsHeadNode", False), n["NodeID"]))
-    return [
-        (
-            n,
-            node_info.options(
-                scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
-            ).remote(),
-        )
-        for n in alive
-    ]
+    return [(n, node_info.options(**on_node(n["NodeID"])).remote()) for n in alive]
 
 
 def nodes_from(known: Sequence[Node], probed: Sequence[tuple[dict[str, Any], Any]]) -> list[Node]:

@@ -160,3 +160,20 @@ def fast_shutdown() -> None:
             proc.kill()
         except psutil.Error:
             pass
+
+
+def remote_cause(exc: BaseException) -> BaseException:
+    """The exception a Ray task or actor raised, where Ray carries it (``RayTaskError.cause``),
+    else ``exc`` itself."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def remote_reason(exc: BaseException) -> str:
+    """The one-line cause of a Ray error: ``Type: message`` of the remote exception where Ray
+    carries it, else of ``exc`` (its last line)."""
+    cause = remote_cause(exc)
+    if cause is not exc:
+        return f"{type(cause).__name__}: {cause}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"

@@ -38,12 +38,6 @@ POLL_SECONDS = 0.05  # how long the loop waits on running tasks before leasing a
 READY_TIMEOUT = 300.0  # seconds the workers are given to start
 
 
-def _on(node_id: str) -> dict[str, Any]:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
-
-
 def local_slot_count(cores_per_task: int, num_cpus: int | None = None) -> int:
     """Core groups an embedded Ray on this machine would give (without starting it)."""
     return len(nodes_mod.local_node(num_cpus=num_cpus).groups(cores_per_task))
@@ -103,11 +97,7 @@ class WorkerPool:
             )
         self.summary.started_ray = session.connect(self.address, self.num_cpus)
         try:
-            if embedded:  # one node, this machine: no need to ask it for its CPUs
-                node_id = ray.get_runtime_context().get_node_id()
-                nodes = [nodes_mod.local_node(node_id, self.num_cpus)]
-            else:
-                nodes = nodes_mod.probe_nodes()
+            nodes = nodes_mod.session_nodes(embedded, self.num_cpus)
             self.slots = nodes_mod.node_groups(nodes, self.cores_per_task)
             if not self.slots:
                 raise BackendOptionError(
@@ -138,9 +128,8 @@ class WorkerPool:
             self.summary.workers += 1
             # no runtime_env: the actor may take a process Ray has already started; it pins
             # every thread and caps every pool itself (raynn.placement.cores.pin_current_process)
-            actor = self._worker_cls.options(num_cpus=len(cpus), **_on(node.node_id)).remote(
-                worker_id, cpus, node.name
-            )
+            placed = self._worker_cls.options(num_cpus=len(cpus), **nodes_mod.on_node(node.node_id))
+            actor = placed.remote(worker_id, cpus, node.name)
             self._actors[worker_id] = (actor, slot)
             self._idle.append(worker_id)
         return actor

@@ -68,17 +68,16 @@ class RayExecutor(Executor):
 
     # -- lifecycle ------------------------------------------------------------------------------
     def size_groups(self, n_jobs, cores_per_job, choose=None):
-        import ray
 
         embedded = session.will_embed(self.address)
         if embedded and cores_per_job != "auto":  # fail before starting Ray at all
             check_cores_per_job(int(cores_per_job), [self.num_cpus or len(usable_cpus())])
         self._owns_ray = session.connect(self.address, self.num_cpus) or self._owns_ray
-        if embedded:  # one node, this machine: no need to ask it for its CPUs
-            node_id = ray.get_runtime_context().get_node_id()
-            self._nodes = [nodes_mod.local_node(node_id, self.num_cpus, self.smt)]
-        else:
-            self._nodes = self.probe_nodes()
+        self._nodes = (
+            nodes_mod.session_nodes(True, self.num_cpus, self.smt)
+            if embedded
+            else self.probe_nodes()  # through start_probes, which tests replace
+        )
         sizes = [len(d) for n in self._nodes for d in n.cores.domains]
         self._cores_per_job, self.cores_by_model = choose_group_size(
             cores_per_job, n_jobs, sizes, choose

@@ -25,9 +25,17 @@ from raynn.kfold.queue import JobQueue
 from raynn.kfold.rows import JobResult
 from raynn.kfold.workers import CoreGroupWorker
 from raynn.placement.monitor import UtilizationSampler
-from raynn.placement.nodes import Node, NodeGroup, alive_node_ids, node_groups, nodes_from
+from raynn.placement.nodes import (
+    Node,
+    NodeGroup,
+    alive_node_ids,
+    node_groups,
+    nodes_from,
+    on_node,
+)
 from raynn.placement.progress import Progress
 from raynn.placement.restarts import RestartPolicy
+from raynn.placement.session import remote_cause
 
 if TYPE_CHECKING:
     from raynn.core.data import ArrayDataset
@@ -39,12 +47,6 @@ log = logging.getLogger(__name__)
 
 NODE_POLL_SECONDS = 2.0
 PROBE_TIMEOUT_SECONDS = 120.0  # a joiner's probe is given up on (and retried) after this
-
-
-def _on(node_id: str) -> dict[str, Any]:
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id, soft=False)}
 
 
 Prober = Callable[[set[str]], list[tuple[dict[str, Any], Any]]]
@@ -91,7 +93,7 @@ class RayRun:
         driver = ray.get_runtime_context().get_node_id()
         self.queue = (
             ray.remote(num_cpus=0)(JobQueue)
-            .options(**_on(driver))
+            .options(**on_node(driver))
             .remote(
                 jobs,
                 scheduling.max_attempts,
@@ -102,7 +104,7 @@ class RayRun:
         )
         self.run_dir = run_dir
         self.collector = (
-            ray.remote(num_cpus=0)(ResultsCollector).options(**_on(driver)).remote(run_dir)
+            ray.remote(num_cpus=0)(ResultsCollector).options(**on_node(driver)).remote(run_dir)
         )
         self.samplers: dict[str, Any] = {}
         self.data_ref = ray.put(data)
@@ -123,7 +125,7 @@ class RayRun:
         for node in nodes:
             sampler = (
                 ray.remote(num_cpus=0)(UtilizationSampler)
-                .options(**_on(node.node_id))
+                .options(**on_node(node.node_id))
                 .remote(node.name, self.scheduling.sample_interval, own_pids=[])
             )
             sampler.start.remote()
@@ -135,7 +137,7 @@ class RayRun:
         self.started += 1
         # no runtime_env: the actor may take a worker process Ray has already started; it pins
         # every thread and caps every pool itself (raynn.placement.cores.pin_current_process)
-        actor = self.worker_cls.options(num_cpus=len(cpus), **_on(node.node_id)).remote(
+        actor = self.worker_cls.options(num_cpus=len(cpus), **on_node(node.node_id)).remote(
             worker_id,
             units,
             self.data_ref,
@@ -291,7 +293,7 @@ class RayRun:
                 except RayActorError:
                     self._worker_died(worker_id, slot)
                 except RayTaskError as exc:
-                    cause = getattr(exc, "cause", None)
+                    cause = remote_cause(exc)
                     raise (cause if isinstance(cause, RaynnError) else exc) from None
                 else:
                     ray.kill(actor)
@@ -376,7 +378,7 @@ class RayRun:
             except (RayActorError, GetTimeoutError):
                 pass  # that node is gone: its samples with it
             except RayTaskError as exc:
-                cause = getattr(exc, "cause", None)
+                cause = remote_cause(exc)
                 failed = failed or (cause if isinstance(cause, RaynnError) else exc)
             ray.kill(sampler)
         ray.kill(self.queue)
