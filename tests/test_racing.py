@@ -13,6 +13,7 @@ from scipy import stats
 from raynn.api import run
 from raynn.errors import SpecError
 from raynn.kfold.grid import Job
+from raynn.kfold.messages import Continue, Retire, Stop
 from raynn.kfold.queue import JobQueue
 from raynn.kfold.racing import Race, start_race, worse_p_value
 from raynn.kfold.rows import RACED_OUT
@@ -192,31 +193,31 @@ def test_with_racing_the_queue_hands_out_folds_staggered():
 def test_the_queue_cancels_the_pending_folds_of_a_raced_configuration():
     q = _queue(2)
     for f, good, bad in [(0, 0.90, 0.10), (1, 0.92, 0.13)]:
-        assert q.lease("w0")[0].job_id == f"cosine-{f}"
-        assert q.lease("w1")[0].job_id == f"warm-{f}"
+        assert q.lease("w0").job.job_id == f"cosine-{f}"
+        assert q.lease("w1").job.job_id == f"warm-{f}"
         assert q.complete(f"cosine-{f}", metrics={"val_accuracy": good}) == []
         cancelled = q.complete(f"warm-{f}", metrics={"val_accuracy": bad})
     # out after its second fold: its pending folds come back once, for their rows
     assert sorted(j.job_id for j, _ in cancelled) == ["warm-2", "warm-3"]
     assert all("worse than mlp/cosine on folds 0,1" in reason for _, reason in cancelled)
-    assert [q.lease(w)[0].job_id for w in ("w0", "w1")] == ["cosine-2", "cosine-3"]
-    assert q.progress("cosine-2", 1) is None  # the other configuration runs on
+    assert [q.lease(w).job.job_id for w in ("w0", "w1")] == ["cosine-2", "cosine-3"]
+    assert q.progress("cosine-2", 1) == Continue()  # the other configuration runs on
     for f in (2, 3):
         assert q.complete(f"cosine-{f}", metrics={"val_accuracy": 0.9}) == []
-    assert q.lease("w0") is None  # nothing of warm is handed out any more
+    assert q.lease("w0") == Retire()  # nothing of warm is handed out any more
     stats = q.stats()
     assert (stats.done, stats.pending, stats.running, stats.finished) == (8, 0, 0, True)
 
 
 def _warm_running_when_raced(q: JobQueue) -> str:
     """Three workers: cosine has two folds, warm-2 runs when warm-1 races warm out."""
-    assert [q.lease(w)[0].job_id for w in ("w0", "w1", "w2")] == ["cosine-0", "warm-0", "cosine-1"]
+    assert [q.lease(w).job.job_id for w in ("w0", "w1", "w2")] == ["cosine-0", "warm-0", "cosine-1"]
     q.complete("cosine-0", metrics={"val_accuracy": 0.90})
     q.complete("cosine-1", metrics={"val_accuracy": 0.92})
-    assert [q.lease(w)[0].job_id for w in ("w0", "w2")] == ["warm-1", "cosine-2"]
+    assert [q.lease(w).job.job_id for w in ("w0", "w2")] == ["warm-1", "cosine-2"]
     assert q.complete("warm-0", metrics={"val_accuracy": 0.10}) == []  # one fold: no decision
-    assert q.lease("w1")[0].job_id == "warm-2"
-    assert q.progress("warm-2", 1) is None  # not decided yet
+    assert q.lease("w1").job.job_id == "warm-2"
+    assert q.progress("warm-2", 1) == Continue()  # not decided yet
     cancelled = q.complete("warm-1", metrics={"val_accuracy": 0.15})
     assert [j.job_id for j, _ in cancelled] == ["warm-3"]  # the pending one
     return cancelled[0][1]
@@ -228,9 +229,9 @@ def test_a_running_fold_of_a_raced_configuration_stops_at_its_next_epoch():
     assert reason.startswith("raced out: val_accuracy worse than mlp/cosine on folds 0,1")
     # the running fold gets the reason at its next epoch, but not after its last (a fold
     # that has finished training keeps its result); its worker then reports it raced out
-    assert q.progress("warm-2", 2) == reason and q.progress("warm-2", 5) is None
+    assert q.progress("warm-2", 2) == Stop(reason) and q.progress("warm-2", 5) == Continue()
     assert q.complete("warm-2", ok=False, error=reason, raced_out=True) == []
-    assert q.lease("w0")[0].job_id == "cosine-3"
+    assert q.lease("w0").job.job_id == "cosine-3"
     for f in (2, 3):
         assert q.complete(f"cosine-{f}", metrics={"val_accuracy": 0.9}) == []
     stats = q.stats()
@@ -241,7 +242,7 @@ def test_a_stopped_fold_whose_worker_dies_is_recorded_not_retried():
     q = _queue(3)
     reason = _warm_running_when_raced(q)
     assert q.release_worker("w1") == []  # warm-2's worker died after it was told to stop
-    assert q.lease("w0")[0].job_id == "cosine-3"  # warm-2 is not handed out again
+    assert q.lease("w0").job.job_id == "cosine-3"  # warm-2 is not handed out again
     recorded = q.complete("cosine-2", metrics={"val_accuracy": 0.91})
     assert [(j.job_id, why) for j, why in recorded] == [("warm-2", reason)]
     q.complete("cosine-3", metrics={"val_accuracy": 0.9})

@@ -3,7 +3,13 @@
 :class:`CoreGroupWorker` is a plain class, run in three places with the same loop: in the
 driver (the serial executor: queue and collector are plain objects), in a process forked on
 this machine (the local executor: they are proxies over a pipe to the driver) and in a Ray
-actor (they are actor handles). :func:`call` hides that difference.
+actor (they are actor handles). :func:`call` hides that difference. What a worker is given
+(its name, cores, node, queue, collector) is one :class:`WorkerContext`, besides the data.
+
+The queue answers with the typed messages of :mod:`raynn.kfold.messages`, which the loop
+decodes by type: a lease is a ``Grant`` (train it), ``Wait`` (cores busy: ask again) or
+``Retire`` (stop); an epoch end is answered ``Continue``, ``Widen`` (re-pin onto more
+cores) or ``Stop`` (fold racing: the job stops here, its row says why).
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import os
 import socket
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from raynn.core.checkpoint import CheckpointStore
 from raynn.core.data import ArrayDataset
 from raynn.errors import OutputError
+from raynn.kfold.messages import Grant, Retire, Stop, Wait, Widen
 from raynn.kfold.racing import RacedOut
 from raynn.kfold.rows import RACED_OUT
 from raynn.kfold.train import JobResult, train_job
@@ -55,59 +63,69 @@ class _CollectorCheckpoints:
         return call(self._collector, "set_aside_checkpoint", job_id)
 
 
+@dataclass(frozen=True)
+class WorkerContext:
+    """What a :class:`CoreGroupWorker` needs besides the data: who it is, where it runs, and
+    whom it talks to.
+
+    Args:
+        worker_id: a name unique within the run.
+        queue: a :class:`~raynn.kfold.queue.JobQueue`, its actor handle or a proxy.
+        collector: a :class:`~raynn.kfold.collector.ResultsCollector`, its actor handle or a
+            proxy.
+        cores: the cores it starts pinned to, registered with the queue as its group (unit
+            ids: see :mod:`raynn.placement.topology`); each job then runs on the cores its
+            lease grants. Empty leaves affinity alone (the serial executor).
+        node: the node name recorded in job rows (default: the host name).
+        domain: the queue's name for the part of the node the cores belong to (its NUMA
+            node; default: ``node``).
+        unit_cpus: the CPUs of each core (unit id -> CPUs; default: each core is one CPU).
+        threads: torch threads when ``cores`` is empty (default: torch's current setting).
+        checkpoints: where checkpoints go (default: through the collector).
+    """
+
+    worker_id: str
+    queue: Any
+    collector: Any
+    cores: Sequence[int] = ()
+    node: str = ""
+    domain: str = ""
+    unit_cpus: Mapping[int, Sequence[int]] = field(default_factory=dict)
+    threads: int | None = None
+    checkpoints: CheckpointStore | None = None
+
+
 class CoreGroupWorker:
     """Pulls jobs from the queue and trains each on the cores the queue grants it.
 
     Args:
-        worker_id: a name unique within the run.
-        cores: the cores it starts pinned to, registered with the queue as its group (unit
-            ids: see :mod:`raynn.placement.topology`); each job then runs on the cores its
-            lease grants. None leaves affinity alone (the serial executor).
-        data: the dataset with fold indices.
-        queue: a :class:`~raynn.kfold.queue.JobQueue`, its actor handle or a proxy.
-        collector: a :class:`~raynn.kfold.collector.ResultsCollector`, its actor handle or a proxy.
-        node: the node name recorded in job rows (default: the host name).
-        threads: torch threads when ``cores`` is None (default: torch's current setting).
-        domain: the queue's name for the part of the node the cores belong to (its NUMA
-            node; default: ``node``).
-        unit_cpus: the CPUs of each core (unit id -> CPUs; default: each core is one CPU).
-        checkpoints: where checkpoints go (default: through the collector).
+        context: the worker's name, cores, node, queue and collector (:class:`WorkerContext`).
+        data: the dataset with fold indices (on Ray, passed on its own so that Ray resolves
+            its object reference).
     """
 
-    def __init__(
-        self,
-        worker_id: str,
-        cores: Sequence[int] | None,
-        data: ArrayDataset,
-        queue: Any,
-        collector: Any,
-        node: str | None = None,
-        threads: int | None = None,
-        domain: str | None = None,
-        unit_cpus: Mapping[int, Sequence[int]] | None = None,
-        checkpoints: CheckpointStore | None = None,
-    ) -> None:
+    def __init__(self, context: WorkerContext, data: ArrayDataset) -> None:
         import torch
         import torch._dynamo  # noqa: F401 - see below
 
         # An optimizer's first construction imports torch._dynamo: seconds of CPU, ten on a
         # loaded machine. Paid here, before the first lease, it is no part of a job's time
         # without progress (a lease deadline), nor of its measured epochs.
-        self.worker_id = worker_id
-        self.node = node or socket.gethostname()
-        self.domain = domain or self.node
-        self.unit_cpus = dict(unit_cpus or {})
-        self.cores = tuple(cores) if cores else ()
-        if cores:
+        self.worker_id = context.worker_id
+        self.node = context.node or socket.gethostname()
+        self.domain = context.domain or self.node
+        self.unit_cpus = dict(context.unit_cpus or {})
+        self.cores = tuple(context.cores or ())
+        if self.cores:
             self.threads = pin_current_process(self._cpus(self.cores))
         else:
-            if threads:
-                torch.set_num_threads(threads)
+            if context.threads:
+                torch.set_num_threads(context.threads)
             self.threads = torch.get_num_threads()
         self.data = data
-        self.queue = queue
-        self.collector = collector
-        self.checkpoints = checkpoints or _CollectorCheckpoints(collector)
+        self.queue = context.queue
+        self.collector = context.collector
+        self.checkpoints = context.checkpoints or _CollectorCheckpoints(context.collector)
         self._job: str | None = None  # the job training now (its steps renew its lease)
         self._next_beat = 0.0
 
@@ -131,11 +149,11 @@ class CoreGroupWorker:
         if not self.cores:
             call(self.queue, "progress", job_id, epoch, loss, wait=False)
             return
-        wider = call(self.queue, "progress", job_id, epoch, loss)
-        if isinstance(wider, str):  # fold racing raced its configuration out
-            raise RacedOut(wider, epoch)
-        if wider:  # tail widening: more cores from the next epoch on
-            self._repin(tuple(wider))
+        match call(self.queue, "progress", job_id, epoch, loss):
+            case Stop(reason):  # fold racing raced its configuration out
+                raise RacedOut(reason, epoch)
+            case Widen(cores):  # tail widening: more cores from the next epoch on
+                self._repin(tuple(cores))
 
     def _on_step(self, *_: Any) -> None:
         """After every optimizer step of this process: renew the running job's lease (at most
@@ -159,41 +177,50 @@ class CoreGroupWorker:
 
     def _loop(self) -> int:
         count = 0
-        while (grant := call(self.queue, "lease", self.worker_id)) is not None:
-            if isinstance(grant, float):  # jobs pending, but their cores are busy
-                time.sleep(grant)
-                continue
-            job, attempt, waited, cores = grant
-            self._repin(cores)
-            started = time.time()
-            self._job, self._next_beat = job.job_id, 0.0
-            try:
-                result = train_job(
-                    job,
-                    self.data,
-                    threads=self.threads,
-                    checkpoints=self.checkpoints,
-                    on_epoch=self._on_epoch,
-                    attempt=attempt,
-                )
-            except OutputError:  # the run's output, not the job, is at fault: stop the run
-                raise
-            except RacedOut as stop:  # stopped at an epoch boundary: its row says why
-                result = JobResult.failed(job, stop.reason, attempt, RACED_OUT, started)
-                result.epochs = stop.epoch
-            except Exception as exc:  # a bad job fails alone; the others go on
-                result = JobResult.failed(job, f"{type(exc).__name__}: {exc}", attempt)
-            finally:
-                self._job = None
-            result.queue_wait_seconds = waited
-            result.node, result.worker = self.node, self.worker_id
-            # what was really in force: every thread's mask, and the pools' own thread counts
-            result.affinity, result.thread_pools = affinity_in_force(), thread_pools()
-            call(self.collector, "write_job", result)
-            metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss}
-            ok, raced = result.status == "ok", result.status == RACED_OUT
-            cancelled = call(self.queue, "complete", job.job_id, ok, result.error, metrics, raced)
-            for other, reason in cancelled or ():  # fold racing cancelled these: record them
-                call(self.collector, "write_job", JobResult.failed(other, reason, 0, RACED_OUT))
-            count += 1
-        return count
+        while True:
+            answer = call(self.queue, "lease", self.worker_id)
+            match answer:
+                case Retire():
+                    return count
+                case Wait(seconds):  # jobs pending, but their cores are busy
+                    time.sleep(seconds)
+                case Grant():
+                    self._run_job(answer)
+                    count += 1
+                case _:
+                    raise TypeError(f"the queue answered a lease with {answer!r}")
+
+    def _run_job(self, grant: Grant) -> None:
+        """Train the granted job on its cores, write its row, and tell the queue it ended."""
+        job, attempt = grant.job, grant.attempt
+        self._repin(grant.cores)
+        started = time.time()
+        self._job, self._next_beat = job.job_id, 0.0
+        try:
+            result = train_job(
+                job,
+                self.data,
+                threads=self.threads,
+                checkpoints=self.checkpoints,
+                on_epoch=self._on_epoch,
+                attempt=attempt,
+            )
+        except OutputError:  # the run's output, not the job, is at fault: stop the run
+            raise
+        except RacedOut as stop:  # stopped at an epoch boundary: its row says why
+            result = JobResult.failed(job, stop.reason, attempt, RACED_OUT, started)
+            result.epochs = stop.epoch
+        except Exception as exc:  # a bad job fails alone; the others go on
+            result = JobResult.failed(job, f"{type(exc).__name__}: {exc}", attempt)
+        finally:
+            self._job = None
+        result.queue_wait_seconds = grant.queue_wait
+        result.node, result.worker = self.node, self.worker_id
+        # what was really in force: every thread's mask, and the pools' own thread counts
+        result.affinity, result.thread_pools = affinity_in_force(), thread_pools()
+        call(self.collector, "write_job", result)
+        metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss}
+        ok, raced = result.status == "ok", result.status == RACED_OUT
+        cancelled = call(self.queue, "complete", job.job_id, ok, result.error, metrics, raced)
+        for other, reason in cancelled or ():  # fold racing cancelled these: record them
+            call(self.collector, "write_job", JobResult.failed(other, reason, 0, RACED_OUT))

@@ -1,7 +1,8 @@
 """The live progress view of a run: what it draws (:class:`QueueStats`), the ETA, the view.
 
-The K-fold queue (:meth:`raynn.kfold.queue.JobQueue.stats`) fills :class:`QueueStats`; the
-HOGWILD view (:mod:`raynn.hogwild.view`) draws samples trained in the same frame.
+The K-fold queue (:meth:`raynn.kfold.queue.JobQueue.stats`) fills :class:`QueueStats`, its
+measured costs kept by :class:`EpochCosts`; the HOGWILD view (:mod:`raynn.hogwild.view`)
+draws samples trained in the same frame.
 """
 
 from __future__ import annotations
@@ -71,6 +72,47 @@ class QueueStats:
     @property
     def finished(self) -> bool:
         return self.pending == 0 and self.running == 0
+
+
+RECENT_WEIGHT = 0.95  # an epoch's weight in the measured costs decays this much an epoch
+
+
+class EpochCosts:
+    """What the epochs measured so far cost: the ``epoch_seconds``, ``measured_seconds`` and
+    ``measured_prior`` of :class:`QueueStats`.
+
+    Recent epochs weigh most: the older ones decay by :data:`RECENT_WEIGHT` an epoch, so a
+    change of load shows within tens of epochs.
+    """
+
+    def __init__(self) -> None:
+        self._totals: dict[tuple[str, int], list[float]] = {}  # (model, cores) -> [s, epochs]
+        self._measured = [0.0, 0.0]  # [seconds, priors] of the epochs whose prior is known
+
+    def record(
+        self, model: str, cores: int, epochs: int, began: float, ended: float,
+        prior: float | None,
+    ) -> None:  # fmt: skip
+        """``epochs`` of ``model`` on ``cores`` ran from ``began`` to ``ended`` (seconds);
+        ``prior``: the cost model's seconds (or cost units) per epoch of them, if known."""
+        total = self._totals.setdefault((model, cores), [0.0, 0.0])
+        keep = RECENT_WEIGHT**epochs
+        total[:] = total[0] * keep + ended - began, total[1] * keep + epochs
+        if prior is not None:
+            seconds, priors = self._measured
+            self._measured[:] = seconds * keep + ended - began, priors * keep + prior * epochs
+
+    def epoch_seconds(self) -> dict[tuple[str, int], float]:
+        """The measured seconds per epoch of each ``(model, cores)`` pair."""
+        return {k: t / n for k, (t, n) in list(self._totals.items()) if n}
+
+    @property
+    def measured_seconds(self) -> float:
+        return self._measured[0]
+
+    @property
+    def measured_prior(self) -> float:
+        return self._measured[1]
 
 
 def fmt_seconds(s: float) -> str:
