@@ -9,22 +9,31 @@ from contextlib import contextmanager
 from typing import Any
 
 from raynn.kfold.executors.base import Executor
-from raynn.kfold.executors.ray_executor import RayExecutor
-from raynn.kfold.executors.serial import SerialExecutor
+from raynn.kfold.executors.factory import EXECUTORS
+from raynn.kfold.workers import call
 
-PARALLEL = ("local", "ray")
-ALL = ("serial", *PARALLEL)
+# every registered executor, and those that run jobs side by side (executors register
+# themselves: raynn.kfold.executors.base.register_executor)
+ALL = tuple(EXECUTORS)
+PARALLEL = tuple(name for name in ALL if getattr(EXECUTORS[name], "parallel", True))
 
 
 def make_executor(name: str, **options: Any) -> Executor:
-    """A fresh executor: serial at one thread per job, local, or Ray (the running one)."""
-    if name == "serial":
-        return SerialExecutor(threads=1)
-    if name == "local":
-        from raynn.kfold.executors.local import LocalExecutor
+    """A fresh registered executor; one that is not parallel (the serial baseline) at one
+    thread per job, a Ray one on the running Ray."""
+    factory = EXECUTORS[name]
+    if not getattr(factory, "parallel", True):
+        options.setdefault("threads", 1)
+    return factory(**options)
 
-        return LocalExecutor(**options)
-    return RayExecutor(**options)
+
+def _gone() -> tuple[type[BaseException], ...]:
+    """The error of a call to an actor that has ended (none off Ray)."""
+    try:
+        from ray.exceptions import RayActorError
+    except ImportError:  # pragma: no cover - Ray is a dependency
+        return ()
+    return (RayActorError,)
 
 
 def leases(executor: Executor) -> dict[str, tuple[str, int, int]]:
@@ -32,15 +41,10 @@ def leases(executor: Executor) -> dict[str, tuple[str, int, int]]:
     current = getattr(executor, "current", None)
     if current is None:
         return {}
-    if executor.name == "ray":
-        import ray
-        from ray.exceptions import RayActorError
-
-        try:
-            return ray.get(current.queue.leases.remote())
-        except RayActorError:  # the run has ended (or its queue was killed): none running
-            return {}
-    return current.queue.leases()
+    try:  # the queue is a plain object (local) or an actor (Ray)
+        return call(current.queue, "leases")
+    except _gone():  # the run has ended (or its queue was killed): none running
+        return {}
 
 
 def workers(executor: Executor) -> list[tuple[str, int, list[int]]]:
@@ -48,31 +52,17 @@ def workers(executor: Executor) -> list[tuple[str, int, list[int]]]:
     current = getattr(executor, "current", None)
     if current is None:
         return []
-    if executor.name == "ray":
-        import ray
-        from ray.exceptions import RayActorError
-
-        out = []
-        for worker_id, _, (_, (_, _, cpus)) in list(current.workers.values()):
-            try:
-                out.append((worker_id, ray.get(current.pids[worker_id], timeout=30), cpus))
-            except RayActorError:
-                pass
-        return out
-    return [(w.worker_id, w.pid, w.slot[1][2]) for w in list(current.workers.values())]
+    out = []
+    for member in list(current.group.members.values()):
+        pid = current.group.pid(member.worker_id)
+        if pid is not None:  # None: it died before it answered
+            out.append((member.worker_id, pid, member.slot[1][2]))
+    return out
 
 
 def kill_worker(executor: Executor, worker_id: str) -> None:
     """Kill one worker of the current run as an outage would (SIGKILL / ray.kill)."""
-    current = executor.current
-    if executor.name == "ray":
-        import ray
-
-        for w, actor, _ in list(current.workers.values()):
-            if w == worker_id:
-                ray.kill(actor, no_restart=True)
-        return
-    current.kill(worker_id)
+    executor.current.group.kill(worker_id)
 
 
 def wait_for(

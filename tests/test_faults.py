@@ -59,7 +59,9 @@ def test_a_node_removed_mid_run_costs_only_its_running_job(cluster, tmp_path):
             if current is None:
                 return False
             on_node = {
-                w for w, _, s in list(current.workers.values()) if s[0].node_id == node.node_id
+                m.worker_id
+                for m in list(current.group.members.values())
+                if m.slot[0].node_id == node.node_id
             }
             # epoch 2 is reported after the epoch-1 checkpoint is saved
             return any(w in on_node and epoch >= 2 for w, _, epoch in leases(executor).values())

@@ -1,6 +1,6 @@
 """Core groups: disjoint sets of a node's CPUs, one per worker.
 
-Contract (DESIGN.md section 3): a node's usable CPUs are ``os.sched_getaffinity(0)`` as seen on
+Contract: a node's usable CPUs are ``os.sched_getaffinity(0)`` as seen on
 that node, split into disjoint groups of ``cores_per_job``. Two workers never share a core.
 """
 

@@ -150,3 +150,86 @@ class UtilizationSampler:
         if self._thread is not None:
             self._thread.join(timeout=5)
         return list(self._rows)
+
+
+class NodeSamplers:
+    """One in-process :class:`UtilizationSampler` per node sampled from here (the local
+    executor's one node; the joblib pool's driver node).
+
+    Args:
+        interval: seconds between samples.
+        own_tree: count this process's tree as the run's own (else the pids watched).
+        only: the names of the nodes to sample (None: every node added).
+    """
+
+    def __init__(
+        self, interval: float, *, own_tree: int | None = None, only: Iterable[str] | None = None
+    ) -> None:
+        self.interval, self._tree = interval, own_tree
+        self._only = None if only is None else set(only)
+        self._samplers: dict[str, UtilizationSampler] = {}
+
+    def add(self, node: Any) -> None:
+        """Start sampling ``node`` (a :class:`~raynn.placement.nodes.Node`)."""
+        if node.name in self._samplers or (self._only is not None and node.name not in self._only):
+            return
+        own_pids = None if self._tree is not None else ()
+        sampler = UtilizationSampler(
+            node.name, self.interval, own_tree=self._tree, own_pids=own_pids
+        )
+        sampler.start()
+        self._samplers[node.name] = sampler
+
+    def watch(self, node_name: str, pid: int) -> None:
+        """Count ``pid`` (on ``node_name``) as the run's own."""
+        sampler = self._samplers.get(node_name)
+        if sampler is not None:
+            sampler.watch(pid)
+
+    def stop(self) -> dict[str, list[dict[str, Any]] | None]:
+        """Stop every sampler: each node's rows."""
+        return {name: sampler.stop() for name, sampler in self._samplers.items()}
+
+
+class ActorSamplers:
+    """A zero-CPU :class:`UtilizationSampler` actor on every node added (a Ray run's)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._actors: dict[str, Any] = {}
+
+    def add(self, node: Any) -> None:
+        """Start a sampler actor on ``node`` (a :class:`~raynn.placement.nodes.Node`)."""
+        import ray
+
+        from raynn.placement.nodes import on_node
+
+        if node.name in self._actors:
+            return
+        actor = (
+            ray.remote(num_cpus=0)(UtilizationSampler)
+            .options(**on_node(node.node_id))
+            .remote(node.name, self.interval, own_pids=[])
+        )
+        actor.start.remote()
+        self._actors[node.name] = actor
+
+    def watch(self, node_name: str, pid: int) -> None:
+        """Count ``pid`` (on ``node_name``) as the run's own."""
+        actor = self._actors.get(node_name)
+        if actor is not None:
+            actor.watch.remote(pid)
+
+    def stop(self) -> dict[str, list[dict[str, Any]] | None]:
+        """Stop and kill every sampler actor: each node's rows (None: that node is gone)."""
+        import ray
+        from ray.exceptions import GetTimeoutError, RayError
+
+        out: dict[str, list[dict[str, Any]] | None] = {}
+        for name, actor in self._actors.items():
+            try:
+                out[name] = ray.get(actor.stop.remote(), timeout=15)
+            except (RayError, GetTimeoutError):
+                out[name] = None  # that node is gone: its samples with it
+            ray.kill(actor)
+        return out

@@ -1,6 +1,6 @@
 """A node's CPU topology from sysfs: physical cores (SMT siblings) and NUMA nodes.
 
-Core groups follow it (DESIGN.md section 3): a group holds whole physical cores and never
+Core groups follow it: a group holds whole physical cores and never
 spans two NUMA nodes. The unit of scheduling is the physical core:
 
 * ``smt: together`` (default): a unit is a physical core with every usable sibling, so a job

@@ -4,15 +4,18 @@
   (:func:`raynn.placement.session.connect`), stopped again at :meth:`WorkerPool.shutdown`
   only if the pool started it;
 * one :class:`~raynn.sklearn.worker.TaskWorker` actor per core group of ``cores_per_task``
-  cores on every node (:func:`raynn.placement.nodes.slots`), pinned there, kept across
-  tasks and across the Parallel calls of one ``parallel_backend`` context;
+  cores on every node (:func:`raynn.placement.nodes.node_groups`), pinned there, kept
+  across tasks (and, under :func:`raynn.sklearn.backend.parallel_backend`, across the
+  Parallel calls of its context): a
+  :class:`~raynn.placement.group.WorkerGroup` of Ray actors, started together;
 * a :class:`~raynn.sklearn.tasks.TaskQueue` of the submitted batches, and a thread that
   leases them to idle workers, collects results and completes the joblib futures;
 * a :class:`~raynn.placement.monitor.UtilizationSampler` on the driver's node.
 
 A worker that dies mid-task (killed, out of memory, its node gone) fails its actor call with
-``RayActorError``: its task goes back to the front of the queue, a fresh worker starts on
-the same core group, and after ``max_attempts`` lost attempts the task's future raises
+``RayActorError``: its task goes back to the front of the queue, the group starts a fresh
+worker on the same core group (on a live node's, if its node is gone), and after
+``max_attempts`` lost attempts the task's future raises
 :class:`~raynn.sklearn.tasks.TaskLostError`, which the joblib call raises.
 """
 
@@ -22,13 +25,17 @@ import logging
 import threading
 import time
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from raynn.placement import nodes as nodes_mod
 from raynn.placement import session
+from raynn.placement.backends import RayActorBackend
 from raynn.placement.cores import usable_cpus
-from raynn.placement.monitor import UtilizationSampler
+from raynn.placement.group import Member, WorkerGroup
+from raynn.placement.monitor import NodeSamplers
 from raynn.placement.nodes import Node, NodeGroup
+from raynn.placement.restarts import RestartPolicy
 from raynn.sklearn.tasks import BackendOptionError, RunSummary, TaskLostError, TaskQueue, TaskRecord
 from raynn.sklearn.worker import TaskWorker, record_from, with_remote_traceback
 
@@ -71,18 +78,14 @@ class WorkerPool:
         self.sample_interval = sample_interval
         self.slots: list[NodeGroup] = []
         self.limit = 0  # most tasks running at once (0: one per worker)
-        self._actors: dict[str, tuple[Any, NodeGroup]] = {}  # worker id -> (actor, slot)
+        self.group: WorkerGroup | None = None  # the workers, once started
         self._idle: list[str] = []
         self._inflight: dict[Any, tuple[Any, str]] = {}  # ref -> (task, worker id)
         self._futures: dict[int, Future] = {}
-        self._watched: set[int] = set()
-        self._sampler: UtilizationSampler | None = None
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._closed = False  # set by shutdown(), under _lock: no worker is made after it
         self._thread: threading.Thread | None = None
-        self._worker_cls: Any = None
 
     # -- start ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -103,36 +106,28 @@ class WorkerPool:
                 raise BackendOptionError(
                     _too_many(self.cores_per_task, max((len(n.cpus) for n in nodes), default=0))
                 )
-            self._worker_cls = ray.remote(max_restarts=0)(TaskWorker)
-            pending = [self._create(slot) for slot in self.slots]
-            pids = ray.get([actor.ready.remote() for actor in pending], timeout=READY_TIMEOUT)
+            worker_cls = ray.remote(max_restarts=0)(TaskWorker)
+            self.group = WorkerGroup(
+                RayActorBackend(partial(_create, worker_cls), ready="ready", pid="ready"),
+                RestartPolicy.unbounded(self.queue.max_attempts),
+                samplers=NodeSamplers(self.sample_interval, only=[_driver_node(nodes)]),
+                on_start=self._started,
+            )
+            self.group.start(self.slots, timeout=READY_TIMEOUT, strict=True)
         except BaseException:
             self.shutdown()
             raise
-        self._sampler = UtilizationSampler(_driver_node(nodes), self.sample_interval, own_pids=pids)
-        self._watched.update(pids)
-        self._sampler.start()
+        self.group.sample(nodes)  # the driver's node, from the workers' start on
+        self.group.watch()  # their pids, answered by ready()
         self.summary.slots = len(self.slots)
         self.summary.startup_seconds = time.time() - begin
         self._thread = threading.Thread(target=self._loop, name="raynn-joblib", daemon=True)
         self._thread.start()
 
-    def _create(self, slot: NodeGroup) -> Any:
-        """A new worker on ``slot`` (None once the pool is shutting down: the loop thread may
-        replace a dead worker while :meth:`shutdown` runs, and no worker may outlive it)."""
-        node, (_, _, cpus) = slot
-        with self._lock:
-            if self._closed:
-                return None
-            worker_id = f"w{self.summary.workers}"
-            self.summary.workers += 1
-            # no runtime_env: the actor may take a process Ray has already started; it pins
-            # every thread and caps every pool itself (raynn.placement.cores.pin_current_process)
-            placed = self._worker_cls.options(num_cpus=len(cpus), **nodes_mod.on_node(node.node_id))
-            actor = placed.remote(worker_id, cpus, node.name)
-            self._actors[worker_id] = (actor, slot)
-            self._idle.append(worker_id)
-        return actor
+    def _started(self, member: Member) -> None:
+        """A worker started (a replacement too): idle until a task is leased to it."""
+        self.summary.workers += 1
+        self._idle.append(member.worker_id)
 
     # -- tasks ---------------------------------------------------------------------------------
     def submit(self, func: Any) -> Future:
@@ -158,6 +153,7 @@ class WorkerPool:
 
         while not self._stop.is_set():
             try:
+                self.group.watch()  # replacements' pids, as they answer
                 self._assign()
                 if not self._inflight:
                     self._wake.wait(0.5)
@@ -175,12 +171,15 @@ class WorkerPool:
             if self.limit and len(self._inflight) >= self.limit:
                 return
             worker_id = self._idle[0]
+            member = self.group.members.get(worker_id)
+            if member is None:  # gone meanwhile (the pool is shutting down)
+                self._idle.pop(0)
+                continue
             task = self.queue.lease(worker_id)
             if task is None:
                 return
             self._idle.pop(0)
-            actor = self._actors[worker_id][0]
-            self._inflight[actor.run.remote(task.task_id, task.attempts, task.func)] = (
+            self._inflight[member.actor.run.remote(task.task_id, task.attempts, task.func)] = (
                 task,
                 worker_id,
             )
@@ -197,15 +196,13 @@ class WorkerPool:
             return
         except RayError as exc:  # the result could not be fetched or unpickled
             ok, value, text = False, exc, ""
-            node = self._actors[worker_id][1][0]
-            row = TaskRecord(task.task_id, task.attempts, worker_id, "error", node.name)
+            member = self.group.members.get(worker_id)
+            node = member.slot[0].name if member is not None else ""
+            row = TaskRecord(task.task_id, task.attempts, worker_id, "error", node)
             row.error = f"{type(exc).__name__}: {exc}"
             row = row.to_dict()
         record = record_from(row)
         self.summary.records.append(record)
-        if record.pid and record.pid not in self._watched and self._sampler is not None:
-            self._watched.add(record.pid)
-            self._sampler.watch(record.pid)
         self._idle.append(worker_id)
         self.queue.complete(task.task_id, ok, record.error)
         with self._lock:
@@ -219,10 +216,7 @@ class WorkerPool:
 
     def _lost(self, task: Any, worker_id: str, exc: BaseException) -> None:
         """``worker_id`` died running ``task``: retry it on a fresh worker, or fail it."""
-        import ray
-
-        actor, slot = self._actors.pop(worker_id)
-        node, (_, _, cpus) = slot
+        node, (_, _, cpus) = self.group.members[worker_id].slot
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         self.summary.records.append(
             TaskRecord(
@@ -236,10 +230,6 @@ class WorkerPool:
                 error=first_line[:300],
             )
         )
-        try:
-            ray.kill(actor)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
         exhausted = self.queue.release_worker(worker_id)
         log.warning(
             "raynn joblib backend: worker %s on %s died running task %d (attempt %d)%s",
@@ -249,8 +239,8 @@ class WorkerPool:
             task.attempts,
             "" if exhausted else "; retrying it on a fresh worker",
         )
-        if not self._stop.is_set():
-            self._create(slot)
+        # the group replaces it (on a live node) while the pool is open
+        self.group.lost(worker_id, first_line, work_left=not self._stop.is_set())
         for lost in exhausted:
             with self._lock:
                 future = self._futures.pop(lost.task_id, None)
@@ -266,30 +256,29 @@ class WorkerPool:
 
     # -- stop ----------------------------------------------------------------------------------
     def shutdown(self) -> None:
-        """Stop the loop and the sampler, kill the workers, stop Ray if the pool started it."""
-        import ray
-
+        """Stop the loop, kill the workers (no replacement starts from then on), stop the
+        sampler, stop Ray if the pool started it."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        if self._sampler is not None:
-            self.summary.utilization = self._sampler.stop()
-            self._sampler = None
-        with self._lock:  # from now on _create makes no worker
-            self._closed = True
-            actors = [actor for actor, _ in self._actors.values()]
-            self._actors.clear()
-        if ray.is_initialized():
-            for actor in actors:
-                try:
-                    ray.kill(actor)
-                except Exception:  # noqa: BLE001 - already gone
-                    pass
+        group, self.group = self.group, None
+        if group is not None:
+            sampled = group.drain().values()
+            self.summary.utilization = [row for rows in sampled for row in rows or ()]
         self._idle.clear()
         self._inflight.clear()
         session.shutdown_if_started(self.summary.started_ray)
+
+
+def _create(worker_cls: Any, worker_id: str, slot: NodeGroup) -> Any:
+    """A :class:`~raynn.sklearn.worker.TaskWorker` actor on ``slot``."""
+    node, (_, _, cpus) = slot
+    # no runtime_env: the actor may take a process Ray has already started; it pins every
+    # thread and caps every pool itself (raynn.placement.cores.pin_current_process)
+    placed = worker_cls.options(num_cpus=len(cpus), **nodes_mod.on_node(node.node_id))
+    return placed.remote(worker_id, cpus, node.name)
 
 
 def _driver_node(nodes: list[Node]) -> str:

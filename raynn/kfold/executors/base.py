@@ -38,11 +38,14 @@ class Executor(ABC):
     """Runs a list of jobs and writes each result through a collector.
 
     Attributes:
+        parallel: whether jobs run side by side on worker processes (False: one at a time,
+            in this process, on ``threads`` threads).
         cores_by_model: per-model cores per job that ``size_groups`` chose for
             ``cores_per_job: auto`` (empty: every job runs on one group of the returned size).
     """
 
     name: str = ""
+    parallel: bool = True  # False: one job at a time in this process (the serial baseline)
     cores_by_model: dict[str, int]
 
     def stage(self, data: ArrayDataset) -> None:  # noqa: B027 - optional hook

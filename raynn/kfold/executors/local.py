@@ -7,24 +7,23 @@ milliseconds instead of importing torch, pins every one of its threads to its co
 and runs the same :class:`~raynn.kfold.workers.CoreGroupWorker` loop as the other
 executors, with the queue and the collector reached over its pipe.
 
-The driver answers the workers' calls as they come. A lease that has to wait for cores is
-answered when cores free up (no polling); a worker whose pipe closes without having been
-told to retire died: its lease goes back to the queue (the retry resumes from its
-checkpoint) and a new worker starts on the same cores. Checkpoints are files the workers
-write and read themselves; job rows are written by the driver.
+The workers are a :class:`~raynn.placement.group.WorkerGroup` of forked processes
+(:class:`~raynn.placement.backends.ForkBackend`): the group watches them, and the driver
+answers the workers' calls as they come. A lease that has to wait for cores is answered when
+cores free up (no polling); a worker whose pipe closes without having been told to retire
+died: its lease goes back to the queue (the retry resumes from its checkpoint) and a new
+worker starts on the same cores, as the restart policy decides. Checkpoints are files the
+workers write and read themselves; job rows are written by the driver.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 
 from raynn.core.data import ArrayDataset
 from raynn.errors import RaynnError
@@ -35,19 +34,22 @@ from raynn.kfold.executors.base import (
     choose_group_size,
     register_executor,
 )
+from raynn.kfold.executors.supervision import jobs_lost, stuck_workers
 from raynn.kfold.grid import Job
+from raynn.kfold.messages import Retire, Wait
 from raynn.kfold.racing import Race
-from raynn.kfold.workers import CoreGroupWorker
+from raynn.kfold.workers import CoreGroupWorker, WorkerContext
+from raynn.placement.backends import ForkBackend, ForkedMember
 from raynn.placement.cores import usable_cpus
+from raynn.placement.group import WorkerGroup
+from raynn.placement.monitor import NodeSamplers
 from raynn.placement.nodes import Node, NodeGroup
-from raynn.placement.processes import ZYGOTE_PRELOAD, PipeProxy, Zygote, recv, send
+from raynn.placement.processes import ZYGOTE_PRELOAD, PipeProxy, Zygote, send
 from raynn.placement.progress import Progress
 from raynn.placement.restarts import RestartPolicy
 from raynn.placement.topology import read_topology
 from raynn.runs.files import CheckpointDir
 from raynn.spec import SchedulingSpec
-
-log = logging.getLogger(__name__)
 
 
 def worker_main(
@@ -67,32 +69,21 @@ def worker_main(
     """
     lock = threading.Lock()
     try:
-        worker = CoreGroupWorker(
+        context = WorkerContext(
             worker_id,
-            units,
-            data,
             PipeProxy(conn, "queue", lock),
             PipeProxy(conn, "collector", lock),
-            node,
+            cores=units,
+            node=node,
             domain=domain,
             unit_cpus=unit_cpus,
             checkpoints=CheckpointDir(run_dir),
         )
+        worker = CoreGroupWorker(context, data)
         worker.run()
     except RaynnError as exc:
         with lock:
             send(conn, ("driver", "fail", (exc,)))
-
-
-@dataclass
-class WorkerProcess:
-    """A running worker as the driver sees it."""
-
-    worker_id: str
-    pid: int
-    conn: Connection
-    slot: NodeGroup
-    retired: bool = False
 
 
 class LocalExecutor(Executor):
@@ -171,7 +162,6 @@ class LocalRun:
     ) -> None:
         from raynn.kfold.collector import ResultsCollector
         from raynn.kfold.queue import JobQueue
-        from raynn.placement.monitor import UtilizationSampler
 
         self.executor = executor
         self.node = executor.node
@@ -183,20 +173,25 @@ class LocalRun:
             jobs, scheduling.max_attempts, scheduling.tail_widening, scheduling.lease_timeout, race
         )
         self.collector = ResultsCollector(run_dir)
-        # raynn's own processes: the driver's tree (the zygote and the workers it forks)
-        self.sampler = UtilizationSampler(
-            self.node.name, scheduling.sample_interval, own_tree=os.getpid()
-        )
-        self.workers: dict[Connection, WorkerProcess] = {}
         self.waiting: dict[Connection, str] = {}  # leases to answer once cores free up
-        self.started = 0
-        self.policy = RestartPolicy.for_jobs(len(jobs), scheduling.max_attempts)
+        self.group = WorkerGroup(
+            ForkBackend(self._fork),
+            RestartPolicy.for_jobs(len(jobs), scheduling.max_attempts),
+            # raynn's own processes: the driver's tree (the zygote and the workers it forks)
+            samplers=NodeSamplers(scheduling.sample_interval, own_tree=os.getpid()),
+            on_lost=self._lost,
+            on_message=lambda proc, request: self._answer(proc, *request),
+            stuck=lambda: stuck_workers(self.queue),
+        )
 
-    def _start(self, slot: NodeGroup) -> None:
+    @property
+    def workers(self) -> dict[Connection, ForkedMember]:
+        """The live workers by the driver's end of their pipe."""
+        return {m.conn: m for m in list(self.group.members.values())}
+
+    def _fork(self, worker_id: str, slot: NodeGroup) -> tuple[int, Connection]:
         node, (domain, units, _) = slot
-        worker_id = f"w{self.started}"
-        self.started += 1
-        pid, conn = self.executor.zygote.fork(
+        return self.executor.zygote.fork(
             "raynn.kfold.executors.local:worker_main",
             worker_id,
             units,
@@ -205,92 +200,58 @@ class LocalRun:
             node.cores.unit_cpus(),
             self.run_dir,
         )
-        self.workers[conn] = WorkerProcess(worker_id, pid, conn, slot)
 
     def kill(self, worker_id: str) -> None:
         """Kill a worker process (a stuck one, or in fault-injection tests)."""
-        for w in list(self.workers.values()):
-            if w.worker_id == worker_id:
-                try:
-                    os.kill(w.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass  # already gone: its death is being handled
+        self.group.kill(worker_id)
 
-    def _answer(self, proc: WorkerProcess, target: str, method: str, args: tuple) -> None:
+    def _answer(self, proc: ForkedMember, target: str, method: str, args: tuple) -> None:
         if target == "driver":  # the worker hit an error that is not its job's: stop
             raise args[0]
         obj = self.queue if target == "queue" else self.collector
         value = getattr(obj, method)(*args)  # an OutputError stops the run (exit 2)
         if target == "queue" and method == "lease":
-            if isinstance(value, float):  # wait for cores: answered in _retry_waiting
+            if isinstance(value, Wait):  # wait for cores: answered in _retry_waiting
                 self.waiting[proc.conn] = args[0]
                 return
-            proc.retired = value is None
+            proc.retired = isinstance(value, Retire)
         send(proc.conn, value)
         if target == "queue" and method in ("complete", "lease") and self.waiting:
             self._retry_waiting()
 
-    def _kill_stuck(self) -> None:
-        """Kill the workers whose lease expired; their deaths re-queue the jobs."""
-        for job_id, worker_id, idle in self.queue.expired():
-            log.warning(
-                "job %s: no progress for %.0f s; killing its worker %s, the job runs again",
-                job_id,
-                idle,
-                worker_id,
-            )
-            self.kill(worker_id)
-
     def _retry_waiting(self) -> None:
         for conn, worker_id in list(self.waiting.items()):
             value = self.queue.lease(worker_id)
-            if isinstance(value, float):
+            if isinstance(value, Wait):
                 continue
             del self.waiting[conn]
             proc = self.workers.get(conn)
             if proc is not None:
-                proc.retired = value is None
+                proc.retired = isinstance(value, Retire)
                 send(conn, value)
 
-    def _died(self, proc: WorkerProcess) -> None:
-        from raynn.kfold.rows import JobResult
-
+    def _lost(self, proc: ForkedMember) -> bool:
+        """A worker died: its jobs go back to the queue (or fail), and the leases that
+        waited for cores may fit now. Returns whether jobs are pending."""
         self.waiting.pop(proc.conn, None)
-        for job, attempt in self.queue.release_worker(proc.worker_id):
-            self.collector.write_job(
-                JobResult.failed(
-                    job, f"worker died on attempt {attempt} (max_attempts reached)", attempt
-                )
-            )
-        if self.policy.replace(bool(self.queue.stats().pending)):
-            self._start(proc.slot)
+        pending = jobs_lost(self.queue, self.collector, proc.worker_id)
         if self.waiting:
             self._retry_waiting()
+        return pending
 
     def run(self) -> Execution:
         """Start the workers and serve them until every one has retired."""
         slots = [(self.node, g) for g in self.node.groups(self.executor.group_size)]
         cap = min(len(self.jobs), self.executor.max_workers or len(self.jobs))
-        self.sampler.start()
+        self.group.sample([self.node])
         try:
-            for slot in slots[:cap]:
-                self._start(slot)
+            self.group.start(slots[:cap])  # together: forked workers are up at once
             next_view = 0.0
-            while self.workers:
-                for conn in wait(list(self.workers), timeout=0.5):
-                    proc = self.workers[conn]
-                    try:
-                        target, method, args = recv(conn)
-                    except (EOFError, OSError):
-                        del self.workers[conn]
-                        conn.close()
-                        if not proc.retired:
-                            self._died(proc)
-                        continue
-                    self._answer(proc, target, method, args)
+            while self.group.members:
+                self.group.poll(0.5)
                 if time.monotonic() >= next_view:
                     self.progress.update(self.queue.stats())
-                    self._kill_stuck()
+                    self.group.kill_stuck()
                     next_view = time.monotonic() + 0.5
             stats = self.queue.stats()
             self.progress.close(stats)
@@ -300,18 +261,14 @@ class LocalRun:
                     "have; lower scheduling.cores_per_job"
                 )
         finally:
-            for proc in self.workers.values():
-                try:
-                    os.kill(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.collector.write_utilization(self.node.name, self.sampler.stop())
+            for name, rows in self.group.drain().items():
+                self.collector.write_utilization(name, rows or [])
         return Execution(
             "local",
-            self.started,
+            self.group.started,
             self.executor.group_size,
             {self.node.name: self.node.cpus},
-            self.policy.restarts,
+            self.group.restarts,
             dict(self.executor.cores_by_model),
         )
 

@@ -9,7 +9,7 @@ import threading
 
 from raynn.kfold.executors.base import Execution, Executor, register_executor
 from raynn.kfold.queue import JobQueue
-from raynn.kfold.workers import CoreGroupWorker
+from raynn.kfold.workers import CoreGroupWorker, WorkerContext
 from raynn.placement.cores import usable_cpus
 from raynn.placement.monitor import UtilizationSampler
 
@@ -18,6 +18,7 @@ class SerialExecutor(Executor):
     """One job at a time in this process, with all cores (or ``threads``) given to torch."""
 
     name = "serial"
+    parallel = False
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads
@@ -35,7 +36,7 @@ class SerialExecutor(Executor):
         node = socket.gethostname()
         sampler = UtilizationSampler(node, scheduling.sample_interval, own_tree=os.getpid())
         worker = CoreGroupWorker(
-            "serial-0", None, data, queue, collector, node=node, threads=self.threads
+            WorkerContext("serial-0", queue, collector, node=node, threads=self.threads), data
         )
         error: list[BaseException] = []
 
