@@ -206,3 +206,20 @@ def test_jobs_are_longest_first_with_stable_seeds(tmp_path):
     assert len({j.seed for j in jobs}) == len(jobs)
     again = {j.job_id: j.seed for j in prepare(spec).jobs}
     assert all(again[j.job_id] == j.seed for j in jobs)
+
+
+def test_an_epoch_is_reported_once_the_checkpoint_before_it_is_saved(plan):
+    from raynn.kfold.train import train_job
+
+    job = plan.jobs[0]
+    store = MemoryStore()
+    seen = []
+
+    def on_epoch(job_id, epoch, epochs, val_loss):
+        seen.append((job_id, epoch, epochs, val_loss, sorted(store.saved.get(job_id, {}))))
+
+    result = train_job(job, plan.data, threads=1, checkpoints=store, on_epoch=on_epoch)
+    assert [s[:4] for s in seen] == [(job.job_id, r.epoch, 4, r.val_loss) for r in result.history]
+    # the worker renews its lease with epoch k + 1 only once checkpoint k is on disk
+    assert all(epoch - 1 in saved for _, epoch, _, _, saved in seen[1:])
+    assert sorted(store.saved[job.job_id]) == [1, 2, 3]

@@ -2,7 +2,12 @@
 
 Between its own steps, every ``push_every`` node steps :class:`NodeSync` pushes the node's
 update to the parameter server and folds the returned global weights into the node's shared
-buffer (:class:`~raynn.hogwild.shared_params.SharedParams`), lock-free.
+buffer (:class:`~raynn.hogwild.shared_params.SharedParams`), lock-free. The serial baseline
+pushes through the same code, its model's weights seen as a node's (:class:`ModelWeights`).
+
+Both are callbacks of the one epoch loop (:class:`~raynn.core.epochs.EpochLoop`):
+:class:`NodeSlot` is a worker's part (wait while the node is held, publish its counts, leave
+when the round stops) and :class:`NodeSync` the sync role's (sync after a step).
 """
 
 from __future__ import annotations
@@ -10,12 +15,16 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
+from torch import nn
 
+from raynn.core.epochs import Callback, EpochLoop
 from raynn.hogwild.client import PendingPush, ServerClient
+from raynn.hogwild.loop import LoopStats
 from raynn.hogwild.protocol import PushReply
-from raynn.hogwild.shared_params import SharedParams
+from raynn.hogwild.shared_params import SharedParams, flatten
 
 
 @dataclass
@@ -30,7 +39,52 @@ class SyncStats:
     staleness: Counter[int] = field(default_factory=Counter)
 
 
-class NodeSync:
+class ModelWeights:
+    """A model trained in this process, as :class:`NodeSync` sees a node's weights (the serial
+    baseline): a snapshot is its flat vector, its counts are what :meth:`record` was told.
+    Nobody waits on ``hold``; its sync runs with ``fold=False``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.steps = self.samples = 0
+        self.hold = False
+
+    def record(self, steps: int, samples: int) -> None:
+        """The steps and samples the model has taken so far."""
+        self.steps, self.samples = steps, samples
+
+    def node_steps(self) -> int:
+        return self.steps
+
+    def node_samples(self) -> int:
+        return self.samples
+
+    def snapshot(self) -> np.ndarray:
+        return flatten(self.model)
+
+
+class NodeSlot(Callback):
+    """A worker's part of its node, as a callback of the loop: before a step it waits while
+    the node is held (a stale-synchronous push of the node is waiting; counted in
+    ``hold_seconds``), after it publishes its counts in its slot, and it leaves at the next
+    step once the round is stopped."""
+
+    def __init__(self, shared: SharedParams, slot: int) -> None:
+        self.shared, self.slot = shared, slot
+
+    def should_stop(self, loop: EpochLoop) -> bool:
+        return self.shared.stop
+
+    def on_step_begin(self, loop: EpochLoop) -> None:
+        if self.shared.hold:
+            cast(LoopStats, loop.state).hold_seconds += self.shared.wait_while_held()
+
+    def on_step_end(self, loop: EpochLoop) -> None:
+        stats = cast(LoopStats, loop.state)
+        self.shared.record(self.slot, stats.steps, stats.samples)
+
+
+class NodeSync(Callback):
     """A node's link to the parameter server (run by the node's first worker).
 
     Pushes are pipelined: the sync role snapshots the shared weights, sends
@@ -49,6 +103,11 @@ class NodeSync:
         push_seconds: also push when this many seconds passed since the last push (None: no).
         pull_every: node steps between pulls (0: only with pushes).
         param_count: leading entries of the flat vector that are parameters.
+        fold: fold the server's weights into the node's (False: the node's weights are the
+            only ones the server gets, the serial baseline's: the server mirrors them and the
+            node trains on untouched, however often it pushes).
+
+    As a callback of the loop, it syncs after every step (:meth:`maybe_sync`).
     """
 
     POLL_SECONDS = 0.002
@@ -57,7 +116,7 @@ class NodeSync:
     def __init__(
         self,
         node: str,
-        shared: SharedParams,
+        shared: SharedParams | ModelWeights,
         client: ServerClient,
         initial: np.ndarray,
         version: int,
@@ -65,8 +124,11 @@ class NodeSync:
         pull_every: int,
         param_count: int,
         push_seconds: float | None = None,
+        *,
+        fold: bool = True,
     ) -> None:
         self.node = node
+        self.fold = fold
         self.shared = shared
         self.client = client
         self.last = np.array(initial, dtype=np.float32)
@@ -82,6 +144,9 @@ class NodeSync:
         self._pending: PendingPush | None = None
         self._next_poll = 0.0
         self._sent: tuple[np.ndarray, int, int, float] | None = None  # snapshot, steps, samples, t
+
+    def on_step_end(self, loop: EpochLoop) -> None:
+        self.maybe_sync()
 
     def maybe_sync(self) -> None:
         """Complete an answered push, or start one (or a pull) when enough steps were taken."""
@@ -142,7 +207,7 @@ class NodeSync:
             self.shared.hold = False
         snap, steps, samples, _ = self._sent
         # Lock-free: keep the steps the node's workers took while the push was in flight.
-        self.shared.flat += reply.weights - snap
+        self._fold(reply.weights - snap)
         self.last = reply.weights
         self.version = reply.version
         self.synced_steps, self.synced_samples, self.pulled_steps = steps, samples, steps
@@ -171,10 +236,14 @@ class NodeSync:
         t0 = time.perf_counter()
         steps = self.shared.node_steps()
         weights, version = self.client.pull(self.node)
-        self.shared.flat += weights - self.last
+        self._fold(weights - self.last)
         self.last, self.version, self.pulled_steps = weights, version, steps
         self.stats.pulls += 1
         self.stats.sync_seconds += time.perf_counter() - t0
+
+    def _fold(self, delta: np.ndarray) -> None:
+        if self.fold:
+            self.shared.flat += delta  # type: ignore[union-attr]
 
     def finish(self, poll: float = 0.002) -> None:
         """Keep syncing until every worker of the node is done, push the rest, leave.
@@ -197,4 +266,4 @@ class NodeSync:
         self.client.leave(self.node)
 
 
-__all__ = ["NodeSync", "SyncStats"]
+__all__ = ["ModelWeights", "NodeSlot", "NodeSync", "SyncStats"]

@@ -2,9 +2,14 @@
 
 ``train_job(job, data, threads=...)`` builds the model from the job's seed, trains it on the
 job's fold with index-sliced batches, validates every epoch, checkpoints, and returns a
-:class:`JobResult`. It knows nothing of Ray or of processes: every executor calls the very
-same function, so a job gives bit-identical metrics at the same thread count wherever it
-runs, including after a retry that resumes from a checkpoint.
+:class:`JobResult`. Its epochs are the one loop of both kinds
+(:class:`~raynn.core.epochs.EpochLoop`): :class:`JobTraining` is what it trains; the thread
+schedule, the checkpoints and the caller's epoch hook (a lease's renewal and widening) are
+its callbacks; a NaN loss fails the job through the loop's one NaN guard.
+
+It knows nothing of Ray or of processes: every executor calls the very same function, so a
+job gives bit-identical metrics at the same thread count wherever it runs, including after
+a retry that resumes from a checkpoint.
 
 What a job costs beyond its training steps is kept small: the last epoch's validation is
 the job's validation (it is not run twice), losses and hits stay tensors until the end of
@@ -18,10 +23,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-import sys
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -31,109 +34,160 @@ from torch import nn
 
 from raynn.core import checkpoint
 from raynn.core.data import ArrayDataset
+from raynn.core.epochs import (
+    Checkpointing,
+    EpochLoop,
+    Hooks,
+    ThreadSchedule,
+    Trainable,
+    epoch_threads,
+)
 from raynn.core.losses import build_loss
 from raynn.core.nn import Evaluation, evaluate, seeded_model
 from raynn.core.optim import make_optimizer, make_schedule
-from raynn.errors import CheckpointError
 from raynn.kfold.grid import Job
 from raynn.kfold.rows import EpochRecord, JobResult
 from raynn.spec.checks import to_plain
 
 EpochCallback = Callable[[str, int, int, float], None]  # job, epochs done, of, val loss
+NAN_FIX = "lower optimizer.lr or check the data"
 
 
-def _restore(job: Job, store: checkpoint.CheckpointStore | None) -> dict[str, Any] | None:
-    if store is None:
-        return None
-    blob = store.load_checkpoint(job.job_id)
-    if blob is None:
-        return None
-    try:
-        state = checkpoint.decode(blob)
-    except CheckpointError as exc:  # start from scratch rather than resume from garbage
-        _set_aside(job, store, str(exc))
-        return None
-    return state if state.get("job_id") == job.job_id else None  # another job's (schema 2)
+class JobTraining(Trainable):
+    """One K-fold job's epochs on the one loop (:class:`~raynn.core.epochs.EpochLoop`): its
+    fold's seeded batches, its step, its epoch record and its checkpoint's state.
 
-
-def _set_aside(job: Job, store: checkpoint.CheckpointStore, why: str) -> None:
-    """Move the job's checkpoint that cannot be loaded out of the way and say so in one line."""
-    set_aside = getattr(store, "set_aside", None)
-    where = set_aside(job.job_id) if set_aside is not None else None
-    fate = f"set aside as {where}" if where else "ignored"
-    print(
-        f"raynn: the checkpoint of job {job.job_id} cannot be loaded ({why}); {fate}, "
-        "training afresh",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def _fresh(job: Job, data: ArrayDataset, steps: int) -> tuple[nn.Module, Any, Any]:
-    """The job's model from its seed, its optimizer and its schedule, as a new job has them."""
-    model = seeded_model(job.model, job.seed, data.in_shape, data.num_classes)
-    opt = make_optimizer(job, model)
-    return model, opt, make_schedule(job, opt, steps, key="schedulers")
-
-
-def _resume(
-    state: dict[str, Any], model: nn.Module, opt: Any, schedule: Any, result: JobResult
-) -> int:
-    """Load a decoded checkpoint into the job's model, optimizer, schedule, RNG and result;
-    the epoch it resumes from. Raises whatever a checkpoint that does not fit raises (keys
-    or shapes of a changed model, a missing entry): the caller starts afresh."""
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    schedule.load_state_dict(state["schedule"])
-    history = [EpochRecord(**row) for row in state["history"]]
-    train_s, eval_s = (float(s) for s in state["seconds"])
-    epoch = int(state["epoch"])
-    torch.set_rng_state(state["torch_rng"])
-    result.history, result.train_seconds, result.eval_seconds = history, train_s, eval_s
-    result.resumed_from_epoch = epoch
-    return epoch
-
-
-class _CheckpointWriter:
-    """Encodes and saves a job's checkpoints in a background thread, one at a time.
-
-    The state is copied on the training thread (a memory copy); ``torch.save``, the checksum
-    and the store's write happen in the background while the next epoch trains. A new
-    checkpoint waits for the one before it. :meth:`close` waits for the last one, so that no
-    checkpoint lands after the job's result.
+    The step keeps its loss and hits as tensors (``state.epoch_losses``: the NaN guard reads
+    them at the epoch's end); an epoch's end validates it, steps the schedule and appends its
+    :class:`EpochRecord` to the result.
     """
 
-    def __init__(self, store: checkpoint.CheckpointStore, job_id: str) -> None:
-        self.store, self.job_id = store, job_id
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def submit(self, state: dict[str, Any]) -> None:
-        self.close()
-        self._thread = threading.Thread(
-            target=self._save, args=(state,), name="raynn-checkpoint", daemon=True
+    def __init__(self, job: Job, data: ArrayDataset) -> None:
+        self.job, self.data, self.cfg = job, data, job.training
+        self.train_idx, self.val_idx = data.folds[job.fold]
+        self.norm = data.normalizer()
+        size = self.cfg.batch_size
+        self.steps = math.ceil(len(self.train_idx) / size)
+        self.sizes = torch.tensor(
+            [len(self.train_idx[b * size : (b + 1) * size]) for b in range(self.steps)],
+            dtype=torch.float64,
         )
-        self._thread.start()
+        self.fresh()
+        labels = (job.model.label, job.scheduler.label)
+        self.result = JobResult(job.job_id, *labels, job.fold, job.seed)
+        self.loss_fn: Any = None  # built once the checkpoint (and its RNG state) is loaded
+        self.val: Evaluation | None = None  # the last epoch's validation
 
-    def _save(self, state: dict[str, Any]) -> None:
-        try:
-            self.store.save_checkpoint(self.job_id, checkpoint.encode(state))
-        except BaseException as exc:  # raised again on the training thread by close()
-            self._error = exc
+    def fresh(self) -> None:
+        """The job's model from its seed, its optimizer and its schedule, as a new job has them."""
+        job = self.job
+        self.model = seeded_model(job.model, job.seed, self.data.in_shape, self.data.num_classes)
+        self.opt = make_optimizer(job, self.model)
+        self.schedule = make_schedule(job, self.opt, self.steps, key="schedulers")
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+    def batches(self, loop: EpochLoop) -> Iterator[np.ndarray]:
+        self.t0 = time.perf_counter()
+        self.model.train()
+        self.loss_fn.train()
+        rng = np.random.default_rng([self.job.seed, loop.state.epoch])
+        order = self.train_idx[rng.permutation(len(self.train_idx))]
+        loop.state.epoch_losses = self.losses = torch.empty(self.steps)
+        self.correct = torch.zeros((), dtype=torch.int64)
+        self.lr = self.opt.param_groups[0]["lr"]
+        size = self.cfg.batch_size
+        return (order[b * size : (b + 1) * size] for b in range(self.steps))
+
+    def train_step(self, loop: EpochLoop, batch: np.ndarray) -> None:
+        xb, yb = self.norm(self.data.x_train, batch), torch.from_numpy(self.data.y_train[batch])
+        self.opt.zero_grad(set_to_none=True)
+        logits = self.model(xb)
+        loss = self.loss_fn(logits, yb)
+        self.losses[loop.state.batch] = loss.detach()
+        loss.backward()
+        self.opt.step()
+        self.schedule.after_batch()
+        self.correct += (logits.argmax(1) == yb).sum()
+
+    def on_epoch_end(self, loop: EpochLoop) -> None:
+        result, n = self.result, len(self.train_idx)
+        train_s = loop.state.epoch_seconds = time.perf_counter() - self.t0
+        t1 = time.perf_counter()
+        self.val = self.evaluate(self.data.x_train, self.data.y_train, self.val_idx)
+        result.eval_seconds += time.perf_counter() - t1
+        result.train_seconds += train_s
+        train_loss = float((self.losses.double() * self.sizes).sum()) / n
+        # a refit trains on every sample: no validation, so the schedule sees the training loss
+        self.schedule.after_epoch(self.val.loss if len(self.val_idx) else train_loss)
+        result.history.append(
+            EpochRecord(
+                self.job.job_id,
+                loop.state.epoch + 1,
+                train_loss,
+                int(self.correct) / n,
+                self.val.loss,
+                self.val.accuracy,
+                self.lr,
+                train_s,
+                n / max(train_s, 1e-9),
+                torch.get_num_threads(),
+            )
+        )
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, idx: np.ndarray | None) -> Evaluation:
+        """The model's loss and accuracy on ``x[idx]`` (:func:`~raynn.core.nn.evaluate`)."""
+        return evaluate(
+            self.model,
+            x,
+            y,
+            idx,
+            self.norm,
+            self.data.num_classes,
+            self.cfg.eval_batch_size,
+            self.loss_fn,
+        )
+
+    def save_state(self, loop: EpochLoop) -> dict[str, Any]:
+        result = self.result
+        return {
+            "job_id": self.job.job_id,
+            "epoch": loop.state.epoch + 1,
+            "model": copy.deepcopy(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.opt.state_dict()),
+            "schedule": copy.deepcopy(self.schedule.state_dict()),
+            "torch_rng": torch.get_rng_state(),
+            "history": [asdict(r) for r in result.history],
+            "seconds": (result.train_seconds, result.eval_seconds),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> int:
+        """Load a decoded checkpoint into the model, optimizer, schedule, RNG and result; the
+        epoch it resumes from. Raises whatever a checkpoint that does not fit raises (keys or
+        shapes of a changed model, a missing entry): the caller starts afresh."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        history = [EpochRecord(**row) for row in state["history"]]
+        train_s, eval_s = (float(s) for s in state["seconds"])
+        epoch = int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+        result = self.result
+        result.history, result.train_seconds, result.eval_seconds = history, train_s, eval_s
+        result.resumed_from_epoch = epoch
+        return epoch
 
 
-def _epoch_threads(threads: int | Sequence[int], epoch: int) -> int:
-    if isinstance(threads, int):
-        return threads
-    return threads[min(epoch, len(threads) - 1)]
+def _resume(training: JobTraining, store: checkpoint.CheckpointStore | None) -> int:
+    """The epoch the job starts at: its checkpoint's, loaded, or 0 (none, or one that does
+    not load: set aside, and the model, optimizer and schedule made afresh)."""
+    state = checkpoint.load_latest(store, training.job.job_id)
+    if state is None or store is None:
+        return 0
+    try:
+        return training.load_state(state)
+    except Exception as exc:  # e.g. the model's code changed: its keys no longer fit
+        checkpoint.set_aside(store, training.job.job_id, checkpoint.reason(exc))
+        training.fresh()  # loads may be partial
+        return 0
 
 
 def train_job(
@@ -162,173 +216,70 @@ def train_job(
         The job's result; ``status == "failed"`` with the reason if the loss became NaN/inf.
     """
     if threads is not None:
-        torch.set_num_threads(_epoch_threads(threads, 0))
+        torch.set_num_threads(epoch_threads(threads, 0))
     start = time.time()
-    cfg = job.training
-    train_idx, val_idx = data.folds[job.fold]
-    norm = data.normalizer()
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-    sizes = torch.tensor(
-        [
-            len(train_idx[b * cfg.batch_size : (b + 1) * cfg.batch_size])
-            for b in range(steps_per_epoch)
-        ],
-        dtype=torch.float64,
-    )
+    training = JobTraining(job, data)
+    result = training.result
+    result.config, result.columns, result.attempt = job.config, job.columns, attempt
+    result.start_time, result.threads = start, torch.get_num_threads()
+    result.cores = sorted(os.sched_getaffinity(0))
+    result.params = sum(p.numel() for p in training.model.parameters())
+    first_epoch = _resume(training, checkpoints)
+    callbacks = _callbacks(training, threads, checkpoints, on_epoch)
+    training.loss_fn = build_loss(job.training.loss, data.num_classes)
+    state = EpochLoop(training, callbacks).run(first_epoch, job.training.epochs)
+    if state.failure is not None:
+        result.status = "failed"
+        result.error = state.failure.describe(f"batch {state.failure.batch + 1}", NAN_FIX)
+        result.end_time = time.time()
+        return result
+    return _finish(training)
 
-    model, opt, schedule = _fresh(job, data, steps_per_epoch)
-    result = JobResult(
-        job.job_id,
-        job.model.label,
-        job.scheduler.label,
-        job.fold,
-        job.seed,
-        config=job.config,
-        columns=job.columns,
-        attempt=attempt,
-        start_time=start,
-        threads=torch.get_num_threads(),
-        cores=sorted(os.sched_getaffinity(0)),
-        params=sum(p.numel() for p in model.parameters()),
-    )
 
-    first_epoch = 0
-    state = _restore(job, checkpoints)
-    if state is not None and checkpoints is not None:
-        try:
-            first_epoch = _resume(state, model, opt, schedule, result)
-        except Exception as exc:  # e.g. the model's code changed: its keys no longer fit
-            _set_aside(job, checkpoints, checkpoint.reason(exc))
-            model, opt, schedule = _fresh(job, data, steps_per_epoch)  # loads may be partial
+def _callbacks(
+    training: JobTraining,
+    threads: int | Sequence[int] | None,
+    store: checkpoint.CheckpointStore | None,
+    on_epoch: EpochCallback | None,
+) -> list[Any]:
+    """A job's callbacks: its thread schedule, its checkpoints, then its epoch hook."""
+    job, cfg = training.job, training.cfg
+    callbacks: list[Any] = []
+    if isinstance(threads, Sequence):  # a replayed schedule: each epoch its own
+        callbacks.append(ThreadSchedule(threads))
+    if store is not None:
+        writer = checkpoint.CheckpointWriter(store, job.job_id)
+        every = (cfg.checkpoint_epochs, cfg.checkpoint_seconds)
+        callbacks.append(Checkpointing(writer, cfg.epochs, *every))
+    if on_epoch is not None:
 
-    writer = _CheckpointWriter(checkpoints, job.job_id) if checkpoints is not None else None
-    since_checkpoint = 0.0
-    loss_fn = build_loss(cfg.loss, data.num_classes)
-    val: Evaluation | None = None
-    try:
-        for epoch in range(first_epoch, cfg.epochs):
-            if isinstance(threads, Sequence):  # a replayed schedule: each epoch its own
-                torch.set_num_threads(_epoch_threads(threads, epoch))
-            t0 = time.perf_counter()
-            model.train()
-            loss_fn.train()
-            order = train_idx[np.random.default_rng([job.seed, epoch]).permutation(len(train_idx))]
-            losses = torch.empty(steps_per_epoch)
-            correct = torch.zeros((), dtype=torch.int64)
-            lr = opt.param_groups[0]["lr"]
-            for b in range(steps_per_epoch):
-                bi = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                xb, yb = norm(data.x_train, bi), torch.from_numpy(data.y_train[bi])
-                opt.zero_grad(set_to_none=True)
-                logits = model(xb)
-                loss = loss_fn(logits, yb)
-                losses[b] = loss.detach()
-                loss.backward()
-                opt.step()
-                schedule.after_batch()
-                correct += (logits.argmax(1) == yb).sum()
-            finite = torch.isfinite(losses)
-            if not bool(finite.all()):
-                bad = int((~finite).nonzero()[0])
-                result.status = "failed"
-                result.error = (
-                    f"loss became {float(losses[bad])} at epoch {epoch + 1}, batch {bad + 1}; "
-                    "lower optimizer.lr or check the data"
-                )
-                result.end_time = time.time()
-                return result
-            train_s = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            val = evaluate(
-                model,
-                data.x_train,
-                data.y_train,
-                val_idx,
-                norm,
-                data.num_classes,
-                cfg.eval_batch_size,
-                loss_fn,
-            )
-            result.eval_seconds += time.perf_counter() - t1
-            result.train_seconds += train_s
-            train_loss = float((losses.double() * sizes).sum()) / len(train_idx)
-            # a refit trains on every sample: no validation, so the schedule sees the
-            # training loss
-            schedule.after_epoch(val.loss if len(val_idx) else train_loss)
-            result.history.append(
-                EpochRecord(
-                    job.job_id,
-                    epoch + 1,
-                    train_loss,
-                    int(correct) / len(train_idx),
-                    val.loss,
-                    val.accuracy,
-                    lr,
-                    train_s,
-                    len(train_idx) / max(train_s, 1e-9),
-                    torch.get_num_threads(),
-                )
-            )
-            since_checkpoint += train_s
-            every = cfg.checkpoint_seconds
-            due = (
-                (epoch + 1) % cfg.checkpoint_epochs == 0
-                if cfg.checkpoint_epochs
-                else bool(every) and since_checkpoint >= every
-            )
-            if writer is not None and due and epoch + 1 < cfg.epochs:
-                writer.submit(
-                    {
-                        "job_id": job.job_id,
-                        "epoch": epoch + 1,
-                        "model": copy.deepcopy(model.state_dict()),
-                        "optimizer": copy.deepcopy(opt.state_dict()),
-                        "schedule": copy.deepcopy(schedule.state_dict()),
-                        "torch_rng": torch.get_rng_state(),
-                        "history": [asdict(r) for r in result.history],
-                        "seconds": (result.train_seconds, result.eval_seconds),
-                    }
-                )
-                since_checkpoint = 0.0
-            if on_epoch is not None:
-                on_epoch(job.job_id, epoch + 1, cfg.epochs, val.loss)
-    finally:
-        if writer is not None:
-            writer.close()
+        def report(state: Any) -> None:
+            assert training.val is not None
+            on_epoch(job.job_id, state.epoch + 1, cfg.epochs, training.val.loss)
 
+        callbacks.append(Hooks(after_epoch=report))
+    return callbacks
+
+
+def _finish(training: JobTraining) -> JobResult:
+    """The trained job's result: its validation (the last epoch's), its test, its model."""
+    job, data, cfg, result = training.job, training.data, training.cfg, training.result
     t1 = time.perf_counter()
+    val = training.val
     if val is None:  # resumed after its last epoch: nothing trained here
-        val = evaluate(
-            model,
-            data.x_train,
-            data.y_train,
-            val_idx,
-            norm,
-            data.num_classes,
-            cfg.eval_batch_size,
-            loss_fn,
-        )
+        val = training.evaluate(data.x_train, data.y_train, training.val_idx)
     result.val_loss, result.val_accuracy, result.per_class_accuracy = (
         val.loss,
         val.accuracy,
         val.per_class,
     )
     if cfg.evaluate_test and data.x_test is not None and data.y_test is not None:
-        test = evaluate(
-            model,
-            data.x_test,
-            data.y_test,
-            None,
-            norm,
-            data.num_classes,
-            cfg.eval_batch_size,
-            loss_fn,
-        )
+        test = training.evaluate(data.x_test, data.y_test, None)
         result.test_loss, result.test_accuracy = test.loss, test.accuracy
     result.eval_seconds += time.perf_counter() - t1
     result.epochs = cfg.epochs
     if job.keep_model:
-        result.model_state = model_file(job, data, model, result)
+        result.model_state = model_file(job, data, training.model, result)
     result.end_time = time.time()
     return result
 
