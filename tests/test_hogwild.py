@@ -23,7 +23,7 @@ from raynn.core.data import load_dataset
 from raynn.core.optim import make_optimizer, make_schedule
 from raynn.errors import SpecError
 from raynn.hogwild.client import ServerClient
-from raynn.hogwild.loop import build, epoch_shard, train
+from raynn.hogwild.loop import Hooks, TrainContext, build, epoch_shard, train
 from raynn.hogwild.node_sync import NodeSync
 from raynn.hogwild.protocol import shard_bounds, version_count
 from raynn.hogwild.runner import SERVER_NAME, run
@@ -316,16 +316,9 @@ def test_train_leaves_at_the_next_step_when_stopped(tmp_path):
         calls.append(1)
         return len(calls) > 5
 
-    stats = train(
-        model,
-        opt,
-        make_schedule(spec, opt, 100),
-        data,
-        epochs=3,
-        batch_size=32,
-        seed=0,
-        should_stop=should_stop,
-    )
+    schedule = make_schedule(spec, opt, 100)
+    context = TrainContext(model, opt, schedule, data, epochs=3, batch_size=32, seed=0)
+    stats = train(context, [Hooks(should_stop=should_stop)])
     assert stats.stopped and stats.steps == 5 and stats.epochs == 0
 
 
@@ -333,6 +326,93 @@ def test_epoch_shards_partition_every_epoch():
     parts = [epoch_shard(101, 3, 5, w, 3) for w in range(3)]
     assert sorted(np.concatenate(parts).tolist()) == list(range(101))
     assert not np.array_equal(epoch_shard(101, 3, 6, 0, 3), parts[0])
+
+
+def _round(book: Any, ended: Any, status: str = "ok", **kwargs: Any) -> Any:
+    """A round of one worker as :func:`raynn.hogwild.rounds.train_round` returns it."""
+    from types import SimpleNamespace
+
+    from raynn.hogwild.rounds import Round
+    from raynn.hogwild.worker import worker_row
+
+    record = book.begin(SimpleNamespace(slots=["n0w0"]))
+    number = len(book.rounds) - 1
+    record.update(start_epoch=0, nodes={"n": [0]}, segments=[f"s{number}"], startup_seconds=1.0)
+    row = worker_row(worker="n0w0", node="n", slot=0, role="sync", core=0, threads=1, start=0.0)
+    row.update(status=status, round=number)
+    return Round(ended, rows=[row], record=record, **kwargs)
+
+
+def test_rounds_end_typed_and_the_book_replans_until_its_budget_is_spent(tmp_path):
+    from types import SimpleNamespace
+
+    from raynn.hogwild.ray_run import RoundBook
+    from raynn.hogwild.round_workers import WorkerFailure
+    from raynn.hogwild.rounds import RoundEnd
+    from raynn.placement.restarts import RestartPolicy
+
+    book = RoundBook(tmp_path, 0, SimpleNamespace(rows=[]), RestartPolicy.for_rounds(1))
+    died = WorkerFailure("n0w0", "its process was killed", died=True)
+    assert book.keep(_round(book, RoundEnd.WORKER_DIED, "restarted", failure=died))
+    joined = _round(book, RoundEnd.NODES_JOINED, "restarted", joined=["node-b"])
+    assert joined.restartable and book.keep(joined)  # a join costs no restart
+    assert not book.keep(_round(book, RoundEnd.WORKER_DIED, "restarted", failure=died))
+    error = "worker n0w0 failed: its process was killed"
+    assert book.fields["error"] == f"{error} (after 1 restart(s))"
+    assert book.rounds[0]["error"] == error and book.rounds[1]["ended"] == "node(s) joined: node-b"
+    # the last round's rows fail with the run; the earlier rounds' stay restarted
+    assert [r["status"] for r in book.rows] == ["restarted", "restarted", "failed"]
+    assert book.fields["segments"] == ["s0"] and book.fields["workers"] == 1
+    assert len(pd.read_parquet(tmp_path / "hogwild" / "part-0.parquet")) == 3
+
+    failed = RoundBook(tmp_path, 1, SimpleNamespace(rows=[]), RestartPolicy.for_rounds(3))
+    raised = WorkerFailure("n0w0", "TrainingError: loss became nan", died=False)
+    assert not failed.keep(_round(failed, RoundEnd.WORKER_FAILED, "failed", failure=raised))
+    assert failed.fields["error"] == "worker n0w0 failed: TrainingError: loss became nan"
+    assert failed.policy.restarts == 0
+
+
+def test_an_interrupted_round_is_recorded_and_its_interrupt_kept_not_raised(tmp_path):
+    from types import SimpleNamespace
+
+    from raynn.hogwild.ray_run import RoundBook
+    from raynn.hogwild.rounds import RoundEnd
+    from raynn.placement.restarts import RestartPolicy
+
+    book = RoundBook(tmp_path, 0, SimpleNamespace(rows=[]), RestartPolicy.for_rounds(1))
+    assert book.keep(_round(book, RoundEnd.NODES_JOINED, "restarted", joined=["b"]))
+    interrupt = KeyboardInterrupt()
+    r = _round(book, RoundEnd.INTERRUPTED, interrupt=interrupt)
+    r.rows = []  # an interrupted round reports no rows
+    assert not book.keep(r) and book.interrupt is interrupt
+    # its entry keeps what it set up; the attempt's rows are the rounds' before it
+    assert book.rounds[1]["segments"] == ["s1"] and len(book.rows) == 1
+
+
+def test_an_interrupted_attempt_records_its_outcome_then_raises_the_interrupt(
+    tmp_path, monkeypatch
+):
+    import raynn.hogwild.runner as runner
+    from raynn.hogwild.prepare import Outcome
+    from raynn.hogwild.worker import worker_row
+
+    row = worker_row(
+        worker="serial", node="n", slot=0, role="serial", core=None, threads=1, start=0
+    )
+    interrupt = KeyboardInterrupt()
+
+    def interrupted(*args: Any) -> Outcome:  # what run_serial / run_ray return on Ctrl-C
+        return Outcome([row], [], {"workers": 1, "rounds": [{"segments": ["s"]}]}, interrupt)
+
+    monkeypatch.setattr(runner, "run_serial", interrupted)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        run(_spec(tmp_path), executor="serial", progress=False)
+    assert caught.value is interrupt
+    run_dir = caught.value.run_dir  # what the CLI's message names
+    attempt = json.loads((run_dir / "run.json").read_text())["runs"][-1]
+    assert attempt["status"] == "interrupted" and "signal" not in attempt
+    assert attempt["workers"] == 1 and attempt["rounds"] == [{"segments": ["s"]}]
+    assert pd.read_parquet(run_dir / "hogwild")["worker"].tolist() == ["serial"]
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -410,6 +490,7 @@ def main_report(run_dir: Path) -> str:
 def test_workers_share_memory_without_messages(ray_local, tmp_path):
     import ray
 
+    from raynn.hogwild.context import WorkerContext
     from raynn.hogwild.worker import HogwildWorker
 
     spec, data = _digits_spec(tmp_path)
@@ -420,7 +501,22 @@ def test_workers_share_memory_without_messages(ray_local, tmp_path):
     cls = ray.remote(num_cpus=1)(HogwildWorker)
     a, b = (
         cls.remote(
-            f"w{i}", "n", i, 2, i, 2, None, spec, data, name, init, 0, [server], [(0, init.size)]
+            WorkerContext(
+                worker_id=f"w{i}",
+                node="n",
+                slot=i,
+                slots=2,
+                index=i,
+                workers=2,
+                core=None,
+                spec=spec,
+                segment=name,
+                version=0,
+                shards=[server],
+                bounds=[(0, init.size)],
+            ),
+            data,
+            init,
         )
         for i in range(2)
     )

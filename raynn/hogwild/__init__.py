@@ -2,8 +2,9 @@
 
 The entry is :func:`raynn.hogwild.runner.run` (in the table of kinds, :mod:`raynn.kinds`);
 its spec is :mod:`raynn.spec.hogwild`. Below it: ``prepare`` (data, initial weights),
-``serial`` (the baseline), ``ray_run`` and ``rounds`` (the server shards, the workers, the
-restart loop), ``shared_params`` (a node's weights in shared memory), ``worker``, ``loop``
+``serial`` (the baseline), ``ray_run``, ``rounds`` and ``round_workers`` (the server
+shards, the workers, the restart loop), ``plan`` and ``context`` (where workers go, what each
+needs), ``segments`` and ``shared_params`` (a node's weights in shared memory), ``worker``, ``loop``
 and ``node_sync`` (the step code and a node's link to the server), ``server``, ``client``,
 ``protocol`` and ``checkpoint`` (the parameter server), ``evaluator``, ``tables``, ``view``
 and ``report``. The seed project's ``DistributedTrainer`` is :mod:`raynn.compat.hogwild`

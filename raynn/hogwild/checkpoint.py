@@ -1,4 +1,5 @@
-"""The parameter server's checkpoint codec: numpy only, so the server never imports torch.
+"""The parameter server's checkpoints: the codec (numpy only, so the server never imports
+torch) and :class:`Checkpointer`, a shard's checkpoint file (where, how often, loading it back).
 
 A checkpoint is ``RAYNNPS1`` + the SHA-256 of the payload + an ``.npz`` payload holding the
 weights (float32) and a JSON header (the server's shard, version, counts, last seqs, staleness).
@@ -11,6 +12,7 @@ import io
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from raynn.errors import CheckpointError, OutputError
 from raynn.runs.files import read_bytes, set_aside_file
+from raynn.runs.results import write_bytes
 
 _MAGIC = b"RAYNNPS1"
 # what a restoring server reads from the header, and its JSON type
@@ -88,3 +91,52 @@ def set_aside_checkpoint(path: Path, why: str) -> str | None:
         flush=True,
     )
     return where
+
+
+class Checkpointer:
+    """A server shard's checkpoint file: saved on request or when due, loaded back at start.
+
+    Args:
+        path: the file (None: never saved, never loaded).
+        seconds: minimum seconds between automatic saves (0: none, only on request).
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, seconds: float) -> None:
+        self.path = Path(path) if path else None
+        self.seconds = seconds
+        self.count = 0  # saves so far
+        self.load_error: str | None = None  # why the file found at start could not be loaded
+        self._last = time.monotonic()
+
+    def load(self, size: int, lo: int) -> tuple[np.ndarray, dict[str, Any]] | None:
+        """The saved weights (float32) and header of a shard of ``size`` values at ``lo``;
+        None without a file, or when it cannot be loaded: it is then set aside
+        (:func:`set_aside_checkpoint`) and :attr:`load_error` says why."""
+        if self.path is None or not self.path.is_file():
+            return None
+        try:
+            weights, meta = read_checkpoint(self.path)
+            weights = weights.astype(np.float32).reshape(-1)
+            if weights.size != size or meta["lo"] != lo:
+                raise CheckpointError(
+                    f"checkpoint holds {weights.size} values at {meta['lo']}, this shard "
+                    f"{size} at {lo}"
+                )
+        except (OSError, ValueError, KeyError, CheckpointError) as exc:
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            set_aside_checkpoint(self.path, self.load_error)
+            return None  # start from the initial weights rather than from garbage
+        return weights, meta
+
+    def save(self, weights: np.ndarray, meta: dict[str, Any]) -> bool:
+        """Write ``weights`` and ``meta`` atomically now; False without a path."""
+        if self.path is None:
+            return False
+        write_bytes(self.path, encode_checkpoint(weights, meta))
+        self.count += 1
+        self._last = time.monotonic()
+        return True
+
+    def due(self) -> bool:
+        """Whether an automatic save is due (``seconds`` > 0 and that long since the last)."""
+        return self.seconds > 0 and time.monotonic() - self._last >= self.seconds

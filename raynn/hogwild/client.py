@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from raynn.hogwild.protocol import PushReply
+from raynn.hogwild.protocol import PushReply, ServerState
 
 
 class _Done:
@@ -177,11 +177,16 @@ class ServerClient:
         """Tell every shard that ``node`` is done."""
         _invoke(self.shards, "leave", [(node,)] * len(self.shards))
 
-    def weights(self) -> tuple[np.ndarray, int, int, int]:
-        """``(weights, version, steps, samples)`` of the whole vector (counts from shard 0)."""
+    def state(self) -> ServerState:
+        """The whole vector's weights, with shard 0's version and counts."""
         parts = _invoke(self.shards, "weights", [()] * len(self.shards))
         w = np.concatenate([p[0] for p in parts])
-        return w, parts[0][1], parts[0][2], parts[0][3]
+        return ServerState(w, parts[0][1], parts[0][2], parts[0][3])
+
+    def weights(self) -> tuple[np.ndarray, int, int, int]:
+        """``(weights, version, steps, samples)``: :meth:`state` as a tuple."""
+        s = self.state()
+        return s.weights, s.version, s.steps, s.samples
 
     def pull(self, node: str) -> tuple[np.ndarray, int]:
         """Whole weights and shard 0's version; ``node`` counts as synced."""

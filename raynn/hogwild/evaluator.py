@@ -18,7 +18,7 @@ import torch
 from raynn.core.data import ArrayDataset
 from raynn.core.nn import evaluate
 from raynn.hogwild.loop import build, make_loss
-from raynn.hogwild.protocol import version_count
+from raynn.hogwild.protocol import ServerState, version_count
 from raynn.hogwild.rows import EvalRow
 from raynn.hogwild.shared_params import load_flat
 from raynn.hogwild.tables import EVAL_SCHEMA
@@ -106,3 +106,7 @@ class Evaluator:
             )
             self.written = now
         return row
+
+    def evaluate(self, state: ServerState, final: bool = False) -> dict[str, Any]:
+        """Evaluate the server's ``state`` (see :meth:`__call__`)."""
+        return self(state.weights, state.version, state.steps, state.samples, final)

@@ -90,8 +90,14 @@ def start_epoch(samples: int, n_train: int, epochs: int) -> int:
 @dataclass
 class Outcome:
     """What an attempt's training produced: the ``hogwild/`` rows (one per worker), the
-    utilization rows and the fields it adds to the attempt's entry of ``run.json``."""
+    utilization rows and the fields it adds to the attempt's entry of ``run.json``.
+
+    ``interrupted``: what cut training short (Ctrl-C, SIGTERM, Ray going down), None if
+    nothing did; the rows and fields are then what it did until then, and the runner raises
+    it once they are recorded (the attempt ends ``interrupted``, or ``failed`` with its error).
+    """
 
     rows: list[dict]
     util: list[dict]
     fields: dict[str, Any]
+    interrupted: BaseException | None = None

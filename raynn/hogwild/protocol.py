@@ -1,5 +1,6 @@
-"""What the parameter server and its client agree on: the reply to a push, how the flat
-vector is sharded, what a version counts, and the staleness summary of a histogram."""
+"""What the parameter server and its client agree on: the reply to a push, the server's state
+(:class:`ServerState`), how the flat vector is sharded, what a version counts, and the
+staleness summary of a histogram."""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ class PushReply:
     own: bool = False  # weights omitted: they are exactly the pusher's base + its payload
 
 
+@dataclass(frozen=True)
+class ServerState:
+    """The global weights at one moment: what a round starts from, what the driver evaluates."""
+
+    weights: np.ndarray  # the whole flat vector (parameters, then buffers)
+    version: int  # the server's version (incarnation and push count)
+    steps: int  # training steps the pushes so far covered
+    samples: int  # training samples the pushes so far covered
+
+
 def shard_bounds(numel: int, shards: int) -> list[tuple[int, int]]:
     """Contiguous ``[lo, hi)`` ranges splitting ``numel`` values over ``shards`` servers."""
     shards = max(1, min(shards, max(numel, 1)))
@@ -40,6 +51,16 @@ INCARNATION_SHIFT = 40
 def version_count(version: int) -> int:
     """The push count of a version (what the eval table and ``run.json`` show)."""
     return int(version) & ((1 << INCARNATION_SHIFT) - 1)
+
+
+def base_version_in(version: int, incarnation: int, restored_from: int | None) -> int:
+    """A node's base ``version`` in the numbering of the server's ``incarnation``: one from an
+    earlier incarnation counts as synced at the restore (``restored_from``; it can be no later
+    than that)."""
+    version = int(version)
+    if version >> INCARNATION_SHIFT == incarnation:
+        return version
+    return restored_from if restored_from is not None else 0
 
 
 def staleness_summary(counts: dict[int, int]) -> dict[str, float]:

@@ -49,22 +49,32 @@ def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
         raise RaynnError(
             f"{run_dir} is not a raynn run directory (no readable run.json); pass runs/<run-id>"
         )
-    spec = meta.get("spec", {})
     last = (meta.get("runs") or [{}])[-1]
-    h, t = spec.get("hogwild", {}), spec.get("training", {})
     workers = read_table(run_dir, "hogwild")
     evals = accuracy_vs_time(run_dir)
+    final = evals[evals["final"]] if not evals.empty else evals
     lines = [f"# raynn HOGWILD run {run_dir.name}", ""]
-    lines.append(
+    lines += _overview_lines(run_dir, meta, last, final, workers)
+    lines += _accuracy_lines(evals, max_rows)
+    lines += _worker_lines(workers)
+    lines += _per_class_lines(final)
+    lines += _error_lines(workers, last)
+    return "\n".join(lines) + "\n"
+
+
+def _overview_lines(run_dir: Path, meta: dict, last: dict, final: Any, workers: Any) -> list[str]:
+    """The summary's first bullets: the spec, the setup, the time and accuracy, the server,
+    the throughput."""
+    spec = meta.get("spec", {})
+    h, t = spec.get("hogwild", {}), spec.get("training", {})
+    lines = [
         f"- spec: {spec.get('name', '?')}; executor: {last.get('executor', '?')}; status: "
-        f"{attempt_status(run_dir, last)}; attempts: {len(meta.get('runs', []))}"
-    )
-    lines.append(
+        f"{attempt_status(run_dir, last)}; attempts: {len(meta.get('runs', []))}",
         f"- model: {spec.get('model', {}).get('name', '?')} on "
         f"{spec.get('dataset', {}).get('name', '?')}; optimizer: "
         f"{spec.get('optimizer', {}).get('name', '?')} lr {spec.get('optimizer', {}).get('lr')}"
-        f"; {t.get('epochs')} epochs, batch {t.get('batch_size')}"
-    )
+        f"; {t.get('epochs')} epochs, batch {t.get('batch_size')}",
+    ]
     if last.get("executor") == "ray":
         lines.append(
             f"- workers: {last.get('workers', '?')} on {len(last.get('nodes') or {})} node(s); "
@@ -75,7 +85,6 @@ def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
     else:
         lines.append(f"- serial baseline: 1 process, {last.get('threads', '?')} thread(s)")
     util = utilization_text(run_dir, last.get("start"), last.get("end"))
-    final = evals[evals["final"]] if not evals.empty else evals
     acc = final["accuracy"].iloc[-1] if not final.empty else None
     lines.append(
         f"- wall time: {_f(last.get('wall_seconds'), '.1f')} s; final test accuracy: {_f(acc)}; "
@@ -93,8 +102,12 @@ def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
     if not workers.empty:
         total_sps = float(workers["samples_per_second"].sum())
         lines.append(f"- throughput: {total_sps:,.0f} samples/s (sum over workers)")
+    return lines
 
-    lines += ["", "## Test accuracy against time", ""]
+
+def _accuracy_lines(evals: Any, max_rows: int) -> list[str]:
+    """The table of test accuracy against time, thinned to ``max_rows`` rows."""
+    lines = ["", "## Test accuracy against time", ""]
     lines += ["| elapsed s | epoch | version | samples | test loss | test accuracy |"]
     lines += ["|---|---|---|---|---|---|"]
     for _, r in _thin(evals, max_rows).iterrows():
@@ -103,8 +116,12 @@ def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
             f"| {r['elapsed']:.2f} | {r['epoch']:.2f} | {r['version']} | {r['samples']} | "
             f"{_f(r['loss'])} | {_f(r['accuracy'])}{mark} |"
         )
+    return lines
 
-    lines += ["", "## Workers", ""]
+
+def _worker_lines(workers: Any) -> list[str]:
+    """The table of workers: where each ran, its steps, speed and staleness."""
+    lines = ["", "## Workers", ""]
     lines += [
         "| worker | node | role | core | status | steps | samples/s | pushes | "
         "staleness mean / p95 / max |"
@@ -121,19 +138,28 @@ def summarize(run_dir: str | os.PathLike[str], max_rows: int = 20) -> str:
             f"| {r['worker']} | {r['node']} | {r['role']} | {r['core']} | {r['status']} | "
             f"{r['steps']} | {r['samples_per_second']:,.0f} | {r['pushes']} | {stale} |"
         )
-    if not final.empty and len(final["per_class_accuracy"].iloc[-1]):
-        per_class = list(final["per_class_accuracy"].iloc[-1])
-        lines += ["", "## Per-class test accuracy (final weights)", ""]
-        lines += ["| " + " | ".join(str(i) for i in range(len(per_class))) + " |"]
-        lines += ["|" + "---|" * len(per_class)]
-        lines += ["| " + " | ".join(_f(v, ".3f") for v in per_class) + " |"]
+    return lines
+
+
+def _per_class_lines(final: Any) -> list[str]:
+    """The final weights' test accuracy per class (none without a final evaluation)."""
+    if final.empty or not len(final["per_class_accuracy"].iloc[-1]):
+        return []
+    per_class = list(final["per_class_accuracy"].iloc[-1])
+    lines = ["", "## Per-class test accuracy (final weights)", ""]
+    lines += ["| " + " | ".join(str(i) for i in range(len(per_class))) + " |"]
+    lines += ["|" + "---|" * len(per_class)]
+    lines += ["| " + " | ".join(_f(v, ".3f") for v in per_class) + " |"]
+    return lines
+
+
+def _error_lines(workers: Any, last: dict) -> list[str]:
+    """The errors of the failed workers and of the last attempt, each once."""
     failed = workers[workers["status"] != "ok"] if not workers.empty else workers
     errors = sorted({str(e) for e in failed["error"]}) if not failed.empty else []
     if last.get("error") and last["error"] not in errors:
         errors.insert(0, last["error"])
-    if errors:
-        lines += ["", "Errors:"] + [f"- {e}" for e in errors]
-    return "\n".join(lines) + "\n"
+    return ["", "Errors:"] + [f"- {e}" for e in errors] if errors else []
 
 
 # -- figures -------------------------------------------------------------------------------------

@@ -2,306 +2,281 @@
 shared-memory segment, the driver evaluating the server's weights until the workers finish,
 one fails, or nodes join (the round then ends early and the next one re-plans).
 
-A round returns what it did (:class:`Round`); the restart loop (:mod:`raynn.hogwild.ray_run`)
-records it.
+:func:`train_round` runs a :class:`RoundPlan` and returns a :class:`Round`, which says how the
+round ended (:class:`RoundEnd`); the restart loop (:mod:`raynn.hogwild.ray_run`) records it.
+The parts: the segments (:class:`~raynn.hogwild.segments.RoundSegments`), the worker actors
+(:class:`~raynn.hogwild.round_workers.RoundWorkers`) and, here, the driver's watch.
 """
 
 from __future__ import annotations
 
-import logging
+import enum
 import time
-import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from raynn.errors import SpecError
 from raynn.hogwild.client import ServerClient
+from raynn.hogwild.context import WorkerContext
 from raynn.hogwild.evaluator import Evaluator
+from raynn.hogwild.plan import PlannedWorker
 from raynn.hogwild.prepare import Prepared, start_epoch
-from raynn.hogwild.segments import ROUND_STOP_SECONDS, release_all, stop_workers
-from raynn.hogwild.shared_params import SharedParams, create_detached, sweep_stale_segments
+from raynn.hogwild.protocol import ServerState
+from raynn.hogwild.round_workers import RoundWorkers, WorkerFailure
+from raynn.hogwild.segments import ROUND_STOP_SECONDS, RoundSegments
 from raynn.hogwild.view import HogwildView
 from raynn.hogwild.worker import worker_row
-from raynn.placement.nodes import Node, alive_node_ids, on_node
-from raynn.placement.session import remote_reason
-from raynn.spec.hogwild import HogwildSpec
-
-log = logging.getLogger(__name__)
+from raynn.placement.nodes import Node, alive_node_ids
 
 JOIN_POLL_SECONDS = 2.0  # how often a round looks for nodes that joined the cluster
 
 
 @dataclass
-class PlannedWorker:
-    """Where one worker runs: its node (and index), slot on the node, global index, core."""
+class AttemptContext:
+    """What every round of an attempt shares: the prepared run, the server shards (actor
+    handles) and their client, the live view, the evaluator."""
 
-    worker_id: str
-    node: Node
-    node_index: int
-    slot: int
-    index: int
-    core: int
+    p: Prepared
+    shards: list[Any]
+    client: ServerClient
+    view: HogwildView
+    evaluator: Evaluator
 
 
-def plan_workers(spec: HogwildSpec, nodes: list[Any]) -> list[PlannedWorker]:
-    """One slot per worker on each node (``hogwild.workers_per_node``); SpecError if the
-    nodes cannot take the spec."""
-    wpn = spec.hogwild.workers_per_node
-    largest = max((len(n.cpus) for n in nodes), default=0)
-    if wpn != "auto" and wpn > largest:
-        raise SpecError(
-            f"spec key 'hogwild.workers_per_node': {wpn} is more than the largest node has "
-            f"({largest} CPUs); use at most {largest} or 'auto'"
-        )
-    h = spec.hogwild
-    if h.max_staleness is not None and h.max_staleness < len(nodes) - 1:
-        raise SpecError(
-            f"spec key 'hogwild.max_staleness': {h.max_staleness} is below nodes - 1 "
-            f"({len(nodes) - 1}) for {len(nodes)} nodes, so no node could ever push; use at "
-            f"least {len(nodes) - 1} or null"
-        )
-    slots: list[PlannedWorker] = []
-    for ni, node in enumerate(nodes):
-        count = len(node.cpus) if wpn == "auto" else min(wpn, len(node.cpus))
-        for s in range(count):
-            slots.append(PlannedWorker(f"n{ni}w{s}", node, ni, s, len(slots), node.cpus[s]))
-    return slots
+@dataclass
+class RoundPlan:
+    """What one round starts from: its number, the nodes, one slot per worker, and the
+    server's state (the workers start from its weights)."""
+
+    number: int
+    nodes: list[Node]
+    slots: list[PlannedWorker]
+    state: ServerState
+
+
+class RoundEnd(enum.Enum):
+    """How a round ended."""
+
+    COMPLETED = "completed"  # every worker finished its epochs
+    WORKER_DIED = "worker died"  # an actor or its node was lost: a new round may follow
+    WORKER_FAILED = "worker failed"  # a worker's training raised: the run fails
+    NODES_JOINED = "nodes joined"  # ended early so that the next round has workers there
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM or an error of the driver (``interrupt``)
 
 
 @dataclass
 class Round:
-    """One set of workers training until they finish or one of them fails."""
+    """What one round did, and how it ended.
 
-    rows: list[dict]
-    util: list[dict]
-    failure: tuple[str, str] | None = None
-    restartable: bool = False  # the worker died (actor or node lost), not its training
-    joined: list[str] | None = None  # the round was ended to give joining nodes workers
-    record: dict[str, Any] = field(default_factory=dict)  # the round's entry of run.json
-    workers_info: dict[str, Any] = field(default_factory=dict)  # each worker's ready() info
-    not_released: list[str] = field(default_factory=list)  # segments left: "node:name"
-
-
-def train_round(
-    p: Prepared,
-    round_no: int,
-    shards: list[Any],
-    client: ServerClient,
-    nodes: list[Any],
-    slots: list[PlannedWorker],
-    state: tuple[np.ndarray, int, int, int],
-    view: HogwildView,
-    evaluator: Evaluator,
-) -> Round:
-    """Start one worker per slot from ``state`` (weights, version, steps, samples), evaluate the
-    server's weights on a timer until every worker is done or one fails, then kill the
-    workers and release the shared memory.
-
-    Returns:
-        The round's worker rows (``round`` = ``round_no``), utilization rows, the failure if
-        any, its run.json entry (start epoch, nodes, segments, start-up seconds, ...), the
-        workers' ready() info and the segments it could not release.
+    Attributes:
+        ended: how it ended.
+        rows: the workers' ``hogwild/`` rows (``round`` = its number); none if interrupted.
+        util: the utilization rows.
+        record: its entry of run.json (see :func:`train_round`).
+        failure: the worker that failed or died.
+        joined: the node ids that joined (``NODES_JOINED``).
+        workers_info: each worker's ready() info.
+        not_released: segments left (``node:name``).
+        interrupt: what interrupted it (``INTERRUPTED``); the runner raises it once the
+            attempt's outcome is recorded.
     """
-    import ray
-    from ray.exceptions import RayActorError, RayTaskError
 
-    from raynn.hogwild.worker import HogwildWorker
+    ended: RoundEnd
+    rows: list[dict] = field(default_factory=list)
+    util: list[dict] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)
+    failure: WorkerFailure | None = None
+    joined: list[str] = field(default_factory=list)
+    workers_info: dict[str, Any] = field(default_factory=dict)
+    not_released: list[str] = field(default_factory=list)
+    interrupt: BaseException | None = None
 
-    spec = p.spec
-    entered = time.monotonic()
-    driver_node = ray.get_runtime_context().get_node_id()
-    weights, version, steps0, samples0 = state
-    node_names = sorted({s.node.name for s in slots})
-    token = uuid.uuid4().hex[:10]
-    segments = {
-        node.node_id: (SharedParams.segment_name(token, i), node.name)
-        for i, node in enumerate(nodes)
-        if any(s.node_index == i for s in slots)
-    }
-    first_epoch = start_epoch(samples0, len(p.data.y_train), spec.training.epochs)
-    record: dict[str, Any] = {
-        "start_epoch": first_epoch,
-        "start_steps": steps0,  # what the server held when the round began
-        "start_samples": samples0,
-        "nodes": {nd.name: [s.core for s in slots if s.node is nd] for nd in nodes},
-        "segments": sorted(name for name, _ in segments.values()),
-    }
-    workers_info: dict[str, Any] = {}
-    not_released: list[str] = []
-    actors: dict[str, Any] = {}
-    refs: dict[Any, str] = {}
-    ready: dict[str, Any] = {}
-    results: dict[str, dict[str, Any]] = {}
-    failure: tuple[str, str] | None = None
-    restartable = False
-    joined: list[str] = []
-    # One node, the driver's: pushes would only copy the node's weights to the server, so
-    # they are rare (see HogwildWorker's ``solo``) and the driver reads the segment instead.
-    solo = list(segments) == [driver_node]
-    record["solo"] = solo
-    mine: SharedParams | None = None
+    @property
+    def restartable(self) -> bool:
+        """Whether a new round may carry on: a worker died, or nodes joined."""
+        return self.ended in (RoundEnd.WORKER_DIED, RoundEnd.NODES_JOINED)
 
-    def current() -> tuple[np.ndarray, int, int, int]:
-        if mine is None:
-            return client.weights()
-        return mine.snapshot(), version, steps0 + mine.node_steps(), samples0 + mine.node_samples()
 
-    try:
-        # Servers and workers start together: every node is synced at ``version`` now.
-        started = [srv.start.remote(node_names) for srv in shards]
-        data_ref, weights_ref = ray.put(p.data), ray.put(weights)
-        # The driver creates every node's segment before any worker starts: workers only attach.
-        creator = ray.remote(num_cpus=0, max_retries=0)(create_detached)
-        created = []
-        for name in sweep_stale_segments():  # this node's; create_detached sweeps the others
-            log.warning("removed a stale shared-memory segment of a killed run: %s", name)
-        for node_id, (name, _) in segments.items():
-            count = sum(s.node.node_id == node_id for s in slots)
-            if node_id == driver_node:  # stays in the driver's resource tracker: a safety net
-                mine = SharedParams.create(name, weights, count)
-                if not solo:
-                    mine.close()
-                    mine = None
-            else:
-                created.append(creator.options(**on_node(node_id)).remote(name, weights_ref, count))
-        ray.get(created, timeout=300)
-        # No runtime_env: it would cost fresh worker processes; the worker pins itself and caps
-        # its threads (raynn.placement.cores.pin_current_process) before any heavy torch work.
-        worker_cls = ray.remote(num_cpus=1, max_restarts=0)(HogwildWorker)
-        per_node = {s.node_index: sum(x.node_index == s.node_index for x in slots) for s in slots}
-        # Each node's sync worker (slot 0) is created last. The first actors get the worker
-        # processes Ray started before the job, which trained ~4% slower here (cause unknown,
-        # benchmarks/RESULTS.md); on top of the sync role's own cost, that made slot 0 the
-        # node's straggler, and with a static split the other workers idle at the end.
-        for s in sorted(slots, key=lambda x: -x.slot):
-            actors[s.worker_id] = worker_cls.options(**on_node(s.node.node_id)).remote(
-                s.worker_id,
-                s.node.name,
-                s.slot,
-                per_node[s.node_index],
-                s.index,
-                len(slots),
-                s.core,
-                spec,
-                data_ref,
-                segments[s.node.node_id][0],
-                weights_ref,
-                version,
-                shards,
-                client.bounds,
-                first_epoch,
-                solo,
-            )
+def train_round(ctx: AttemptContext, plan: RoundPlan, record: dict[str, Any]) -> Round:
+    """Start one worker per slot from ``plan.state``, evaluate the server's weights on a timer
+    until every worker is done, one fails, nodes join or the driver is interrupted, then kill
+    the workers and release the shared memory.
+
+    ``record`` is the round's entry of run.json: filled as the round goes (start epoch, nodes,
+    segments, start-up seconds, ...), so it holds what the round set up whatever happens.
+    What interrupted the round is not raised: the returned round carries it
+    (``RoundEnd.INTERRUPTED``)."""
+    return HogwildRound(ctx, plan, record).run()
+
+
+class HogwildRound:
+    """One round, from the driver: start, watch, end early if it must, clean up."""
+
+    def __init__(self, ctx: AttemptContext, plan: RoundPlan, record: dict[str, Any]) -> None:
+        import ray
+
+        self.ctx, self.plan = ctx, plan
+        self.entered = time.monotonic()
+        driver = ray.get_runtime_context().get_node_id()
+        self.segments = RoundSegments.plan(plan.nodes, plan.slots, driver)
+        self.workers = RoundWorkers(plan.slots)
+        n_train, epochs = len(ctx.p.data.y_train), ctx.p.spec.training.epochs
+        self.first_epoch = start_epoch(plan.state.samples, n_train, epochs)
+        self.record = record
+        record.update(
+            start_epoch=self.first_epoch,
+            start_steps=plan.state.steps,  # what the server held when the round began
+            start_samples=plan.state.samples,
+            nodes={nd.name: [s.core for s in plan.slots if s.node is nd] for nd in plan.nodes},
+            segments=sorted(name for name, _ in self.segments.names.values()),
+            solo=self.segments.solo,
+        )
+        self.failure: WorkerFailure | None = None
+        self.joined: list[str] = []
+        self.not_released: list[str] = []
+
+    def run(self) -> Round:
+        """Start, watch, end early if it must, clean up; the round's result."""
+        interrupt = None
+        try:
+            self._start()
+            self._watch()
+            if self.workers.running:  # ended early: the live workers leave and push their rest
+                self.segments.stop()
+                self.workers.collect(ROUND_STOP_SECONDS)
+        except BaseException as exc:  # Ctrl-C, SIGTERM, Ray going down: recorded, then raised
+            interrupt = exc
+        finally:
+            self.workers.kill()
+            self.not_released = self.segments.release()
+            if self.not_released:  # in the round's record too, so an interrupted round says so
+                self.record["segments_not_released"] = self.not_released
+            self.workers.forget()
+        if interrupt is not None:
+            return self._result(RoundEnd.INTERRUPTED, interrupt)
+        return self._result(self._ended())
+
+    def _start(self) -> None:
+        """Servers and workers start together: every node is synced at the state's version."""
+        import ray
+
+        ctx, plan = self.ctx, self.plan
+        node_names = sorted({s.node.name for s in plan.slots})
+        started = [srv.start.remote(node_names) for srv in ctx.shards]
+        data_ref, weights_ref = ray.put(ctx.p.data), ray.put(plan.state.weights)
+        self.segments.create(plan.state.weights, weights_ref)
+        self.workers.start(self._contexts(), data_ref, weights_ref)
         ray.get(started, timeout=300)
-        ready = {s.worker_id: actors[s.worker_id].ready.remote() for s in slots}
-        for wid, ref in ready.items():
-            try:
-                info = ray.get(ref, timeout=300)
-                workers_info[wid] = info
-            except (RayActorError, RayTaskError) as exc:
-                failure, restartable = (wid, remote_reason(exc)), isinstance(exc, RayActorError)
-                break
-        if failure is None:
-            pids = {
-                i: [workers_info[s.worker_id]["pid"] for s in slots if s.node_index == i]
-                for i in per_node
-            }
-            refs = {actors[s.worker_id].run.remote(pids[s.node_index]): s.worker_id for s in slots}
-        record["startup_seconds"] = time.monotonic() - entered
-        view.workers = len(slots)
+        self.failure = self.workers.ready()
+        if self.failure is None:
+            self.workers.run()
+        self.record["startup_seconds"] = time.monotonic() - self.entered
+
+    def _contexts(self) -> dict[str, WorkerContext]:
+        """Each planned worker's context."""
+        plan, per_node = self.plan, Counter(s.node_index for s in self.plan.slots)
+        return {
+            s.worker_id: WorkerContext(
+                worker_id=s.worker_id,
+                node=s.node.name,
+                slot=s.slot,
+                slots=per_node[s.node_index],
+                index=s.index,
+                workers=len(plan.slots),
+                core=s.core,
+                spec=self.ctx.p.spec,
+                segment=self.segments.name_on(s.node.node_id),
+                version=plan.state.version,
+                shards=self.ctx.shards,
+                bounds=self.ctx.client.bounds,
+                start_epoch=self.first_epoch,
+                solo=self.segments.solo,
+            )
+            for s in plan.slots
+        }
+
+    def _watch(self) -> None:
+        """Evaluate on the timer and look for joined nodes until every worker is done, one
+        fails or nodes join."""
+        view, evaluator = self.ctx.view, self.ctx.evaluator
+        view.workers = len(self.plan.slots)
         if not evaluator.rows:  # the clock starts with the first round's training
             evaluator.t0 = time.time()
-            view.show(evaluator(*current()))
-        every = spec.training.eval_every_seconds
+            view.show(evaluator.evaluate(self.current()))
+        every = self.ctx.p.spec.training.eval_every_seconds
         next_eval = time.monotonic() + every
         next_look = time.monotonic() + JOIN_POLL_SECONDS
-        while refs and failure is None and not joined:
-            wait = max(0.0, min(0.25, next_eval - time.monotonic()))
-            done, _ = ray.wait(list(refs), num_returns=1, timeout=wait)
-            for ref in done:
-                wid = refs.pop(ref)
-                try:
-                    results[wid] = ray.get(ref)
-                except (RayActorError, RayTaskError) as exc:
-                    # an actor that died can be replaced; an error in its training cannot
-                    failure, restartable = (wid, remote_reason(exc)), isinstance(exc, RayActorError)
-            if failure is None and time.monotonic() >= next_eval:
-                view.show(evaluator(*current()))
+        while self.workers.running and self.failure is None and not self.joined:
+            self.failure = self.workers.poll(max(0.0, min(0.25, next_eval - time.monotonic())))
+            if self.failure is None and time.monotonic() >= next_eval:
+                view.show(evaluator.evaluate(self.current()))
                 next_eval = time.monotonic() + every
             else:
                 view.show()
-            if failure is None and refs and time.monotonic() >= next_look:  # joins get workers
-                joined = sorted(alive_node_ids(with_cpu=True) - {n.node_id for n in nodes})
+            if self.failure is None and self.workers.running and time.monotonic() >= next_look:
+                known = {n.node_id for n in self.plan.nodes}
+                self.joined = sorted(alive_node_ids(with_cpu=True) - known)
                 next_look = time.monotonic() + JOIN_POLL_SECONDS
-        if refs:  # the round ends early: the live workers leave and push what they have
-            up = alive_node_ids() | {driver_node}
-            stop_workers({k: v for k, v in segments.items() if k in up}, driver_node)
-            done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=ROUND_STOP_SECONDS)
-            for ref in done:
-                wid = refs.pop(ref)
-                try:
-                    results[wid] = ray.get(ref)
-                except (RayActorError, RayTaskError):
-                    pass  # the worker that failed, or one that died with it
-    except BaseException as exc:  # Ctrl-C: the caller still records what the round set up
-        exc.partial_round = record  # type: ignore[attr-defined]
-        raise
-    finally:
-        for actor in actors.values():
-            try:
-                ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        if mine is not None:
-            mine.close()  # unlinked below with the others
-        not_released = release_all(segments, driver_node)
-        if not_released:  # in the round's record too, so an interrupted round still says so
-            record["segments_not_released"] = not_released
-        consume(list(refs) + list(ready.values()))
-    rows, util = [], []
-    stopped = f"stopped: worker {failure[0]} failed" if failure else None
-    if joined and not failure:
-        stopped, restartable = "stopped: node(s) joined, workers re-planned", True
-    for s in slots:
-        if s.worker_id in results:
-            got = results[s.worker_id]
-            row = {**got["row"], "round": round_no}
-            if got.get("stopped"):  # left early, its steps pushed: the next round goes on
-                row.update(status="restarted" if restartable else "failed", error=stopped)
-            rows.append(row)
-            util.extend(got["utilization"])
-            continue
-        error = failure[1] if failure and failure[0] == s.worker_id else stopped
-        row = worker_row(
-            s.worker_id,
-            s.node.name,
-            s.slot,
-            "sync" if s.slot == 0 else "worker",
-            s.core,
-            1,
-            None,
-            None,
-            evaluator.t0,
-            status="restarted" if restartable else "failed",
-            error=error or "did not finish",
+
+    def current(self) -> ServerState:
+        """The weights to evaluate now: on a solo node the node's shared weights (with the
+        steps and samples since the round began), else the server's."""
+        shared, start = self.segments.local, self.plan.state
+        if shared is None:
+            return self.ctx.client.state()
+        steps, samples = start.steps + shared.node_steps(), start.samples + shared.node_samples()
+        return ServerState(shared.snapshot(), start.version, steps, samples)
+
+    def _ended(self) -> RoundEnd:
+        if self.failure is not None:
+            return RoundEnd.WORKER_DIED if self.failure.died else RoundEnd.WORKER_FAILED
+        return RoundEnd.NODES_JOINED if self.joined else RoundEnd.COMPLETED
+
+    def _result(self, ended: RoundEnd, interrupt: BaseException | None = None) -> Round:
+        rows, util = ([], []) if interrupt is not None else self._rows(ended)
+        return Round(
+            ended=ended,
+            rows=rows,
+            util=util,
+            record=self.record,
+            failure=self.failure,
+            joined=self.joined,
+            workers_info=self.workers.info,
+            not_released=self.not_released,
+            interrupt=interrupt,
         )
-        rows.append({**row, "round": round_no})
-    return Round(
-        rows, util, failure, restartable, joined or None, record, workers_info, not_released
-    )
+
+    def _rows(self, ended: RoundEnd) -> tuple[list[dict], list[dict]]:
+        """Every slot's row: the worker's own, or one saying why it has none."""
+        f, number = self.failure, self.plan.number
+        stopped = f"stopped: worker {f.worker_id} failed" if f else None
+        if ended is RoundEnd.NODES_JOINED:
+            stopped = "stopped: node(s) joined, workers re-planned"
+        status = "restarted" if ended in (RoundEnd.WORKER_DIED, RoundEnd.NODES_JOINED) else "failed"
+        rows, util = [], []
+        for s in self.plan.slots:
+            got = self.workers.results.get(s.worker_id)
+            if got is not None:
+                row = {**got["row"], "round": number}
+                if got.get("stopped"):  # left early, its steps pushed: the next round goes on
+                    row.update(status=status, error=stopped)
+                rows.append(row)
+                util.extend(got["utilization"])
+                continue
+            row = worker_row(
+                worker=s.worker_id,
+                node=s.node.name,
+                slot=s.slot,
+                role="sync" if s.slot == 0 else "worker",
+                core=s.core,
+                threads=1,
+                start=self.ctx.evaluator.t0,
+                status=status,
+                error=(f.reason if f and f.worker_id == s.worker_id else stopped)
+                or "did not finish",
+            )
+            rows.append({**row, "round": number})
+        return rows, util
 
 
-def consume(refs: list[Any]) -> None:
-    """Fetch what finished of ``refs`` so Ray does not log their errors as unhandled."""
-    import ray
-
-    if not refs:
-        return
-    done, _ = ray.wait(refs, num_returns=len(refs), timeout=2)
-    for ref in done:
-        try:
-            ray.get(ref, timeout=1)
-        except Exception:  # noqa: BLE001 - a second failure or a killed actor: already handled
-            pass
+__all__ = ["AttemptContext", "Round", "RoundEnd", "RoundPlan", "train_round"]

@@ -35,10 +35,10 @@ from raynn.core.data import ArrayDataset
 from raynn.errors import OutputError, RaynnError
 from raynn.hogwild.checkpoint import read_checkpoint
 from raynn.hogwild.evaluator import Evaluator
+from raynn.hogwild.plan import PlannedWorker, plan_workers
 from raynn.hogwild.prepare import Outcome, Prepared, prepare, validate
 from raynn.hogwild.ray_run import SERVER_NAME, run_ray
 from raynn.hogwild.report import summarize
-from raynn.hogwild.rounds import PlannedWorker, plan_workers
 from raynn.hogwild.serial import run_serial
 from raynn.hogwild.tables import EVAL_SCHEMA, HOGWILD_SCHEMA, write_tables
 from raynn.hogwild.view import HogwildView
@@ -93,31 +93,21 @@ def run(
     """
     if executor not in ("ray", "serial"):
         raise RaynnError(f"unknown executor {executor!r}; valid: ray, serial")
-    record: RunRecord | None = None
-    if resume is not None:
-        record = RunRecord.open(resume)
+    record = RunRecord.open(resume) if resume is not None else None
+    if record is not None:
         spec = record.resume_spec(spec)  # a spec given beside resume must be the run's own
         if (record.attempts or [{}])[-1].get("status") == "completed":
             return _nothing_to_resume(record)
     if not isinstance(spec, HogwildSpec):
         raise RaynnError("hogwild run() needs a HogwildSpec or resume=RUN_DIR")
-    if resume is None:  # refused before the data loads or Ray starts
-        root = output_root(output or spec.output.dir)
-        check_writable(root)
+    root = None if record is not None else _writable_root(output or spec.output.dir)
     prepared = prepare(spec, dataset)
-    nodes: list[Node] = []
-    slots: list[PlannedWorker] = []
-    embedded = executor == "ray" and session.will_embed(address)
-    if embedded:  # fail before starting Ray at all
-        plan_workers(spec, [local_node("local", num_cpus)])
+    embedded = _check_embedded(spec, executor, address, num_cpus)
     started = False
     try:
-        if executor == "ray":
-            started = session.connect(address, num_cpus)
-            nodes = session_nodes(embedded, num_cpus)
-            slots = plan_workers(spec, nodes)
-        if record is None:
-            record = RunRecord.create(root, spec)
+        started = executor == "ray" and session.connect(address, num_cpus)
+        nodes, slots = _first_round(spec, executor, embedded, num_cpus)
+        record = record if record is not None else RunRecord.create(root, spec)
         record.acquire()
         outcome = _attempt(record, prepared, executor, threads, progress, nodes, slots)
         write_report(record.run_dir, summarize(record.run_dir))
@@ -130,6 +120,35 @@ def run(
             record.release()
     jobs = pa.Table.from_pylist(outcome.rows, schema=HOGWILD_SCHEMA).to_pandas()
     return RunResult(record.run_dir, record.attempts[-1]["status"], jobs)
+
+
+def _check_embedded(
+    spec: HogwildSpec, executor: str, address: str | None, num_cpus: int | None
+) -> bool:
+    """Whether the run starts an embedded Ray here; if so, whether this machine can take the
+    spec is checked now, before Ray starts at all (SpecError)."""
+    embedded = executor == "ray" and session.will_embed(address)
+    if embedded:
+        plan_workers(spec, [local_node("local", num_cpus)])
+    return embedded
+
+
+def _first_round(
+    spec: HogwildSpec, executor: str, embedded: bool, num_cpus: int | None
+) -> tuple[list[Node], list[PlannedWorker]]:
+    """The nodes of a Ray run (once connected) and its first round's workers; none serially."""
+    if executor != "ray":
+        return [], []
+    nodes = session_nodes(embedded, num_cpus)
+    return nodes, plan_workers(spec, nodes)
+
+
+def _writable_root(output: str) -> Path:
+    """The root folder new run directories go in, refused before the data loads or Ray
+    starts if it cannot be written."""
+    root = output_root(output)
+    check_writable(root)
+    return root
 
 
 def _nothing_to_resume(record: RunRecord) -> RunResult:
@@ -154,7 +173,8 @@ def _attempt(
     slots: list[PlannedWorker],
 ) -> Outcome:
     """One attempt in ``record``'s run directory: train, then write its tables and run.json
-    (also when training raised: what it evaluated is kept)."""
+    (also when training was interrupted: what it did until then is kept, then the interrupt
+    is raised)."""
     run_dir, n = record.run_dir, len(record.attempts)
     view = HogwildView(p.spec, len(p.data.y_train), progress)
     evaluator = Evaluator(p.spec, p.data, n, run_dir)
@@ -166,15 +186,12 @@ def _attempt(
             else:
                 outcome = run_ray(p, run_dir, n, nodes, slots, view, evaluator)
             attempt.update(outcome.fields)
+            if outcome.interrupted is not None:  # recorded: now the attempt ends as it must
+                raise outcome.interrupted
             ok = "error" not in attempt and all(
                 r["status"] in ("ok", "restarted") for r in outcome.rows
             )
             attempt["status"] = "completed" if ok else "failed"
-        except BaseException as exc:
-            # what the rounds did before the interrupt: their rows and run.json fields
-            outcome = getattr(exc, "partial_outcome", outcome)
-            attempt.update(outcome.fields)
-            raise
         finally:
             view.finish()
             final = [e for e in evaluator.rows if e["final"]]

@@ -4,7 +4,7 @@
 ``ray.remote(max_restarts=-1, max_task_retries=-1)`` so that a killed server comes back and
 reloads its latest checkpoint (:meth:`ParameterServer.__init__` looks for it).
 
-Protocol (DESIGN.md section 3). Every ``push_every`` steps a node sends
+Protocol (docs/HOGWILD.md). Every ``push_every`` steps a node sends
 ``push(node, seq, payload, base_version)``: ``payload`` is the node's update since its last
 sync (``current - last_synced`` for parameters; the current values for floating-point buffers,
 which are statistics, not gradients), ``base_version`` the version it last synced at. The server
@@ -21,10 +21,10 @@ is the version gap ``version - base_version``: how many other pushes the node mi
   already holds is not applied twice.
 
 Checkpoints are numpy-only (``RAYNNPS1`` + SHA-256 + an ``.npz`` of the weights and a JSON
-header; see :mod:`raynn.hogwild.checkpoint`), so the server process never imports torch and
-starts (and restarts) quickly. Its client is :mod:`raynn.hogwild.client`; what both agree on
-(the push reply, shard bounds, versions) is :mod:`raynn.hogwild.protocol`. This module
-re-exports those names.
+header; :class:`~raynn.hogwild.checkpoint.Checkpointer` keeps the file), so the server process
+never imports torch and starts (and restarts) quickly. Its client is
+:mod:`raynn.hogwild.client`; what both agree on (the push reply, shard bounds, versions) is
+:mod:`raynn.hogwild.protocol`. This module re-exports those names.
 """
 
 from __future__ import annotations
@@ -36,14 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from raynn.errors import CheckpointError
-from raynn.hogwild.checkpoint import encode_checkpoint, read_checkpoint, set_aside_checkpoint
-from raynn.hogwild.protocol import (
-    INCARNATION_SHIFT,
-    PushReply,
-    version_count,
-)
-from raynn.runs.results import write_bytes
+from raynn.hogwild.checkpoint import Checkpointer
+from raynn.hogwild.protocol import INCARNATION_SHIFT, PushReply, base_version_in, version_count
 
 
 class ParameterServer:
@@ -82,8 +76,7 @@ class ParameterServer:
         self.w = np.array(initial, dtype=np.float32).reshape(-1)
         total = lo + self.w.size if param_numel is None else param_numel
         self.split = int(min(max(total - lo, 0), self.w.size))  # params end, buffers start
-        self.path = Path(checkpoint_path) if checkpoint_path else None
-        self.checkpoint_seconds = checkpoint_seconds
+        self.ckpt = Checkpointer(checkpoint_path, checkpoint_seconds)
         self.max_staleness = max_staleness
         self.staleness_lr = staleness_lr
         self.version = 0
@@ -97,12 +90,9 @@ class ParameterServer:
         self.active: set[str] = set()
         self.last_seq: dict[str, int] = {}
         self.staleness: dict[str, Counter[int]] = {}
-        self.checkpoints = 0
         self.restored_from: int | None = None
-        self.restore_error: str | None = None
-        self.started = time.time()
-        self._last_checkpoint = time.monotonic()
         self._restore()
+        self.restore_error = self.ckpt.load_error  # why a checkpoint found was set aside
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
@@ -122,21 +112,10 @@ class ParameterServer:
         }
 
     def _restore(self) -> None:
-        if self.path is None or not self.path.is_file():
+        saved = self.ckpt.load(self.w.size, self.lo)
+        if saved is None:  # none, or set aside: the initial weights
             return
-        try:
-            weights, meta = read_checkpoint(self.path)
-            weights = weights.astype(np.float32).reshape(-1)
-            if weights.size != self.w.size or meta["lo"] != self.lo:
-                raise CheckpointError(
-                    f"checkpoint holds {weights.size} values at {meta['lo']}, this shard "
-                    f"{self.w.size} at {self.lo}"
-                )
-        except (OSError, ValueError, KeyError, CheckpointError) as exc:
-            self.restore_error = f"{type(exc).__name__}: {exc}"
-            set_aside_checkpoint(self.path, self.restore_error)
-            return  # start from the initial weights rather than from garbage
-        self.w = weights
+        self.w, meta = saved
         self.incarnation = int(meta.get("incarnation", 0)) + 1
         count = version_count(meta["version"])
         self.version = (self.incarnation << INCARNATION_SHIFT) | count
@@ -154,26 +133,12 @@ class ParameterServer:
 
     def checkpoint(self) -> bool:
         """Write the weights, version and counters atomically now; False without a path."""
-        if self.path is None:
-            return False
-        write_bytes(self.path, encode_checkpoint(self.w, self._meta()))
-        self.checkpoints += 1
-        self._last_checkpoint = time.monotonic()
-        return True
-
-    def _maybe_checkpoint(self) -> None:
-        due = time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
-        if self.checkpoint_seconds > 0 and due:
-            self.checkpoint()
+        return self.ckpt.save(self.w, self._meta())
 
     # -- membership ----------------------------------------------------------------------------
     def _base(self, version: int) -> int:
-        """A node's base version in this incarnation's numbering: one from an earlier
-        incarnation counts as synced at the restore (it can be no later than that)."""
-        version = int(version)
-        if version >> INCARNATION_SHIFT == self.incarnation:
-            return version
-        return self.restored_from if self.restored_from is not None else 0
+        """A node's base version in this incarnation's numbering (:func:`base_version_in`)."""
+        return base_version_in(version, self.incarnation, self.restored_from)
 
     def register(self, node: str, base_version: int | None = None) -> int:
         """Add ``node`` to the active set (synced at ``base_version``); returns the version."""
@@ -198,7 +163,7 @@ class ParameterServer:
     def leave(self, node: str) -> None:
         """``node`` has finished: nobody waits for it any more. Checkpoints when enabled."""
         self.active.discard(node)
-        if self.checkpoint_seconds > 0:
+        if self.ckpt.seconds > 0:
             self.checkpoint()
 
     # -- weights -------------------------------------------------------------------------------
@@ -276,7 +241,8 @@ class ParameterServer:
         self.samples += int(samples)
         self.pushes += 1
         self.staleness.setdefault(node, Counter())[staleness] += 1
-        self._maybe_checkpoint()
+        if self.ckpt.due():
+            self.checkpoint()
         weights = None if own else self.w.copy()
         return PushReply(True, weights, self.version, staleness, float(scale), own=own)
 
@@ -310,7 +276,7 @@ class ParameterServer:
             "pushes": self.pushes,
             "pulls": self.pulls,
             "refused": self.refused,
-            "checkpoints": self.checkpoints,
+            "checkpoints": self.ckpt.count,
             "restored_from_version": (
                 None if self.restored_from is None else version_count(self.restored_from)
             ),

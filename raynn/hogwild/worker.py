@@ -4,7 +4,8 @@ A :class:`HogwildWorker` is pinned to one core with one thread; its model's tens
 into the node's :class:`~raynn.hogwild.shared_params.SharedParams`, so its optimizer steps go
 straight into the weights every worker of the node reads. No locks. The node's first worker
 also runs the node's sync role (:class:`~raynn.hogwild.node_sync.NodeSync`). A plain class;
-the runner wraps it with ``ray.remote`` at the edge.
+the round wraps it with ``ray.remote`` at the edge and gives it a
+:class:`~raynn.hogwild.context.WorkerContext`, the data and the starting weights.
 """
 
 from __future__ import annotations
@@ -22,86 +23,74 @@ from raynn.core.data import ArrayDataset
 from raynn.core.optim import make_optimizer, make_schedule
 from raynn.errors import TrainingError
 from raynn.hogwild.client import ServerClient
-from raynn.hogwild.loop import LoopStats, build, epoch_shard, make_loss, sgd_step, train
+from raynn.hogwild.context import WorkerContext
+from raynn.hogwild.loop import (
+    Hooks,
+    LoopStats,
+    TrainContext,
+    build,
+    epoch_shard,
+    make_loss,
+    sgd_step,
+    train,
+)
 from raynn.hogwild.node_sync import NodeSync, SyncStats
 from raynn.hogwild.protocol import staleness_summary
 from raynn.hogwild.rows import WorkerRow
 from raynn.hogwild.shared_params import SharedParams, param_numel
 from raynn.placement.cores import pin_current_process
 from raynn.placement.monitor import UtilizationSampler
-from raynn.spec.hogwild import HogwildSpec
 
 
 class HogwildWorker:
     """One HOGWILD worker: pinned to one core, training on the node's shared weights.
 
     Args:
-        worker_id: unique name in the run (``n<node>w<slot>``).
-        node: the node's name; slot: this worker's index on the node (0 runs the sync role);
-        slots: workers on the node; index: this worker's index over all nodes; workers: all
-            workers of the run.
-        core: the CPU to pin to (None: leave affinity and threads alone).
-        spec: the run's spec; data: the dataset.
-        segment: the node's shared-memory segment name (created by the driver).
-        initial: the weights to start from (the server's at ``version``).
-        version: the server version of ``initial``.
-        shards: the server shards (actor handles or objects); bounds: their ranges.
-        start_epoch: first epoch to run (resume).
-        solo: this node is the run's only one and the driver's: the server's weights would
-            only ever equal the node's, so the sync role pushes just every
-            ``hogwild.checkpoint_seconds`` (for the server's checkpoint) and at the end, and
-            the driver evaluates the shared weights directly.
+        context: where it runs, the spec, its node's segment, the server
+            (:class:`~raynn.hogwild.context.WorkerContext`).
+        data: the dataset.
+        initial: the weights the segment started from (the server's at ``context.version``).
     """
 
-    def __init__(
-        self,
-        worker_id: str,
-        node: str,
-        slot: int,
-        slots: int,
-        index: int,
-        workers: int,
-        core: int | None,
-        spec: HogwildSpec,
-        data: ArrayDataset,
-        segment: str,
-        initial: np.ndarray,
-        version: int,
-        shards: list[Any],
-        bounds: list[tuple[int, int]],
-        start_epoch: int = 0,
-        solo: bool = False,
-    ) -> None:
+    def __init__(self, context: WorkerContext, data: ArrayDataset, initial: np.ndarray) -> None:
+        c = self.context = context
+        core = c.core
         self.threads = pin_current_process((core,)) if core is not None else torch.get_num_threads()
-        self.worker_id, self.node, self.slot, self.core = worker_id, node, slot, core
-        self.index, self.workers = index, workers
-        self.spec, self.data, self.start_epoch = spec, data, start_epoch
-        self.shared = SharedParams.attach(segment)
-        if self.shared.numel != initial.size or self.shared.slots != slots:
+        self.worker_id, self.node, self.slot, self.core = c.worker_id, c.node, c.slot, core
+        self.index, self.workers = c.index, c.workers
+        self.spec, self.data, self.start_epoch = c.spec, data, c.start_epoch
+        self.shared = SharedParams.attach(c.segment)
+        if self.shared.numel != initial.size or self.shared.slots != c.slots:
             raise TrainingError(
-                f"shared-memory segment {segment} holds {self.shared.numel} values x "
-                f"{self.shared.slots} slots, expected {initial.size} x {slots}"
+                f"shared-memory segment {c.segment} holds {self.shared.numel} values x "
+                f"{self.shared.slots} slots, expected {initial.size} x {c.slots}"
             )
+        spec = c.spec
         self.model = self.shared.bind(build(spec, data))
-        torch.manual_seed(spec.seed * 7919 + index + 1)  # dropout etc.: differs per worker
+        torch.manual_seed(spec.seed * 7919 + c.index + 1)  # dropout etc.: differs per worker
         self.opt = make_optimizer(spec, self.model)
         self.loss = make_loss(spec, data)
-        per_epoch = math.ceil(len(data.y_train) / workers / spec.training.batch_size)
+        per_epoch = math.ceil(len(data.y_train) / c.workers / spec.training.batch_size)
         self.schedule = make_schedule(spec, self.opt, per_epoch)
         self.sync: NodeSync | None = None
         self.sampler: UtilizationSampler | None = None
-        if slot == 0:
-            client = ServerClient(shards, bounds)
-            count = param_numel(self.model)
-            h = spec.hogwild
-            if solo:
-                every, pull, seconds = None, 0, h.checkpoint_seconds or None
-            else:
-                every, pull, seconds = h.push_every, h.pull_every, None
-            self.sync = NodeSync(
-                node, self.shared, client, initial, version, every, pull, count, seconds
-            )
-            self.sampler = UtilizationSampler(node, h.sample_interval)
+        if c.slot == 0:
+            self.sync = self._sync_role(initial)
+            self.sampler = UtilizationSampler(c.node, spec.hogwild.sample_interval)
+
+    def _sync_role(self, initial: np.ndarray) -> NodeSync:
+        """The node's link to the server: pushes every ``hogwild.push_every`` node steps, or
+        only every ``hogwild.checkpoint_seconds`` on a solo node."""
+        c, h = self.context, self.context.spec.hogwild
+        client = ServerClient(c.shards, c.bounds)
+        count = param_numel(self.model)
+        if c.solo:
+            every, pull, seconds = None, 0, h.checkpoint_seconds or None
+        else:
+            every, pull, seconds = h.push_every, h.pull_every, None
+        return NodeSync(
+            c.node, self.shared, client, initial, c.version, every, pull, count, seconds
+        )
 
     def ready(self) -> dict[str, Any]:
         """Where the worker runs: pid, host, core, threads, segment."""
@@ -154,21 +143,23 @@ class HogwildWorker:
             self.sampler.start()
         try:
             stats = train(
-                self.model,
-                self.opt,
-                self.schedule,
-                self.data,
-                epochs=self.spec.training.epochs,
-                batch_size=self.spec.training.batch_size,
-                seed=self.spec.seed,
-                worker=self.index,
-                workers=self.workers,
-                start_epoch=self.start_epoch,
-                before_step=self._before,
-                after_step=self._after,
-                should_stop=self._stopped,
-                label=f"worker {self.worker_id}",
-                loss_fn=self.loss,
+                TrainContext.of(
+                    self.spec,
+                    self.model,
+                    self.opt,
+                    self.schedule,
+                    self.data,
+                    worker=self.index,
+                    workers=self.workers,
+                    start_epoch=self.start_epoch,
+                    label=f"worker {self.worker_id}",
+                    loss_fn=self.loss,
+                ),
+                [
+                    Hooks(
+                        before_step=self._before, after_step=self._after, should_stop=self._stopped
+                    )
+                ],
             )
         finally:
             self.shared.mark_done(self.slot)
@@ -176,15 +167,15 @@ class HogwildWorker:
             self.sync.finish()
         util = utilization_rows(self.sampler) if self.sampler is not None else []
         row = worker_row(
-            self.worker_id,
-            self.node,
-            self.slot,
-            "sync" if self.sync is not None else "worker",
-            self.core,
-            self.threads,
-            stats,
-            self.sync.stats if self.sync is not None else None,
-            start,
+            worker=self.worker_id,
+            node=self.node,
+            slot=self.slot,
+            role=self.context.role,
+            core=self.core,
+            threads=self.threads,
+            start=start,
+            stats=stats,
+            sync=self.sync.stats if self.sync is not None else None,
         )
         return {"row": row, "utilization": util, "stopped": stats.stopped}
 
@@ -214,19 +205,23 @@ def utilization_rows(sampler: UtilizationSampler) -> list[dict[str, Any]]:
 
 
 def worker_row(
+    *,
     worker: str,
     node: str,
     slot: int,
     role: str,
     core: int | None,
     threads: int,
-    stats: LoopStats | None,
-    sync: SyncStats | None,
     start: float,
+    stats: LoopStats | None = None,
+    sync: SyncStats | None = None,
     status: str = "ok",
     error: str | None = None,
 ) -> dict[str, Any]:
-    """A ``hogwild/`` table row as a dict (:class:`~raynn.hogwild.rows.WorkerRow`)."""
+    """A ``hogwild/`` table row as a dict (:class:`~raynn.hogwild.rows.WorkerRow`) of the
+    worker ``worker`` (``core`` None: not pinned) whose training began at ``start`` (Unix
+    seconds) and ends now; ``stats``: what its loop did, ``sync``: what its node's sync role
+    did (None: nothing, or none)."""
     stats = stats or LoopStats()
     sync = sync or SyncStats()
     hist = [0] * (max(sync.staleness, default=-1) + 1)

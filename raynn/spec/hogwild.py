@@ -71,7 +71,7 @@ class HogwildTrainingSpec:
 
 @dataclass(frozen=True)
 class HogwildProtocolSpec:
-    """The HOGWILD protocol (DESIGN.md section 3).
+    """The HOGWILD protocol (docs/HOGWILD.md).
 
     Attributes:
         workers_per_node: worker actors per node, each pinned to one core; ``auto`` = one per
