@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from raynn._version import __version__
@@ -17,22 +17,67 @@ from raynn.bench.command import add_bench_parser
 from raynn.errors import RaynnError
 
 
+class RegistryChoices:
+    """The choices of an option: a few fixed names, then a registry's names, read when first
+    needed (a value parsed, help printed) so that building the parser imports no registry
+    (the executors' imports torch). Its ``str`` is argparse's ``{a,b,c}``: set as the
+    option's metavar once the option is added (``add_argument`` formats the metavar, or
+    without one the choices, at once), help shows the names as argparse would.
+    """
+
+    def __init__(self, fixed: Sequence[str], load: Callable[[], Iterable[str]]) -> None:
+        self.fixed = tuple(fixed)
+        self.load = load
+
+    def names(self) -> list[str]:
+        """The fixed names, then the registry's, sorted (read afresh each time)."""
+        return [*self.fixed, *sorted(n for n in self.load() if n not in self.fixed)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __str__(self) -> str:
+        return "{" + ",".join(self.names()) + "}"
+
+
+def executor_names() -> list[str]:
+    """The registered K-fold executors (:data:`raynn.kfold.executors.base.EXECUTORS`; the
+    factory module imports, and so registers, every built-in one)."""
+    from raynn.kfold.executors.factory import EXECUTORS
+
+    return list(EXECUTORS)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raynn", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"raynn {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_parser(sub)
+    _add_report_parsers(sub)
+    _add_submit_parser(sub)
+    add_bench_parser(sub)
+    return p
 
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
+    """``raynn run`` and its options."""
     r = sub.add_parser("run", help="run a job spec (K-fold) and write runs/<run-id>/")
     r.add_argument("spec", nargs="?", help="YAML/JSON job spec (omit with --resume)")
-    r.add_argument(
+    executors = RegistryChoices(["auto"], executor_names)
+    executor = r.add_argument(
         "--executor",
-        choices=["auto", "local", "ray", "serial"],
+        choices=executors,
+        metavar="EXECUTOR",  # checked (formatted) here; the lazy one below is read for help
         default="auto",
         help="local: forked, pinned worker processes on this machine; ray: a Ray cluster "
         "(--address, RAY_ADDRESS) or an embedded local Ray; serial: one job at a time "
         "in-process; auto (default): ray given a cluster address, else local",
     )
+    executor.metavar = executors
     r.add_argument(
         "--serial",
         action="store_true",
@@ -65,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--no-progress", action="store_true", help="no progress output")
 
+
+def _add_report_parsers(sub: argparse._SubParsersAction) -> None:
+    """``raynn validate`` and ``raynn report`` and their options."""
     v = sub.add_parser("validate", help="check a spec and its dataset without running")
     v.add_argument("spec")
 
@@ -81,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--no-html", action="store_true", help="print the text summary only")
 
+
+def _add_submit_parser(sub: argparse._SubParsersAction) -> None:
+    """``raynn submit`` and its options."""
     sm = sub.add_parser("submit", help="submit a spec to a Ray cluster's job server")
     sm.add_argument("spec", help="job spec, inside the working directory")
     sm.add_argument(
@@ -93,9 +144,6 @@ def _parser() -> argparse.ArgumentParser:
     sm.add_argument(
         "--output", default=None, help="run directory root on the head node (passed to raynn run)"
     )
-
-    add_bench_parser(sub)
-    return p
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -152,8 +200,8 @@ def _run_spec(args: argparse.Namespace, executor: str, zygote: object) -> int:
         options = {"executor": "serial", "threads": args.threads}
     elif executor == "local":
         options = {"executor": "local", "num_cpus": args.num_cpus, "zygote": zygote}
-    else:
-        options = {"executor": "ray", "address": args.address, "num_cpus": args.num_cpus}
+    else:  # ray, or an executor registered beside the built-in ones
+        options = {"executor": executor, "address": args.address, "num_cpus": args.num_cpus}
     result = api.run(
         spec, resume=args.resume, output=args.output, progress=not args.no_progress, **options
     )

@@ -298,7 +298,7 @@ def test_an_interrupted_bench_kills_its_mode_s_whole_process_group(tmp_path):
     main_thread = threading.main_thread().ident
 
     def interrupt() -> None:  # Ctrl-C of the bench, once the mode's processes are up
-        if wait_for(pids.exists, 60):
+        if wait_for(pids.exists, 100):  # the child starts Python: slow on a loaded machine
             signal.pthread_kill(main_thread, signal.SIGINT)
 
     threading.Thread(target=interrupt, daemon=True).start()

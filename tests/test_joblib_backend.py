@@ -1,4 +1,6 @@
-"""The ``raynn`` joblib backend: loky's results, pinned tasks, retried workers, clear errors."""
+"""The ``raynn`` joblib backend: loky's results, pinned tasks, retried workers, clear errors,
+and the pool's life: one Parallel call under joblib's context, the whole block under raynn's
+(through joblib's own hooks: nothing of joblib is patched)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from joblib import Parallel, delayed
 
 import raynn.joblib
 from raynn.joblib import BackendOptionError, TaskLostError
+from raynn.sklearn import backend as backend_mod
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +29,12 @@ def ray_up():
 
 @pytest.fixture(scope="class")
 def raynn_on(ray_up):
-    """A ``parallel_backend("raynn", cores_per_task=1)`` context open for the class: its
-    two workers start once (the backend keeps them across Parallel calls)."""
-    with joblib.parallel_backend("raynn", cores_per_task=1):
+    """raynn's ``parallel_backend(cores_per_task=1)`` open for the class: its two workers
+    start once (the backend keeps them across Parallel calls)."""
+    with raynn.joblib.parallel_backend(cores_per_task=1) as backend:
         Parallel()(delayed(os.getpid)() for _ in range(2))  # starts the pool
-        yield joblib.parallel.get_active_backend()[0]
+        assert joblib.parallel.get_active_backend()[0] is backend
+        yield backend
 
 
 def _new_records(backend, before: int) -> list:
@@ -133,6 +137,26 @@ def test_context_end_stops_the_workers(ray_up):
 
 
 @pytest.mark.ray
+def test_raynn_s_context_keeps_one_pool_until_its_end(ray_up):
+    """Under raynn's parallel_backend the Parallel calls (a nested parallel_config's too)
+    share one pool; leaving the block stops its workers and last_run() has every task."""
+    import psutil
+
+    with raynn.joblib.parallel_backend(cores_per_task=2) as backend:
+        first = set(Parallel()(delayed(os.getpid)() for _ in range(2)))
+        pool = backend.pool
+        with joblib.parallel_config(verbose=0):  # re-activates the same backend on exit
+            second = set(Parallel()(delayed(os.getpid)() for _ in range(2)))
+        third = set(Parallel()(delayed(os.getpid)() for _ in range(2)))
+        assert pool is not None and backend.pool is pool and first == second == third
+    assert backend.pool is None
+    summary = raynn.joblib.last_run()
+    assert summary is pool.summary and summary.workers == 1 and len(summary.records) == 6
+    gone, alive = psutil.wait_procs([psutil.Process(p) for p in first], timeout=30)
+    assert not alive
+
+
+@pytest.mark.ray
 def test_worker_dying_every_time_fails_the_call(ray_up):
     """After max_attempts lost attempts the joblib call raises TaskLostError."""
     with joblib.parallel_backend("raynn", cores_per_task=2, max_attempts=2):
@@ -160,6 +184,88 @@ def test_bad_option_is_one_clear_line(options, message):
     text = str(info.value)
     assert message in text and "\n" not in text and text.startswith("joblib backend 'raynn'")
     assert isinstance(info.value, ValueError)
+
+
+def test_a_bad_option_of_raynn_s_context_is_one_clear_line():
+    """raynn's own context checks the options as it is entered, before anything starts."""
+    with pytest.raises(BackendOptionError, match="unknown option 'cores'"):
+        with raynn.joblib.parallel_backend(cores=1):
+            pass
+    with pytest.raises(BackendOptionError, match="cores_per_task must be a whole number"):
+        with raynn.joblib.parallel_backend(cores_per_task=0):
+            pass
+
+
+def test_joblib_is_not_patched():
+    """Importing raynn.joblib registers the backend and changes nothing of joblib's own."""
+    from joblib.parallel import BACKENDS, parallel_config
+
+    assert BACKENDS["raynn"] is raynn.joblib.RaynnBackend
+    for name in ("__init__", "__enter__", "__exit__", "unregister"):
+        method = getattr(parallel_config, name)
+        assert method.__module__ == "joblib.parallel", name
+        assert method.__qualname__ == f"parallel_config.{name}", name
+
+
+class _StandInPool:
+    """A WorkerPool that starts nothing: counts its shutdowns."""
+
+    made: list[_StandInPool] = []
+
+    def __init__(self, *args: object) -> None:
+        self.slots = [0, 1]
+        self.summary = f"summary of pool {len(self.made)}"
+        self.shutdowns = 0
+        self.made.append(self)
+
+    def start(self) -> None:
+        pass
+
+    def cancel_pending(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def _one_call(backend: raynn.joblib.RaynnBackend) -> None:
+    """What joblib does to a backend in one Parallel call: configure, then terminate."""
+    backend.configure(n_jobs=-1)
+    backend.terminate()
+
+
+@pytest.mark.timeout(60)
+def test_the_pool_lives_for_a_call_or_for_raynn_s_block(monkeypatch):
+    """joblib's context: each Parallel call's pool ends with the call. raynn's: one pool for
+    every call inside, nested contexts too, ended with the block, an error or not."""
+    monkeypatch.setattr(_StandInPool, "made", [])
+    monkeypatch.setattr(backend_mod, "WorkerPool", _StandInPool)
+    made = _StandInPool.made
+    with joblib.parallel_backend("raynn", cores_per_task=1):
+        backend = joblib.parallel.get_active_backend()[0]
+        _one_call(backend)
+        assert len(made) == 1 and made[0].shutdowns == 1 and backend.pool is None
+        _one_call(backend)
+        assert len(made) == 2 and made[1].shutdowns == 1
+    assert raynn.joblib.last_run() == "summary of pool 1"
+
+    with raynn.joblib.parallel_backend(cores_per_task=1) as backend:
+        assert joblib.parallel.get_active_backend()[0] is backend
+        _one_call(backend)
+        with joblib.parallel_config(verbose=0):
+            _one_call(backend)
+            backend.abort_everything(ensure_ready=False)  # a failed call: the pool stays
+        _one_call(backend)
+        assert len(made) == 3 and made[2].shutdowns == 0 and backend.pool is made[2]
+    assert made[2].shutdowns == 1 and backend.pool is None and not backend.keep_pool
+    assert raynn.joblib.last_run() == "summary of pool 2"
+    assert joblib.parallel.get_active_backend()[0] is not backend
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with raynn.joblib.parallel_backend() as backend:
+            _one_call(backend)
+            raise RuntimeError("inside")
+    assert len(made) == 4 and made[3].shutdowns == 1 and backend.pool is None
 
 
 def test_too_many_cores_per_task_says_how_many():

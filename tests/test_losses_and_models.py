@@ -375,7 +375,7 @@ def test_async_kfold_trains_nll_and_returns_its_best_model(tmp_path):
 
 def test_hogwild_training_uses_the_spec_loss():
     from raynn.core.optim import make_optimizer, make_schedule
-    from raynn.hogwild.loop import build, make_loss, train
+    from raynn.hogwild.loop import TrainContext, build, make_loss, train
     from raynn.spec.hogwild import hogwild_spec_from_dict
 
     losses = []
@@ -390,16 +390,9 @@ def test_hogwild_training_uses_the_spec_loss():
         data = load_dataset(spec.dataset)
         model = build(spec, data)
         opt = make_optimizer(spec, model)
-        stats = train(
-            model,
-            opt,
-            make_schedule(spec, opt, 7),
-            data,
-            epochs=1,
-            batch_size=32,
-            seed=0,
-            loss_fn=make_loss(spec, data),
-        )
+        schedule = make_schedule(spec, opt, 7)
+        loss_fn = make_loss(spec, data)
+        stats = train(TrainContext(model, opt, schedule, data, 1, 32, seed=0, loss_fn=loss_fn))
         losses.append(stats.loss)
         # the loss the workers train with is the spec's, to the formula
         logits, target = torch.randn(6, 10), torch.tensor([0, 1, 2, 3, 4, 9])

@@ -1,6 +1,7 @@
 """``raynn bench``: its command-line options and what each of its commands runs.
 
-:mod:`raynn.cli` adds these options (:func:`add_bench_parser`) and calls :func:`bench`.
+:mod:`raynn.cli` adds these options (:func:`add_bench_parser`) and calls :func:`bench`. The
+names each option takes, and their defaults, are the benches' own (:mod:`raynn.bench.names`).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from raynn.bench import names
+from raynn.bench.names import joined, listing
 from raynn.errors import RaynnError
 
 
@@ -19,9 +22,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bk.add_argument("--spec", required=True, help="a K-fold job spec")
     bk.add_argument(
         "--modes",
-        default="serial,serial1,raynn,pool,tune,multi_instance",
-        help="comma-separated: serial, serial1, raynn, raynn_cold, raynn_ray, racing (fold "
-        "racing on), pool, tune, tune_fresh, multi_instance, processes (benchmarks/README.md)",
+        default=joined(names.KFOLD_DEFAULT),
+        help=listing(names.KFOLD_MODES, "benchmarks/README.md"),
     )
     bk.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved")
     bk.add_argument("--output", default="bench", help="root of bench result folders")
@@ -40,11 +42,8 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bh.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
     bh.add_argument(
         "--modes",
-        default="serial,raynn,torch,raynn_2node",
-        help="comma-separated: serial (raynn --serial, 1 thread), raynn (HOGWILD on this "
-        "node), torch (PyTorch share_memory + multiprocessing), torch_ray (torch beside an "
-        "idle embedded Ray: Ray's own cost), raynn_2node (HOGWILD over a "
-        "two-node ray.cluster_utils.Cluster, 2+ workers)",
+        default=joined(names.HOGWILD_DEFAULT),
+        help=listing(names.HOGWILD_MODES),
     )
     bh.add_argument("--target", type=float, default=0.95, help="test accuracy for time_to_target_s")
     bh.add_argument("--epochs", type=int, default=None, help="override training.epochs")
@@ -57,7 +56,9 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "sklearn", help="one skorch GridSearchCV through joblib's loky, Ray's and raynn's backends"
     )
     bs.add_argument(
-        "--backends", default="loky,ray,raynn", help="comma-separated: loky, ray, raynn"
+        "--backends",
+        default=joined(names.SKLEARN_BACKENDS),
+        help=listing(names.SKLEARN_BACKENDS),
     )
     bs.add_argument("--grid-size", type=int, default=3, help="learning rates x hidden widths (1-5)")
     bs.add_argument("--cv", type=int, default=5)
@@ -77,10 +78,8 @@ def _add_bench_search(bsub: argparse._SubParsersAction) -> None:
     bq.add_argument("--spec", required=True, help="a K-fold spec (search domains allowed)")
     bq.add_argument(
         "--modes",
-        default="full,raynn,raynn_ray,optuna,tune",
-        help="comma-separated: full (racing off: the truth), raynn (racing on), raynn_ray "
-        "(the same on Ray), optuna (GridSampler + WilcoxonPruner), tune (ASHA) "
-        "(benchmarks/README.md)",
+        default=joined(names.SEARCH_DEFAULT),
+        help=listing(names.SEARCH_MODES, "benchmarks/README.md"),
     )
     bq.add_argument("--repeats", type=int, default=1, help="runs of each mode, interleaved")
     bq.add_argument("--output", default="bench", help="root of bench result folders")

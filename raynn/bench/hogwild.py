@@ -167,6 +167,56 @@ def bench_hogwild(
         base["training"]["epochs"] = epochs
     spec = hogwild_spec_from_dict(base)
     data = load_dataset(spec.dataset)
+    plan, skipped = _plan(modes, counts)
+    out = bench_folder(output, spec.name)
+    info = machine()
+    setup = {"modes": list(modes), "workers": counts, "target": target, "repeats": repeats}
+    _write_setup(out, spec, setup, skipped, info)
+    runs: list[HogwildRun] = []
+    total = len(plan) * repeats
+    for r in range(repeats):  # interleaved, so load drift hits every mode alike
+        for mode, w in plan:
+            say(
+                f"{len(runs) + 1}/{total}: {mode}, {w} worker(s)"
+                + (f", repeat {r + 1}/{repeats}" if repeats > 1 else ""),
+            )
+            run = _run_mode(mode, w, r, base, out, data, progress)
+            sps = run.samples / run.seconds if run.seconds > 0 else math.nan
+            status = "done" if run.finished else f"NOT finished ({run.error})"
+            say(f"{mode}, {w} worker(s): {status}, {sps:,.0f} samples/s")
+            runs.append(run)
+            # the tables so far: a bench cut short still leaves what it measured
+            table = _write(runs, target, info, spec, out)
+    if have_matplotlib("loss-versus-time plot"):
+        plot_loss_vs_time(curves(runs), target, out / "loss_vs_time.png")
+    return table, out
+
+
+def _write_setup(
+    out: Path, spec: HogwildSpec, setup: dict[str, Any], skipped: list[str], info: dict
+) -> None:
+    """``bench.json``: the spec, the bench's options (``setup``), how two nodes split each
+    worker count, the runs skipped, the machine."""
+    counts = setup["workers"]
+    write_json(
+        out / "bench.json",
+        {
+            "spec": spec.to_dict(),
+            **setup,
+            "two_node_split": {w: list(two_node_split(w)) for w in counts if w >= 2},
+            "skipped": skipped,
+            "machine": info,
+        },
+    )
+
+
+def _plan(modes: Sequence[str], counts: list[int]) -> tuple[list[tuple[str, int]], list[str]]:
+    """The runs of one repeat, ``(mode, workers)`` in order (``serial`` once, first), and
+    the ones skipped (said as they are).
+
+    Raises:
+        RaynnError: nothing is left to run.
+    """
     plan: list[tuple[str, int]] = [("serial", 1)] if "serial" in modes else []
     skipped = []
     for w in counts:
@@ -183,46 +233,20 @@ def bench_hogwild(
         raise RaynnError(
             "nothing to run: raynn_2node needs --workers of 2 or more; add a worker count or mode"
         )
-    out = bench_folder(output, spec.name)
-    info = machine()
-    write_json(
-        out / "bench.json",
-        {
-            "spec": spec.to_dict(),
-            "modes": list(modes),
-            "workers": counts,
-            "target": target,
-            "repeats": repeats,
-            "two_node_split": {w: list(two_node_split(w)) for w in counts if w >= 2},
-            "skipped": skipped,
-            "machine": info,
-        },
-    )
-    runs: list[HogwildRun] = []
-    total = len(plan) * repeats
-    for r in range(repeats):  # interleaved, so load drift hits every mode alike
-        for mode, w in plan:
-            say(
-                f"{len(runs) + 1}/{total}: {mode}, {w} worker(s)"
-                + (f", repeat {r + 1}/{repeats}" if repeats > 1 else ""),
-            )
-            if mode in ("serial", "raynn"):
-                run = run_raynn(spec_for(base, w), mode, w, r, out, data, progress)
-            elif mode == "torch":
-                run = run_torch(spec_for(base, w), w, r, data)
-            elif mode == "torch_ray":
-                run = run_torch_beside_ray(spec_for(base, w), w, r, data)
-            else:
-                run = run_two_node(base, w, r, out, data, progress)
-            sps = run.samples / run.seconds if run.seconds > 0 else math.nan
-            status = "done" if run.finished else f"NOT finished ({run.error})"
-            say(f"{mode}, {w} worker(s): {status}, {sps:,.0f} samples/s")
-            runs.append(run)
-            # the tables so far: a bench cut short still leaves what it measured
-            table = _write(runs, target, info, spec, out)
-    if have_matplotlib("loss-versus-time plot"):
-        plot_loss_vs_time(curves(runs), target, out / "loss_vs_time.png")
-    return table, out
+    return plan, skipped
+
+
+def _run_mode(
+    mode: str, w: int, r: int, base: dict, out: Path, data: Any, progress: bool
+) -> HogwildRun:
+    """One run of ``mode`` at ``w`` workers (repeat ``r``) of the spec ``base``."""
+    if mode in ("serial", "raynn"):
+        return run_raynn(spec_for(base, w), mode, w, r, out, data, progress)
+    if mode == "torch":
+        return run_torch(spec_for(base, w), w, r, data)
+    if mode == "torch_ray":
+        return run_torch_beside_ray(spec_for(base, w), w, r, data)
+    return run_two_node(base, w, r, out, data, progress)
 
 
 def _write(

@@ -11,10 +11,11 @@ from typing import Any
 
 import pandas as pd
 
+from raynn.bench.names import HOGWILD_MODES
 from raynn.errors import RaynnError
 from raynn.spec.hogwild import HogwildSpec, hogwild_spec_from_dict
 
-MODES = ("serial", "raynn", "torch", "torch_ray", "raynn_2node")
+MODES = tuple(HOGWILD_MODES)
 CURVE_COLUMNS = ["time", "loss", "accuracy", "final"]
 
 

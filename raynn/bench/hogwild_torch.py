@@ -33,7 +33,7 @@ def torch_worker(
     import torch
 
     from raynn.core.optim import make_optimizer, make_schedule
-    from raynn.hogwild.loop import train
+    from raynn.hogwild.loop import TrainContext, train
 
     start = time.time()
     try:
@@ -49,22 +49,86 @@ def torch_worker(
     go.wait()  # every process started and set up: start together
     start = time.time()
     try:
-        stats = train(
-            model,
-            opt,
-            schedule,
-            data,
-            epochs=spec.training.epochs,
-            batch_size=spec.training.batch_size,
-            seed=spec.seed,
-            worker=rank,
-            workers=workers,
-            label=f"torch process {rank}",
-        )
+        where = {"worker": rank, "workers": workers, "label": f"torch process {rank}"}
+        stats = train(TrainContext.of(spec, model, opt, schedule, data, **where))
     except Exception as exc:
         results.put(("done", rank, 0, start, time.time(), f"{type(exc).__name__}: {exc}"))
         return
     results.put(("done", rank, stats.samples, start, time.time(), None))
+
+
+class _Processes:
+    """The ``torch`` mode's processes and what they said: which are ready, each one's
+    ``(samples, start, end, error)`` once done, and the first error."""
+
+    def __init__(self, ctx: Any, workers: int, model: Any, spec: HogwildSpec, data: Any) -> None:
+        self.workers = workers
+        self.results, self.go = ctx.Queue(), ctx.Event()
+        self.procs = [
+            ctx.Process(
+                target=torch_worker,
+                args=(r, workers, model, spec, data, self.results, self.go),
+                daemon=True,
+            )
+            for r in range(workers)
+        ]
+        self.ready: set[int] = set()
+        self.done: dict[int, tuple] = {}
+        self.error: str | None = None
+
+    def receive(self, timeout: float) -> None:
+        """Take one message (or notice a process that exited without one) within ``timeout``."""
+        try:
+            item = self.results.get(timeout=timeout)
+        except queue.Empty:
+            procs = self.procs
+            lost = [r for r, p in enumerate(procs) if p.exitcode is not None and r not in self.done]
+            if not lost:
+                return
+            try:  # its last words may have reached the pipe just now
+                item = self.results.get(timeout=1.0)
+            except queue.Empty:  # exited without a word: a crash
+                self.error = f"torch process {lost[0]} exited with code {procs[lost[0]].exitcode}"
+                return
+        if item[0] == "ready":
+            self.ready.add(item[1])
+        else:
+            self.done[item[1]] = item[2:]
+            if item[5] is not None:
+                self.error = f"torch process {item[1]}: {item[5]}"
+
+    def train(self, model: Any, evaluator: Any, every: float) -> bool:
+        """Start the processes, let them go together once all are set up, evaluate the shared
+        weights every ``every`` seconds until all are done; whether every one finished."""
+        from raynn.hogwild.shared_params import flatten
+
+        for p in self.procs:
+            p.start()
+        while self.error is None and len(self.ready) < self.workers:
+            self.receive(1.0)
+        next_eval = math.inf  # no evaluations before the processes start training
+        if self.error is None:
+            self.go.set()
+            evaluator(flatten(model))
+            next_eval = time.monotonic() + every
+        while self.error is None and len(self.done) < self.workers:
+            self.receive(max(0.0, min(0.25, next_eval - time.monotonic())))
+            if self.error is None and time.monotonic() >= next_eval:
+                evaluator(flatten(model))
+                next_eval = time.monotonic() + every
+        finished = self.error is None and len(self.done) == self.workers
+        if finished:  # every process reported its end: the weights are final
+            evaluator(flatten(model), final=True)
+        for p in self.procs:
+            p.join(timeout=60 if self.error is None else 1)
+        return finished
+
+    def terminate(self) -> None:
+        """End the processes still alive."""
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=10)
 
 
 def run_torch(spec: HogwildSpec, workers: int, repeat: int, data: Any) -> HogwildRun:
@@ -74,71 +138,18 @@ def run_torch(spec: HogwildSpec, workers: int, repeat: int, data: Any) -> Hogwil
 
     from raynn.hogwild.evaluator import Evaluator
     from raynn.hogwild.loop import build
-    from raynn.hogwild.shared_params import flatten
 
     invoked = time.time()
     model = build(spec, data)
     model.share_memory()
     evaluator = Evaluator(spec, data)  # a snapshot of the shared weights, as the server's
-    ctx = mp.get_context("spawn")  # this process may also run Ray: never fork it
-    results, go = ctx.Queue(), ctx.Event()
-    procs = [
-        ctx.Process(
-            target=torch_worker, args=(r, workers, model, spec, data, results, go), daemon=True
-        )
-        for r in range(workers)
-    ]
-    ready: set[int] = set()
-    done: dict[int, tuple] = {}
-    error = None
-    every = spec.training.eval_every_seconds
-    next_eval = math.inf  # no evaluations before the processes start training
-
-    def receive(timeout: float) -> None:
-        nonlocal error
-        try:
-            item = results.get(timeout=timeout)
-        except queue.Empty:
-            lost = [r for r, p in enumerate(procs) if p.exitcode is not None and r not in done]
-            if not lost:
-                return
-            try:  # its last words may have reached the pipe just now
-                item = results.get(timeout=1.0)
-            except queue.Empty:  # exited without a word: a crash
-                error = f"torch process {lost[0]} exited with code {procs[lost[0]].exitcode}"
-                return
-        if item[0] == "ready":
-            ready.add(item[1])
-        else:
-            done[item[1]] = item[2:]
-            if item[5] is not None:
-                error = f"torch process {item[1]}: {item[5]}"
-
+    # this process may also run Ray: never fork it
+    group = _Processes(mp.get_context("spawn"), workers, model, spec, data)
     try:
-        for p in procs:
-            p.start()
-        while error is None and len(ready) < workers:
-            receive(1.0)
-        if error is None:
-            go.set()
-            evaluator(flatten(model))
-            next_eval = time.monotonic() + every
-        while error is None and len(done) < workers:
-            receive(max(0.0, min(0.25, next_eval - time.monotonic())))
-            if error is None and time.monotonic() >= next_eval:
-                evaluator(flatten(model))
-                next_eval = time.monotonic() + every
-        finished = error is None and len(done) == workers
-        if finished:  # every process reported its end: the weights are final
-            evaluator(flatten(model), final=True)
-        for p in procs:
-            p.join(timeout=60 if error is None else 1)
+        finished = group.train(model, evaluator, spec.training.eval_every_seconds)
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-                p.join(timeout=10)
-    rows = list(done.values())  # (samples, start, end, error)
+        group.terminate()
+    rows = list(group.done.values())  # (samples, start, end, error)
     start = min((g[1] for g in rows), default=invoked)
     end = max((g[2] for g in rows), default=time.time())
     return HogwildRun(
@@ -154,7 +165,7 @@ def run_torch(spec: HogwildSpec, workers: int, repeat: int, data: Any) -> Hogwil
         finished,
         pd.DataFrame(evaluator.rows, columns=CURVE_COLUMNS),
         None,
-        error,
+        group.error,
     )
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import pandas as pd
 
 from raynn.bench.common import bench_folder, have_matplotlib, machine
-from raynn.bench.kfold_modes import MODES, ModeRun, command, run_mode
+from raynn.bench.kfold_modes import MODES, command, run_mode
 from raynn.bench.kfold_summary import (
     References,
     plot_utilization,
@@ -82,13 +82,7 @@ def bench_kfold(
     cpus = usable_cpus(num_cpus)
     cores_per_job = resolve_cores_per_job(spec.scheduling.cores_per_job, len(plan.jobs), len(cpus))
     out = bench_folder(output, spec.name)
-    spec_file, racing_file = out / "spec.json", out / "spec_racing.json"
-    full = spec.to_dict()
-    full["scheduling"]["racing"] = None  # every mode but racing runs the whole grid
-    write_json(spec_file, full)
-    full["scheduling"]["racing"] = to_plain(spec.scheduling.racing or RacingSpec())
-    write_json(racing_file, full)
-    files = {m: racing_file if m == "racing" else spec_file for m in modes}
+    files = _spec_files(spec, modes, out)
     info = machine()
     cache, cold = out / "cache" / "warm", out / "cache" / "cold"
     probe_s = _warm_probe_cache(plan, cpus, cache) if {"raynn", "racing"} & set(modes) else 0.0
@@ -109,7 +103,6 @@ def bench_kfold(
         },
     )
     refs = References(plan)
-    runs: list[ModeRun] = []
     rows: list[dict[str, Any]] = []
     plot = have_matplotlib("utilisation plots")
     order = sorted(modes, key=lambda m: m not in ("serial1", "serial"))  # references first
@@ -119,25 +112,48 @@ def bench_kfold(
             if mode == "raynn_cold":
                 env["RAYNN_CACHE_DIR"] = str(cold / f"r{r}")  # empty every time
             run = run_mode(mode, r, files[mode], out, cpus, cores_per_job, timeout, env)
-            runs.append(run)
             if mode in ("serial", "serial1"):
                 refs.add(run)
             rows.append(run_row(run, len(plan.jobs), refs))
             if plot and r == 0:
                 plot_utilization(run, out / f"utilization_{mode}.png")
-            table = summarize(pd.DataFrame(rows), len(cpus))
-            pd.DataFrame(rows).to_parquet(out / "runs.parquet")
-            table.to_parquet(out / "summary.parquet")
-            (out / "summary.md").write_text(to_markdown(table, pd.DataFrame(rows), info, spec))
+            table = _write_summary(rows, len(cpus), info, spec, out)
             if progress:
-                last = rows[-1]
-                print(
-                    f"[bench kfold] {mode} (repeat {r + 1}/{repeats}): "
-                    f"wall {last['wall_s']:.1f} s, makespan {last['makespan_s']:.1f} s, "
-                    f"{last['equal']}/{last['checked']} equal",
-                    flush=True,
-                )
+                _say(mode, r, repeats, rows[-1])
     return table, out
+
+
+def _spec_files(spec: KFoldSpec, modes: Sequence[str], out: Path) -> dict[str, Path]:
+    """Write the spec the modes run (racing off; for mode ``racing``, racing on) into
+    ``out``; each mode's file."""
+    spec_file, racing_file = out / "spec.json", out / "spec_racing.json"
+    full = spec.to_dict()
+    full["scheduling"]["racing"] = None  # every mode but racing runs the whole grid
+    write_json(spec_file, full)
+    full["scheduling"]["racing"] = to_plain(spec.scheduling.racing or RacingSpec())
+    write_json(racing_file, full)
+    return {m: racing_file if m == "racing" else spec_file for m in modes}
+
+
+def _write_summary(
+    rows: list[dict[str, Any]], cpus: int, info: dict[str, Any], spec: KFoldSpec, out: Path
+) -> pd.DataFrame:
+    """Write the runs so far and their summary (a bench cut short keeps what it measured)."""
+    table = summarize(pd.DataFrame(rows), cpus)
+    pd.DataFrame(rows).to_parquet(out / "runs.parquet")
+    table.to_parquet(out / "summary.parquet")
+    (out / "summary.md").write_text(to_markdown(table, pd.DataFrame(rows), info, spec))
+    return table
+
+
+def _say(mode: str, r: int, repeats: int, last: dict[str, Any]) -> None:
+    """One line on a run just done."""
+    print(
+        f"[bench kfold] {mode} (repeat {r + 1}/{repeats}): "
+        f"wall {last['wall_s']:.1f} s, makespan {last['makespan_s']:.1f} s, "
+        f"{last['equal']}/{last['checked']} equal",
+        flush=True,
+    )
 
 
 def _warm_probe_cache(plan: Plan, cpus: list[int], cache: Path) -> float:

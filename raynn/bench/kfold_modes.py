@@ -13,25 +13,14 @@ from typing import Any
 import pandas as pd
 
 from raynn.bench.common import run_group
+from raynn.bench.names import KFOLD_DEFAULT, KFOLD_MODES
 from raynn.kfold.tables import JOBS_SCHEMA  # noqa: F401 - registers the tables' schemas
 from raynn.placement.cores import usable_cpus
 from raynn.placement.monitor import UtilizationSampler
 from raynn.runs.results import read_table
 
-MODES = (
-    "serial",
-    "serial1",
-    "raynn",
-    "raynn_cold",
-    "raynn_ray",
-    "racing",
-    "pool",
-    "tune",
-    "tune_fresh",
-    "multi_instance",
-    "processes",
-)
-DEFAULT_MODES = ("serial", "serial1", "raynn", "pool", "tune", "multi_instance")
+MODES = tuple(KFOLD_MODES)
+DEFAULT_MODES = KFOLD_DEFAULT
 PEERS = ("pool", "tune", "multi_instance")  # the competent peers raynn is held against
 RAYNN_MODES = ("raynn", "raynn_cold", "raynn_ray", "racing")  # ``raynn run`` itself
 

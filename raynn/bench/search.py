@@ -39,6 +39,7 @@ import pandas as pd
 import yaml
 
 from raynn.bench.common import bench_folder, have_matplotlib, machine, run_group
+from raynn.bench.names import SEARCH_MODES
 from raynn.bench.search_peers import PEERS, collect_rows, group_configs
 from raynn.bench.search_summary import (
     RAYNN_MODES,
@@ -54,7 +55,7 @@ from raynn.bench.search_summary import (
 from raynn.errors import RaynnError
 from raynn.spec import SpecLoader
 
-MODES = ("full", *RAYNN_MODES, *PEERS)
+MODES = tuple(SEARCH_MODES)  # "full", then RAYNN_MODES, then PEERS
 DEFAULT_TIMEOUT = 1800.0
 
 

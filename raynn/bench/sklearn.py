@@ -37,11 +37,12 @@ import torch
 from torch import nn
 
 from raynn.bench.common import bench_folder, machine, machine_line, markdown_table
+from raynn.bench.names import SKLEARN_BACKENDS
 from raynn.errors import RaynnError
 from raynn.placement.cores import usable_cpus
 from raynn.placement.monitor import UtilizationSampler
 
-BACKENDS = ("loky", "ray", "raynn")
+BACKENDS = tuple(SKLEARN_BACKENDS)
 COLUMNS = [
     "backend",
     "wall_s",

@@ -317,48 +317,63 @@ def loss_from_criterion(criterion: Any) -> Any:
             "nn.NLLLoss (or a loss module of your own)"
         )
     if isinstance(criterion, nn.Module):
-        template = criterion
-        label = type(template).__name__.lower()
-
-        def copy_of() -> nn.Module:
-            return copy.deepcopy(template)
-
-        return Component(label, label=label, factory=copy_of)
+        return _module_criterion(criterion)
     if inspect.isclass(criterion):
-        if not issubclass(criterion, nn.Module):
-            raise SpecError(
-                f"criterion class {criterion.__name__} is refused: it is not a torch.nn.Module; "
-                "pass a loss module class, an instance of one, or a factory returning one"
-            )
-        path = _class_path(criterion)
-        label = criterion.__name__.lower()
-        return Component(path or label, label=label, factory=criterion)
+        return _class_criterion(criterion)
     if callable(criterion):
-        try:
-            params = inspect.signature(criterion).parameters.values()
-        except (TypeError, ValueError):
-            params = ()
-        required = [
-            p
-            for p in params
-            if p.default is inspect.Parameter.empty
-            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        name = getattr(criterion, "__name__", type(criterion).__name__)
-        if required:
-            takes = ", ".join(p.name for p in required)
-            raise SpecError(
-                f"criterion {name} is refused: it takes arguments ({takes}), "
-                "so it looks like a loss function, not a factory; wrap it in an nn.Module or "
-                "pass a factory of no arguments that returns the loss module"
-            )
-        path = _class_path(criterion)
-        return Component(path or name, label=name.lower(), factory=criterion)
+        return _factory_criterion(criterion)
     raise SpecError(
         f"criterion {short_repr(criterion)} is refused: it is not a loss; pass "
         "nn.CrossEntropyLoss(...), nn.NLLLoss(...), a loss module (class or instance) or a "
         "factory returning one"
     )
+
+
+def _module_criterion(template: nn.Module) -> Component:
+    """A loss module instance: each job trains with its own deep copy of it."""
+    label = type(template).__name__.lower()
+
+    def copy_of() -> nn.Module:
+        return copy.deepcopy(template)
+
+    return Component(label, label=label, factory=copy_of)
+
+
+def _class_criterion(criterion: type) -> Component:
+    """A loss module class: each job builds its own, ``criterion()``."""
+    if not issubclass(criterion, nn.Module):
+        raise SpecError(
+            f"criterion class {criterion.__name__} is refused: it is not a torch.nn.Module; "
+            "pass a loss module class, an instance of one, or a factory returning one"
+        )
+    path = _class_path(criterion)
+    label = criterion.__name__.lower()
+    return Component(path or label, label=label, factory=criterion)
+
+
+def _factory_criterion(criterion: Callable[[], Any]) -> Component:
+    """A factory of no arguments returning the loss module; one that takes arguments looks
+    like a loss function and is refused."""
+    try:
+        params = inspect.signature(criterion).parameters.values()
+    except (TypeError, ValueError):
+        params = ()
+    required = [
+        p
+        for p in params
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    name = getattr(criterion, "__name__", type(criterion).__name__)
+    if required:
+        takes = ", ".join(p.name for p in required)
+        raise SpecError(
+            f"criterion {name} is refused: it takes arguments ({takes}), "
+            "so it looks like a loss function, not a factory; wrap it in an nn.Module or "
+            "pass a factory of no arguments that returns the loss module"
+        )
+    path = _class_path(criterion)
+    return Component(path or name, label=name.lower(), factory=criterion)
 
 
 __all__ = [

@@ -206,30 +206,14 @@ def run(
     Returns:
         The run directory, its final status and its job table.
     """
-    record: RunRecord | None = None
-    if resume is not None:
-        record = RunRecord.open(resume)
-        if record.meta.get("data") == "in-memory":
-            raise RaynnError(
-                f"cannot resume {record.run_dir}: it trained on in-memory data; run it again "
-                "from Python"
-            )
-        spec = record.resume_spec(spec)  # a spec given beside resume must be the run's own
-    elif spec is None:
-        raise RaynnError("run() needs a spec or resume=RUN_DIR")
+    record, spec = _open(spec, resume)
     stages = {"process_start": process_start()}
     if resume is None:
         root = output_root(output or spec.output.dir)
         check_writable(root)  # before the data loads or any executor starts
-    if not isinstance(executor, Executor) and executor != "serial":
-        executor_options.setdefault("smt", spec.scheduling.smt)
-    ex = executor if isinstance(executor, Executor) else get_executor(executor, **executor_options)
+    ex = _executor(executor, spec, executor_options)
     try:
-        dataset = load_data(spec, data)
-        ex.stage(dataset)  # the local executor's zygote takes the data now
-        stages["data_loaded"] = time.time()
-        plan = plan_jobs(spec, dataset)
-        stages["jobs_planned"] = time.time()
+        plan = _load_and_plan(ex, spec, data, stages)
         jobs, history = plan.jobs, None
         if record is not None:
             record.acquire()
@@ -239,24 +223,13 @@ def run(
         jobs, cores_per_job, probe = schedule(ex, spec, jobs, plan.data)
         stages["scheduled"] = time.time()
         if record is None:
-            record = RunRecord.create(
-                root,
-                spec,
-                data="in-memory" if data is not None else "spec",
-                search=space_record(spec, plan.configs),
-            )
+            record = _new_record(root, spec, plan, in_memory=data is not None)
             record.acquire()
-        val_sizes = [len(val) for _, val in plan.data.folds]
-        race = start_race(spec.scheduling.racing, history, val_sizes)
+        race = start_race(spec.scheduling.racing, history, [len(v) for _, v in plan.data.folds])
         attempt = _execute(
             ex, spec, jobs, plan.data, record, cores_per_job, progress, stages, probe, race
         )
-        table = _check_rows(record, jobs, attempt)
-        if race is not None:
-            attempt["racing"] = race_summary(table)
-            record.save()
-        _keep_models(spec, plan, record, table, attempt)
-        write_report(record.run_dir, summarize(record.run_dir))
+        table = _finish(spec, plan, record, jobs, attempt, race)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the CLI names the run to resume
         name_run_dir(exc, record and record.run_dir)
         raise
@@ -265,6 +238,74 @@ def run(
         if record is not None:
             record.release()
     return RunResult(record.run_dir, attempt["status"], table, spec)
+
+
+def _open(
+    spec: KFoldSpec | None, resume: str | os.PathLike[str] | None
+) -> tuple[RunRecord | None, KFoldSpec]:
+    """The run record of ``resume`` (None without one) and the spec to run (with ``resume``,
+    the run's: a ``spec`` given too must be the run's own)."""
+    if resume is None:
+        if spec is None:
+            raise RaynnError("run() needs a spec or resume=RUN_DIR")
+        return None, spec
+    record = RunRecord.open(resume)
+    if record.meta.get("data") == "in-memory":
+        raise RaynnError(
+            f"cannot resume {record.run_dir}: it trained on in-memory data; run it again "
+            "from Python"
+        )
+    return record, record.resume_spec(spec)
+
+
+def _executor(executor: str | Executor, spec: KFoldSpec, options: dict[str, Any]) -> Executor:
+    """``executor`` itself, or the executor of that name with ``options`` (and, but for
+    ``serial``, the spec's ``scheduling.smt`` unless given)."""
+    if isinstance(executor, Executor):
+        return executor
+    if executor != "serial":
+        options.setdefault("smt", spec.scheduling.smt)
+    return get_executor(executor, **options)
+
+
+def _load_and_plan(
+    ex: Executor, spec: KFoldSpec, data: ArrayDataset | None, stages: dict[str, float]
+) -> Plan:
+    """Load the data (unless given) and hand it to the executor, plan the jobs; when each
+    ended goes into ``stages``."""
+    dataset = load_data(spec, data)
+    ex.stage(dataset)  # the local executor's zygote takes the data now
+    stages["data_loaded"] = time.time()
+    plan = plan_jobs(spec, dataset)
+    stages["jobs_planned"] = time.time()
+    return plan
+
+
+def _new_record(root: Path, spec: KFoldSpec, plan: Plan, in_memory: bool) -> RunRecord:
+    """A new run directory under ``root`` and its record (not yet locked)."""
+    source = "in-memory" if in_memory else "spec"
+    return RunRecord.create(root, spec, data=source, search=space_record(spec, plan.configs))
+
+
+def _finish(
+    spec: KFoldSpec,
+    plan: Plan,
+    record: RunRecord,
+    jobs: list[Job],
+    attempt: dict[str, Any],
+    race: Race | None,
+) -> Any:
+    """After the jobs: check every job has its row, record the race, keep the models
+    (:func:`raynn.kfold.saved.keep_models`), write ``report.md``; the job table."""
+    from raynn.kfold.saved import keep_models
+
+    table = _check_rows(record, jobs, attempt)
+    if race is not None:
+        attempt["racing"] = race_summary(table)
+        record.save()
+    keep_models(spec, plan, record, table, attempt)
+    write_report(record.run_dir, summarize(record.run_dir))
+    return table
 
 
 def _unfinished(record: RunRecord, jobs: list[Job]) -> tuple[list[Job], Any]:
@@ -305,93 +346,3 @@ def _nothing_to_resume(record: RunRecord, table: Any, spec: KFoldSpec) -> RunRes
     if not (record.run_dir / "report.md").is_file():  # what the CLI prints
         write_report(record.run_dir, summarize(record.run_dir))
     return RunResult(record.run_dir, "completed", table, spec)
-
-
-def _refit(spec: KFoldSpec, plan: Plan, best: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """Train the best configuration once more on every training sample (no validation: its
-    schedule sees the training loss), in the driver with every usable core; save it as
-    ``models/refit.pt``. Returns what run.json records of it."""
-    import copy
-
-    import numpy as np
-    import torch
-
-    from raynn.kfold.grid import job_seed
-    from raynn.kfold.saved import REFIT, model_path
-    from raynn.kfold.train import train_job
-    from raynn.runs.files import write_bytes
-
-    fold0 = next(j for j in plan.jobs if j.config == best["config"])
-    data = copy.copy(plan.data)
-    n = len(data.y_train)
-    data.folds = [(np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64))]
-    job = replace(
-        fold0,
-        job_id=f"{fold0.job_id.rsplit('-f', 1)[0]}-{REFIT}",
-        index=-1,
-        fold=0,
-        seed=job_seed(spec.seed, fold0.config, -1),
-        keep_model=True,
-    )
-    threads = torch.get_num_threads()
-    try:
-        result = train_job(job, data, threads=len(usable_cpus()))
-    finally:
-        torch.set_num_threads(threads)
-    out: dict[str, Any] = {
-        "job_id": job.job_id,
-        "config": job.config,
-        "model": job.model.label,
-        "scheduler": job.scheduler.label,
-        "seed": job.seed,
-        "samples": n,
-        "status": result.status,
-        "train_seconds": result.train_seconds,
-        "loss": result.history[-1].loss if result.history else None,
-        "test_loss": result.test_loss,
-        "test_accuracy": result.test_accuracy,
-    }
-    if result.status == "ok" and result.model_state is not None:
-        write_bytes(model_path(run_dir, REFIT), result.model_state)
-        out["file"] = f"models/{REFIT}.pt"
-    else:
-        out["error"] = result.error
-    return out
-
-
-def _keep_models(
-    spec: KFoldSpec, plan: Plan, record: RunRecord, table: Any, attempt: dict[str, Any]
-) -> None:
-    """``output.keep_models`` and ``output.refit`` once the jobs are done: find the best
-    configuration, delete the other configurations' files (``best``, and only once every
-    job of the run has an ok row), retrain the best (``refit``), record it all in run.json.
-    """
-    from raynn.kfold.saved import MODELS_DIR, REFIT, best_configuration, model_path
-
-    run_dir, meta = record.run_dir, record.meta
-    keep = getattr(spec.output, "keep_models", "none")
-    refit = getattr(spec.output, "refit", False)
-    if keep == "none" and not refit:
-        return
-    best = best_configuration(table, [c.id for c in plan.configs])  # ties: grid order
-    ok = set(table.loc[table["status"].isin(FINAL), "job_id"]) if len(table) else set()
-    all_ok = {j.job_id for j in plan.jobs} <= ok  # raced-out folds are final too
-    kept: dict[str, Any] = {"keep": keep, "dir": MODELS_DIR, "best": best}
-    if keep == "best" and best is not None and all_ok:
-        winners = set(best["jobs"])
-        for job in plan.jobs:
-            if job.job_id not in winners:
-                model_path(run_dir, job.job_id).unlink(missing_ok=True)
-    elif keep == "best":
-        kept["pending"] = (
-            "not every job has an ok row yet: every job's file is kept until a resume finishes them"
-        )
-    folder = run_dir / MODELS_DIR
-    kept["files"] = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
-    meta["models"] = kept
-    record.save()
-    if refit and best is not None and attempt["status"] == "completed" and all_ok:
-        if not model_path(run_dir, REFIT).exists():  # a resume keeps the one it has
-            meta["refit"] = _refit(spec, plan, best, run_dir)
-            kept["files"] = sorted(p.name for p in folder.glob("*.pt"))
-            record.save()

@@ -34,6 +34,8 @@ from torch import nn
 
 from raynn.errors import RaynnError
 from raynn.runs.files import check_no_links, file_stem, read_bytes
+from raynn.runs.record import RunRecord
+from raynn.spec import KFoldSpec
 
 MODELS_DIR = "models"
 REFIT = "refit"
@@ -108,6 +110,96 @@ def best_configuration(table: Any, order: Sequence[str]) -> dict[str, Any] | Non
                 "jobs": sorted(rows["job_id"]),
             }
     return best
+
+
+def refit_best(spec: KFoldSpec, plan: Any, best: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Train the best configuration once more on every training sample (no validation: its
+    schedule sees the training loss), in the driver with every usable core; save it as
+    ``models/refit.pt``. ``plan``: the run's :class:`raynn.kfold.runner.Plan`. Returns what
+    run.json records of it."""
+    import copy
+    from dataclasses import replace
+
+    from raynn.kfold.grid import job_seed
+    from raynn.kfold.train import train_job
+    from raynn.placement.cores import usable_cpus
+    from raynn.runs.files import write_bytes
+
+    fold0 = next(j for j in plan.jobs if j.config == best["config"])
+    data = copy.copy(plan.data)
+    n = len(data.y_train)
+    data.folds = [(np.arange(n, dtype=np.int64), np.zeros(0, dtype=np.int64))]
+    job = replace(
+        fold0,
+        job_id=f"{fold0.job_id.rsplit('-f', 1)[0]}-{REFIT}",
+        index=-1,
+        fold=0,
+        seed=job_seed(spec.seed, fold0.config, -1),
+        keep_model=True,
+    )
+    threads = torch.get_num_threads()
+    try:
+        result = train_job(job, data, threads=len(usable_cpus()))
+    finally:
+        torch.set_num_threads(threads)
+    out: dict[str, Any] = {
+        "job_id": job.job_id,
+        "config": job.config,
+        "model": job.model.label,
+        "scheduler": job.scheduler.label,
+        "seed": job.seed,
+        "samples": n,
+        "status": result.status,
+        "train_seconds": result.train_seconds,
+        "loss": result.history[-1].loss if result.history else None,
+        "test_loss": result.test_loss,
+        "test_accuracy": result.test_accuracy,
+    }
+    if result.status == "ok" and result.model_state is not None:
+        write_bytes(model_path(run_dir, REFIT), result.model_state)
+        out["file"] = f"models/{REFIT}.pt"
+    else:
+        out["error"] = result.error
+    return out
+
+
+def keep_models(
+    spec: KFoldSpec, plan: Any, record: RunRecord, table: Any, attempt: dict[str, Any]
+) -> None:
+    """``output.keep_models`` and ``output.refit`` once the jobs are done: find the best
+    configuration, delete the other configurations' files (``best``, and only once every
+    job of the run has an ok row), retrain the best (``refit``), record it all in run.json.
+    ``plan``: the run's :class:`raynn.kfold.runner.Plan`.
+    """
+    from raynn.kfold.rows import FINAL
+
+    run_dir, meta = record.run_dir, record.meta
+    keep = getattr(spec.output, "keep_models", "none")
+    refit = getattr(spec.output, "refit", False)
+    if keep == "none" and not refit:
+        return
+    best = best_configuration(table, [c.id for c in plan.configs])  # ties: grid order
+    ok = set(table.loc[table["status"].isin(FINAL), "job_id"]) if len(table) else set()
+    all_ok = {j.job_id for j in plan.jobs} <= ok  # raced-out folds are final too
+    kept: dict[str, Any] = {"keep": keep, "dir": MODELS_DIR, "best": best}
+    if keep == "best" and best is not None and all_ok:
+        winners = set(best["jobs"])
+        for job in plan.jobs:
+            if job.job_id not in winners:
+                model_path(run_dir, job.job_id).unlink(missing_ok=True)
+    elif keep == "best":
+        kept["pending"] = (
+            "not every job has an ok row yet: every job's file is kept until a resume finishes them"
+        )
+    folder = run_dir / MODELS_DIR
+    kept["files"] = sorted(p.name for p in folder.glob("*.pt")) if folder.is_dir() else []
+    meta["models"] = kept
+    record.save()
+    if refit and best is not None and attempt["status"] == "completed" and all_ok:
+        if not model_path(run_dir, REFIT).exists():  # a resume keeps the one it has
+            meta["refit"] = refit_best(spec, plan, best, run_dir)
+            kept["files"] = sorted(p.name for p in folder.glob("*.pt"))
+            record.save()
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -189,17 +281,7 @@ def load_model(
     from raynn.core.model_builder import build_model
     from raynn.spec import Component
 
-    run_dir = Path(run_dir)
-    check_no_links(run_dir)
-    job_id = _default_job(run_dir) if job_id is None else job_id
-    path = model_path(run_dir, job_id)
-    if not path.exists():
-        kept = sorted(p.stem for p in (run_dir / MODELS_DIR).glob("*.pt"))
-        raise RaynnError(
-            f"no model file for job {job_id!r} in {run_dir / MODELS_DIR} (kept: "
-            f"{', '.join(kept[:5]) or 'none'}{', ...' if len(kept) > 5 else ''}); pick a kept "
-            "job, or set output.keep_models: all"
-        )
+    path = _model_file(Path(run_dir), job_id)
     state = _read(path)
     spec_model = state["model"]
     if isinstance(factory, Mapping):  # one per model label (AsyncKFold passes its models')
@@ -209,17 +291,7 @@ def load_model(
             f"model {spec_model['label']!r} of {path.name} was built by a Python factory; "
             "pass load_model(..., factory=...) with the same model class or factory"
         )
-    build = factory
-    if factory is not None and inspect.isclass(factory):  # a model class, as the seed API
-        cls = factory  # passes it: num_classes= if it takes it, else no arguments
-
-        def build(in_shape: Any, num_classes: int, **args: Any) -> nn.Module:
-            try:
-                takes = "num_classes" in inspect.signature(cls).parameters
-            except (TypeError, ValueError):
-                takes = False
-            return cls(num_classes=num_classes, **args) if takes else cls(**args)
-
+    build = _class_factory(factory) if inspect.isclass(factory) else factory
     comp = Component(
         spec_model["name"], args=dict(spec_model["args"]), label=spec_model["label"], factory=build
     )
@@ -230,4 +302,44 @@ def load_model(
     return model.eval()
 
 
-__all__ = ["TrainedModel", "best_configuration", "load_model", "model_path"]
+def _model_file(run_dir: Path, job_id: str | None) -> Path:
+    """The model file of ``job_id`` in ``run_dir`` (None: :func:`_default_job`'s).
+
+    Raises:
+        RaynnError: a link in the way, or no such file (the files kept are named).
+    """
+    check_no_links(run_dir)
+    job_id = _default_job(run_dir) if job_id is None else job_id
+    path = model_path(run_dir, job_id)
+    if not path.exists():
+        kept = sorted(p.stem for p in (run_dir / MODELS_DIR).glob("*.pt"))
+        raise RaynnError(
+            f"no model file for job {job_id!r} in {run_dir / MODELS_DIR} (kept: "
+            f"{', '.join(kept[:5]) or 'none'}{', ...' if len(kept) > 5 else ''}); pick a kept "
+            "job, or set output.keep_models: all"
+        )
+    return path
+
+
+def _class_factory(cls: type) -> Callable[..., nn.Module]:
+    """A model class as a factory, called as the seed API calls it: ``num_classes=`` if it
+    takes it, else with no arguments (but the spec's ``args``)."""
+
+    def build(in_shape: Any, num_classes: int, **args: Any) -> nn.Module:
+        try:
+            takes = "num_classes" in inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            takes = False
+        return cls(num_classes=num_classes, **args) if takes else cls(**args)
+
+    return build
+
+
+__all__ = [
+    "TrainedModel",
+    "best_configuration",
+    "keep_models",
+    "load_model",
+    "model_path",
+    "refit_best",
+]

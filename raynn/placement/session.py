@@ -4,6 +4,12 @@
 when None, as under ``ray job submit``) or, with neither, starts an embedded local Ray on
 this process's CPUs; it says whether it started one, and :func:`shutdown_if_started` stops
 only a Ray that this process started (:func:`fast_shutdown`, without graceful waits).
+
+An embedded Ray's processes are known by what ``ray.init`` started: the children of this
+process that appeared during it and run Ray's own programs (:func:`embedded_processes`).
+Only those, and the processes under them (Ray's workers and agents), are ever killed: the
+other children of a run (raynn's zygote and the workers it forks, a bench's processes) are
+not Ray's and are left alone.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import signal
 import socket
 import threading
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from raynn.errors import RaynnError
@@ -26,6 +32,11 @@ from raynn.placement.cores import usable_cpus
 # cluster started with `ray start`, set RAY_worker_niceness=0 there; cluster/ does.)
 LOCAL_RAY_SYSTEM_CONFIG: dict[str, Any] = {"worker_niceness": 0}
 CONNECT_TIMEOUT_S = 30.0  # a Ray cluster's address that accepts no connection by then: an error
+# the embedded Ray's daemons the driver's disconnect talks to: ray.shutdown() stops them itself
+DISCONNECT_DAEMONS = ("raylet", "gcs_server")
+
+
+_embedded: list[Any] = []  # psutil.Process of each process this process's ray.init started
 
 
 def will_embed(address: str | None = None) -> bool:
@@ -68,6 +79,7 @@ def connect(
     try:
         if address == "local" or (address is None and not os.environ.get("RAY_ADDRESS")):
             config = LOCAL_RAY_SYSTEM_CONFIG if system_config is None else system_config
+            before = _child_pids()
             ray.init(
                 address="local",
                 num_cpus=num_cpus or len(usable_cpus()),
@@ -75,6 +87,7 @@ def connect(
                 **({"_system_config": dict(config)} if config else {}),
                 **quiet,
             )
+            _embedded[:] = _ray_children(before)
         else:
             check_reachable(address or os.environ.get("RAY_ADDRESS", ""))
             ray.init(address=address, **quiet)
@@ -131,34 +144,83 @@ def shutdown_if_started(started: bool) -> None:
         fast_shutdown()
 
 
+def _child_pids() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process().children()}
+
+
+def _ray_children(before: set[int]) -> list[Any]:
+    """This process's children not in ``before`` (pids) that run one of Ray's own programs:
+    a command line under Ray's package (``.../ray/core/src/ray/raylet/raylet``,
+    ``.../ray/_private/log_monitor.py``, ...)."""
+    import psutil
+    import ray
+
+    home = os.path.dirname(ray.__file__) + os.sep
+    found = []
+    for proc in psutil.Process().children():
+        try:
+            if proc.pid not in before and home in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:  # gone already
+            pass
+    return found
+
+
+def embedded_processes() -> list[Any]:
+    """The processes of the embedded Ray this process started, still running: Ray's daemons
+    (``gcs_server``, ``raylet``, ...) and every process under them (Ray's workers, its
+    agents, what those started), as ``psutil.Process``; empty without an embedded Ray."""
+    import psutil
+
+    found: list[Any] = []
+    for proc in _embedded:
+        try:
+            if proc.is_running():  # and the same process: psutil checks its start time
+                found += [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            pass
+    return list(dict.fromkeys(found))
+
+
 def fast_shutdown() -> None:
     """``ray.shutdown()`` of a Ray this process started, without its graceful waits.
 
-    A graceful shutdown waits for every Ray process to exit on SIGTERM (about 1 s here);
-    nothing of a finished run lives in them, so they are killed at once, and so are the
-    agents a killed raylet leaves behind.
+    ``ray.shutdown()`` sends each of the processes ``ray.init`` started SIGTERM and waits up
+    to 1 s for each to exit. The raylet and the GCS exit within a fraction of a second, but
+    Ray's Python daemons (log monitor, autoscaler monitor, dashboard) let the wait run out
+    (1.3 s in all here). Nothing of a finished run lives in them and the driver's disconnect
+    does not go through them, so they are killed first; ``ray.shutdown()`` then stops the
+    raylet and the GCS (killed before the driver disconnects, they would make it wait 5 s),
+    and whatever of the embedded Ray still runs after it (the agents a raylet leaves behind)
+    is killed. Only :func:`embedded_processes` are touched.
     """
-    import psutil
     import ray
-    import ray._private.worker as ray_worker
 
-    node = ray_worker._global_node
-    procs: list[psutil.Process] = []
-    if node is not None:
-        for infos in list(node.all_processes.values()):
-            for info in infos:
-                try:
-                    proc = psutil.Process(info.process.pid)
-                    procs += [proc, *proc.children(recursive=True)]
-                except psutil.Error:
-                    pass
-        graceful = node.kill_all_processes
-        node.kill_all_processes = lambda **kw: graceful(**{**kw, "allow_graceful": False})
+    procs = embedded_processes()
+    daemons, _embedded[:] = list(_embedded), []
+    _kill(p for p in daemons if _name(p) not in DISCONNECT_DAEMONS)
     ray.shutdown()
+    _kill(procs)
+
+
+def _name(proc: Any) -> str:
+    import psutil
+
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""
+
+
+def _kill(procs: Iterable[Any]) -> None:
+    import psutil
+
     for proc in procs:
         try:
             proc.kill()
-        except psutil.Error:
+        except psutil.Error:  # gone already
             pass
 
 

@@ -2,80 +2,47 @@
 
 Every builder takes pandas DataFrames (the tables :func:`raynn.runs.results.read_table` returns)
 and returns a :class:`matplotlib.figure.Figure` with a title, axis labels and, where there
-are series, a legend of at most :data:`MAX_LEGEND` entries. matplotlib is imported here
-only, and this module only by ``raynn report``: the run path never loads it.
+are series, a legend of at most :data:`MAX_LEGEND` entries, drawn with the primitives of
+:mod:`raynn.runs.drawing`. matplotlib is imported there and here only, inside the functions,
+and this module only by ``raynn report``: the run path never loads it.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
-MAX_LEGEND = 12  # legend entries; beyond that the rest are grouped into one "... more" entry
-MAX_ROWS_LABELLED = 40  # y tick labels on a timeline or heatmap before they are thinned
+# the drawing primitives, named here too (raynn.runs.figures.new_figure, ...) for the reports
+from raynn.runs.drawing import (
+    MAX_LEGEND,
+    MAX_ROWS_LABELLED,
+    colours,
+    empty,
+    legend,
+    new_figure,
+    t_interval,
+    thin_ticks,
+)
+
+__all__ = [
+    "MAX_CONFIGS",
+    "MAX_LEGEND",
+    "MAX_ROWS_LABELLED",
+    "accuracy_figure",
+    "colours",
+    "config_groups",
+    "empty",
+    "epochs_figure",
+    "legend",
+    "new_figure",
+    "t_interval",
+    "thin_ticks",
+    "timeline_figure",
+    "utilization_figure",
+]
+
 MAX_CONFIGS = 20  # configurations the accuracy figure shows (the best by mean)
-
-
-def new_figure(width: float, height: float) -> Any:
-    """A Figure drawn by the Agg canvas, with constrained layout (no overlapping labels)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def colours(keys: Sequence[Any]) -> dict[Any, Any]:
-    """A distinct colour per key: tab10 up to 10 keys, tab20 up to 20, then a wheel."""
-    from matplotlib import colormaps
-
-    n = len(keys)
-    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "hsv"]
-    return {k: cmap(i if n <= 20 else i / n) for i, k in enumerate(keys)}
-
-
-def legend(target: Any, handles: list[Any], labels: list[str], **kwargs: Any) -> Any:
-    """A legend of at most MAX_LEGEND entries; the rest become one '... and N more' entry."""
-    from matplotlib.patches import Patch
-
-    if len(labels) > MAX_LEGEND:
-        rest = len(labels) - (MAX_LEGEND - 1)
-        handles = handles[: MAX_LEGEND - 1] + [Patch(visible=False)]
-        labels = labels[: MAX_LEGEND - 1] + [f"... and {rest} more"]
-    kwargs.setdefault("fontsize", "small")
-    return target.legend(handles, labels, **kwargs)
-
-
-def thin_ticks(ax: Any, labels: list[str], axis: str = "y") -> None:
-    """Tick every row, labelling at most MAX_ROWS_LABELLED of them (evenly spaced)."""
-    step = max(1, math.ceil(len(labels) / MAX_ROWS_LABELLED))
-    ticks = list(range(0, len(labels), step))
-    setter = ax.set_yticks if axis == "y" else ax.set_xticks
-    setter(ticks, [labels[i] for i in ticks], fontsize="small" if len(labels) > 12 else None)
-
-
-def empty(ax: Any, text: str) -> None:
-    """Say on the axes why there is nothing to draw."""
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """Mean and the half-width of its Student-t interval (NaN half-width for one value)."""
-    from scipy import stats
-
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return math.nan, math.nan
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-    return mean, float(stats.t.ppf(0.5 + level / 2, len(vals) - 1)) * sd / math.sqrt(len(vals))
 
 
 def _groups(jobs: Any) -> list[tuple[str, Any]]:
@@ -315,8 +282,6 @@ def utilization_figure(util: Any, t0: float | None = None, since: str = "the run
     the machine where the table has ``own_percent``, else every process together. Times are
     seconds from ``t0`` (default: the first sample), described as ``since`` on the axis;
     samples before ``t0`` (start-up) show at negative times."""
-    import numpy as np
-
     split = "own_percent" in util.columns and bool(util["own_percent"].notna().any())
     panels = (
         [("own", "raynn's own processes"), ("rest", "everything else on the machine")]
@@ -324,19 +289,7 @@ def utilization_figure(util: Any, t0: float | None = None, since: str = "the run
         else [("percent", "all processes (this run did not record own_percent: not split)")]
     )
     rows = sorted({(n, int(c)) for n, c in zip(util["node"], util["core"], strict=True)})
-    height = min(max(1.2 + 0.22 * len(rows), 2.2), 6.0)
-    fig = new_figure(12.0, height * len(panels) + 2.4)
-    axes = fig.subplots(
-        len(panels) + 1,
-        1,
-        sharex=True,
-        gridspec_kw={"height_ratios": [height] * len(panels) + [2.0]},
-    )
-    fig.suptitle("CPU utilisation per core over time")
-    mean_ax = axes[-1]
-    mean_ax.set_title("mean over all cores")
-    mean_ax.set_xlabel(f"seconds since {since}")
-    mean_ax.set_ylabel("CPU %")
+    fig, axes = _utilization_axes(len(rows), panels, since)
     if not rows:
         for ax, (_, name) in zip(axes, panels, strict=False):
             ax.set_title(name)
@@ -345,23 +298,68 @@ def utilization_figure(util: Any, t0: float | None = None, since: str = "the run
         return fig
     t0 = float(util["time"].min()) if t0 is None else t0
     data = util.assign(rel=util["time"] - t0)
-    lo = float(data["rel"].min())
-    span = max(float(data["rel"].max()) - lo, 1e-6)
     if split:
         own = data["own_percent"].clip(0, 100)  # NaN (a sample not split) stays NaN
         data = data.assign(own=own, rest=(data["percent"] - own).clip(0, 100))
-    interval = _sample_interval(data)
-    n = max(1, min(240, math.ceil(span / interval)))
-    width = span / n
-    data["bin"] = ((data["rel"] - lo) // width).clip(upper=n - 1).astype(int)
-    fill = max(1, math.ceil(1.5 * interval / width))
+    bins = _TimeBins(data)
     index = {row: i for i, row in enumerate(rows)}
+    data["bin"] = bins.of(data["rel"])
     data["row"] = [index[(a, int(b))] for a, b in zip(data["node"], data["core"], strict=True)]
+    grids = _heatmaps(fig, axes, data, panels, rows, bins)
+    names = [name for _, name in panels] if split else ["all processes"]
+    _mean_panel(axes[-1], grids, names, bins)
+    times = int(data["time"].nunique())
+    if times < 3:
+        empty(axes[-1], f"only {times} sample time(s): the run was shorter than a few intervals")
+    return fig
+
+
+def _utilization_axes(rows: int, panels: list[tuple[str, str]], since: str) -> tuple[Any, Any]:
+    """The figure: one heatmap panel per ``panels`` entry over ``rows`` cores, then the mean."""
+    height = min(max(1.2 + 0.22 * rows, 2.2), 6.0)
+    fig = new_figure(12.0, height * len(panels) + 2.4)
+    axes = fig.subplots(
+        len(panels) + 1,
+        1,
+        sharex=True,
+        gridspec_kw={"height_ratios": [height] * len(panels) + [2.0]},
+    )
+    fig.suptitle("CPU utilisation per core over time")
+    axes[-1].set_title("mean over all cores")
+    axes[-1].set_xlabel(f"seconds since {since}")
+    axes[-1].set_ylabel("CPU %")
+    return fig, axes
+
+
+class _TimeBins:
+    """The time axis in ``n`` equal bins (at most 240, about one sample interval each) from
+    the first sample's ``rel`` time, and how many empty bins a sample fills back (``fill``)."""
+
+    def __init__(self, data: Any) -> None:
+        self.lo = float(data["rel"].min())
+        span = max(float(data["rel"].max()) - self.lo, 1e-6)
+        interval = _sample_interval(data)
+        self.n = max(1, min(240, math.ceil(span / interval)))
+        self.width = span / self.n
+        self.fill = max(1, math.ceil(1.5 * interval / self.width))
+        self.hi = self.lo + self.n * self.width
+
+    def of(self, rel: Any) -> Any:
+        """The bin of each time."""
+        return ((rel - self.lo) // self.width).clip(upper=self.n - 1).astype(int)
+
+
+def _heatmaps(
+    fig: Any, axes: Any, data: Any, panels: list[tuple[str, str]], rows: list, bins: _TimeBins
+) -> list[Any]:
+    """Draw each panel's cores x bins heatmap (and the colour bar); the grids drawn."""
+    import numpy as np
+
     nodes = {n for n, _ in rows}
     labels = [f"{a} {b}" if len(nodes) > 1 else f"cpu {b}" for a, b in rows]
     image, grids = None, []
     for ax, (column, name) in zip(axes, panels, strict=False):
-        grid = _grid(data, column, len(rows), n, fill)
+        grid = _grid(data, column, len(rows), bins.n, bins.fill)
         grids.append(grid)
         image = ax.imshow(
             np.ma.masked_invalid(grid),
@@ -370,29 +368,25 @@ def utilization_figure(util: Any, t0: float | None = None, since: str = "the run
             cmap="magma",
             vmin=0,
             vmax=100,
-            extent=(lo, lo + n * width, len(rows) - 0.5, -0.5),
+            extent=(bins.lo, bins.hi, len(rows) - 0.5, -0.5),
         )
         ax.set_title(name)
         ax.set_ylabel("node / core")
         thin_ticks(ax, labels)
     fig.colorbar(image, ax=list(axes[:-1]), label="CPU % of the core", shrink=0.9)
-    x = lo + (np.arange(n) + 0.5) * width
-    names = [name for _, name in panels] if split else ["all processes"]
+    return grids
+
+
+def _mean_panel(ax: Any, grids: list[Any], names: list[str], bins: _TimeBins) -> None:
+    """The mean over all cores of each grid, stacked, per bin."""
+    import numpy as np
+
+    x = bins.lo + (np.arange(bins.n) + 0.5) * bins.width
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a bin no core has a sample for
         stack = [np.nan_to_num(np.nanmean(g, axis=0)) for g in grids]
-    mean_ax.stackplot(
-        x,
-        *stack,
-        labels=names,
-        colors=["tab:orange", "0.6"][: len(names)],
-        alpha=0.85,
-    )
-    mean_ax.set_ylim(0, 100)
-    mean_ax.set_xlim(lo, lo + n * width)
-    mean_ax.grid(alpha=0.3)
-    legend(mean_ax, *mean_ax.get_legend_handles_labels(), loc="upper right")
-    times = int(data["time"].nunique())
-    if times < 3:
-        empty(mean_ax, f"only {times} sample time(s): the run was shorter than a few intervals")
-    return fig
+    ax.stackplot(x, *stack, labels=names, colors=["tab:orange", "0.6"][: len(names)], alpha=0.85)
+    ax.set_ylim(0, 100)
+    ax.set_xlim(bins.lo, bins.hi)
+    ax.grid(alpha=0.3)
+    legend(ax, *ax.get_legend_handles_labels(), loc="upper right")

@@ -1,14 +1,15 @@
 """The ``raynn`` joblib backend: joblib's ``ParallelBackendBase`` over a :class:`WorkerPool`.
 
-Life cycle. joblib builds one backend object per ``parallel_backend("raynn", ...)`` context
-(its options are checked there, so a bad one fails before anything starts). The first
-Parallel call in the context starts the pool (Ray, and one pinned worker per core group);
-later calls in the same context reuse it, so start-up is paid once. joblib calls
-``terminate`` at the end of every Parallel call and has no hook for the end of the context:
-:func:`install_context_hook` wraps ``joblib.parallel.parallel_config.unregister`` (what
-``__exit__`` calls) so that leaving the context shuts the pool down, and Ray with it if the
-pool started it. A backend used outside such a context (``Parallel(backend="raynn")``)
-shuts down at the end of its call.
+Life cycle, through joblib's own hooks only. joblib builds one backend object per
+``parallel_backend("raynn", ...)`` / ``parallel_config`` context (its options are checked
+there, so a bad one fails before anything starts). The first Parallel call starts the pool
+(Ray, and one pinned worker per core group). joblib ends every Parallel call, or every
+``with Parallel(...)`` block (as ``GridSearchCV.fit`` runs its grid), with ``terminate``
+(``abort_everything`` on a failure), and that shuts the pool down, and Ray with it if the pool
+started it: joblib tells a backend nothing of a context's end. To pay the start-up once for
+several Parallel calls, run them inside :func:`parallel_backend` (raynn's own context
+manager): its backend keeps the pool from call to call and shuts it down when the block
+ends, however it ends.
 
 Nested parallelism is capped: a Parallel call inside a task runs sequentially in that task
 (:meth:`RaynnBackend.get_nested_backend`), on the task's own threads.
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import numbers
 import weakref
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any
 
-from joblib.parallel import ParallelBackendBase, SequentialBackend, get_active_backend
+from joblib.parallel import ParallelBackendBase, SequentialBackend, parallel_config
 
 from raynn.placement import session
 from raynn.sklearn.pool import WorkerPool, local_slot_count
@@ -115,6 +118,7 @@ class RaynnBackend(ParallelBackendBase):
         self.sample_interval = float(sample_interval)
         self.pool: WorkerPool | None = None
         self.summary: RunSummary | None = None  # the last pool's, once it is shut down
+        self.keep_pool = False  # across Parallel calls: inside raynn's parallel_backend
         self._finalizer: Any = None
 
     @property
@@ -151,10 +155,6 @@ class RaynnBackend(ParallelBackendBase):
         if session.will_embed(self.address):
             return local_slot_count(self.cores_per_task, self.num_cpus)
         return len(self._ensure_pool().slots)
-
-    def in_context(self) -> bool:
-        """Whether this backend is the one a ``parallel_backend`` context made active."""
-        return get_active_backend()[0] is self
 
     def shutdown(self) -> None:
         """Stop the workers (and Ray, if this backend started it); keep their summary."""
@@ -218,12 +218,13 @@ class RaynnBackend(ParallelBackendBase):
         """A task failed: drop the batches not yet started (running ones finish)."""
         if self.pool is not None:
             self.pool.cancel_pending()
-        if not ensure_ready and not self.in_context():
+        if not ensure_ready and not self.keep_pool:
             self.shutdown()
 
     def terminate(self) -> None:
-        """The end of a Parallel call: keep the pool for the context, or shut it down."""
-        if not self.in_context():
+        """The end of a Parallel call (or ``with Parallel()`` block): shut the pool down,
+        unless :func:`parallel_backend` keeps it for the calls to come."""
+        if not self.keep_pool:
             self.shutdown()
 
     def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
@@ -236,24 +237,26 @@ def last_run() -> RunSummary | None:
     return _last[0] if _last else None
 
 
-def install_context_hook() -> None:
-    """Make leaving a ``parallel_backend``/``parallel_config`` context shut its raynn pool down.
+@contextmanager
+def parallel_backend(n_jobs: int = -1, **options: Any) -> Iterator[RaynnBackend]:
+    """Run the Parallel calls inside on one ``raynn`` pool: started by the first, kept across
+    the others, shut down (and Ray with it, if the pool started it) when the block ends.
 
-    Idempotent. The pool is kept when the context left re-activates the same backend (a
-    nested ``parallel_config(n_jobs=...)`` inside the raynn one).
+    ``with raynn.joblib.parallel_backend(cores_per_task=1): ...`` is joblib's
+    ``parallel_backend("raynn", cores_per_task=1)``, whose pool lives for one Parallel call
+    (see the module docstring), but for that. A nested ``parallel_config`` inside it keeps
+    the pool too. Yields the backend (``backend.pool``: the pool while it is up).
+
+    Args:
+        n_jobs: as joblib's (-1: every core group).
+        **options: the backend's (:class:`RaynnBackend`); a bad one raises
+            :class:`BackendOptionError` here, before anything starts.
     """
-    import joblib.parallel
-
-    cls = joblib.parallel.parallel_config
-    original = cls.unregister
-    if getattr(original, "_raynn_hook", False):
-        return
-
-    def unregister(self: Any) -> None:
-        original(self)
-        backend = (getattr(self, "parallel_config", None) or {}).get("backend")
-        if isinstance(backend, RaynnBackend) and not backend.in_context():
-            backend.shutdown()
-
-    unregister._raynn_hook = True  # type: ignore[attr-defined]
-    cls.unregister = unregister
+    backend = RaynnBackend(**options)
+    backend.keep_pool = True
+    try:
+        with parallel_config(backend=backend, n_jobs=n_jobs):
+            yield backend
+    finally:
+        backend.keep_pool = False
+        backend.shutdown()
