@@ -303,18 +303,37 @@ BENCH = textwrap.dedent(
 )
 
 
-@pytest.mark.timeout(180)
+def _signal_state(pid: int) -> str:
+    """A process's blocked and ignored signal masks (``/proc``), for a failure's message."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "gone"
+    return "; ".join(x for x in lines if x.startswith(("SigBlk", "SigIgn", "SigCgt")))
+
+
+def _default_sigint() -> None:  # the bench's Ctrl-C as a terminal's, whatever the test runner's
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.timeout(300)
 def test_an_interrupted_bench_kills_its_mode_s_whole_process_group(tmp_path):
     """Ctrl-C reaches the bench (its own process: the mode runs in a session of its own, as
     under ``raynn bench``); the bench kills the mode's whole process group, grandchild too."""
     pids = tmp_path / "pids"
     cmd = [sys.executable, "-c", BENCH, CHILD, str(tmp_path / "log"), str(pids)]
-    bench = subprocess.Popen(cmd, cwd=REPO)
+    bench = subprocess.Popen(cmd, cwd=REPO, preexec_fn=_default_sigint)
     try:
-        assert wait_for(pids.exists)  # the mode's processes are up (else the test's timeout)
+        assert wait_for(pids.exists, 200), f"the mode never started: {_signal_state(bench.pid)}"
         leader, grandchild = (int(p) for p in pids.read_text().split())
+        state = _signal_state(bench.pid)
         bench.send_signal(signal.SIGINT)
-        assert bench.wait() == 130
+        try:
+            code = bench.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None  # the Ctrl-C went unanswered
+        assert code == 130, f"bench exit {code}; its signals before Ctrl-C: {state}"
         assert wait_for(lambda: _gone(leader) and _gone(grandchild))
     finally:
         bench.kill()
