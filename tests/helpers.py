@@ -41,27 +41,39 @@ def sleeping_worker(conn, payload, seconds):  # noqa: ANN001 - a zygote target
     time.sleep(seconds)
 
 
-class _HangsOnce(nn.Module):
-    """An MLP whose first training forward, in the first process to reach it, never returns."""
+class _OnTrain(nn.Module):
+    """A linear model that runs :meth:`on_train_forward` before each training forward."""
 
-    def __init__(self, in_features: int, num_classes: int, marker: str) -> None:
+    def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
         self.fc = nn.Linear(in_features, num_classes)
-        self.marker = marker
+
+    def on_train_forward(self) -> None:
+        """What the test's model does besides training (hang, sleep, wait)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
-            import os
-            import time
-
-            try:
-                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                pass
-            else:
-                while True:  # alive but stuck: only a lease deadline gets this job back
-                    time.sleep(60)
+            self.on_train_forward()
         return self.fc(x.flatten(1))
+
+
+class _HangsOnce(_OnTrain):
+    """An MLP whose first training forward, in the first process to reach it, never returns."""
+
+    def __init__(self, in_features: int, num_classes: int, marker: str) -> None:
+        super().__init__(in_features, num_classes)
+        self.marker = marker
+
+    def on_train_forward(self) -> None:
+        import os
+        import time
+
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        while True:  # alive but stuck: only a lease deadline gets this job back
+            time.sleep(60)
 
 
 def hangs_once_mlp(in_shape: tuple[int, int, int], num_classes: int, marker: str) -> nn.Module:
@@ -70,21 +82,18 @@ def hangs_once_mlp(in_shape: tuple[int, int, int], num_classes: int, marker: str
     return _HangsOnce(c * h * w, num_classes, marker)
 
 
-class _Sleepy(nn.Module):
+class _Sleepy(_OnTrain):
     """An MLP whose training forward also sleeps: its jobs' wall time is the sleep, whatever
     the load on the machine's CPUs."""
 
     def __init__(self, in_features: int, num_classes: int, seconds: float) -> None:
-        super().__init__()
-        self.fc = nn.Linear(in_features, num_classes)
+        super().__init__(in_features, num_classes)
         self.seconds = seconds
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            import time
+    def on_train_forward(self) -> None:
+        import time
 
-            time.sleep(self.seconds)
-        return self.fc(x.flatten(1))
+        time.sleep(self.seconds)
 
 
 def sleepy_mlp(in_shape: tuple[int, int, int], num_classes: int, seconds: float) -> nn.Module:
@@ -93,23 +102,20 @@ def sleepy_mlp(in_shape: tuple[int, int, int], num_classes: int, seconds: float)
     return _Sleepy(c * h * w, num_classes, seconds)
 
 
-class _Gated(nn.Module):
+class _Gated(_OnTrain):
     """An MLP whose training forward waits until the file ``gate`` exists (at most 300 s)."""
 
     def __init__(self, in_features: int, num_classes: int, gate: str) -> None:
-        super().__init__()
-        self.fc = nn.Linear(in_features, num_classes)
+        super().__init__(in_features, num_classes)
         self.gate = gate
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            import os
-            import time
+    def on_train_forward(self) -> None:
+        import os
+        import time
 
-            deadline = time.monotonic() + 300.0
-            while not os.path.exists(self.gate) and time.monotonic() < deadline:
-                time.sleep(0.05)  # waits on the test's event: the file it creates
-        return self.fc(x.flatten(1))
+        deadline = time.monotonic() + 300.0
+        while not os.path.exists(self.gate) and time.monotonic() < deadline:
+            time.sleep(0.05)  # waits on the test's event: the file it creates
 
 
 def gated_mlp(in_shape: tuple[int, int, int], num_classes: int, gate: str) -> nn.Module:
