@@ -15,8 +15,17 @@ import psutil
 import pytest
 
 from raynn.errors import RaynnError
-from raynn.placement.backends import ForkBackend
-from raynn.placement.group import Backend, Died, Event, Exited, Failed, Member, WorkerGroup
+from raynn.placement.backends import ForkBackend, RayActorBackend
+from raynn.placement.group import (
+    Backend,
+    Died,
+    Event,
+    Exited,
+    Failed,
+    Member,
+    NotReady,
+    WorkerGroup,
+)
 from raynn.placement.monitor import NodeSamplers
 from raynn.placement.nodes import Node, NodeGroup
 from raynn.placement.processes import Zygote, recv, send
@@ -252,6 +261,59 @@ def test_a_client_may_take_results_and_errors_itself():
     group.poll(0)
     assert seen == [("w0", {"steps": 7}), ("w1", "nan")] and not group.members
     assert group.idle == [_slots(2)[0]]  # only a retired worker's slot is free again
+
+
+@pytest.mark.timeout(30)
+def test_created_workers_wait_for_launch_and_a_death_carries_its_reason():
+    backend, lost = Memory(), []
+    group = WorkerGroup(backend, RestartPolicy(), on_lost=lambda m: lost.append(m.death))
+    members = group.create(_slots(2))
+    assert [e for e, _ in backend.log] == ["create", "create"]  # nothing let go yet
+    group.launch(members)
+    assert backend.log[2:] == [("ready", "w0,w1"), ("launch", "w0"), ("launch", "w1")]
+    backend.events.append(Died(members[1], "its node was lost"))
+    group.poll(0)
+    assert lost == ["its node was lost"]
+
+
+class Sulky:
+    """A Ray actor whose start-up fails when told to."""
+
+    def __init__(self, fail: bool) -> None:
+        self.fail = fail
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def ready(self) -> str:
+        if self.fail:
+            raise RaynnError("cannot attach the segment")
+        return "up"
+
+    def run(self) -> str:
+        return "done"
+
+
+@pytest.mark.timeout(120)
+def test_a_ray_worker_that_does_not_come_up_is_named_and_none_is_let_go(ray_local):
+    cls = ray_local.remote(num_cpus=0)(Sulky)
+    backend = RayActorBackend(
+        lambda worker_id, slot: cls.remote(worker_id == "w1"), run=lambda m: m.actor.run.remote()
+    )
+    group = WorkerGroup(backend, RestartPolicy())
+    members = group.create(_slots(2))
+    with pytest.raises(NotReady) as caught:
+        group.launch(members, strict=True)
+    assert caught.value.member is members[1]
+    assert str(caught.value) == "worker w1 did not come up: RaynnError: cannot attach the segment"
+    assert members[0].info == "up" and [m.ref for m in members] == [None, None]  # none let go
+    group.launch(members[:1], together=False)
+    ended = []
+    group.on_exit = lambda member, value: ended.append((member.worker_id, value))
+    while not ended:
+        group.poll(5)
+    assert ended == [("w0", "done")]
+    group.drain()
 
 
 @pytest.mark.timeout(30)

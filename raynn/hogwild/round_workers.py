@@ -1,20 +1,27 @@
-"""A round's worker actors, seen from the driver: start them (one pinned
-:class:`~raynn.hogwild.worker.HogwildWorker` per planned slot), wait until they are ready, run
-them, watch them finish or fail, collect the last ones, kill them.
+"""A round's worker actors, seen from the driver: one pinned
+:class:`~raynn.hogwild.worker.HogwildWorker` per planned slot, run as a
+:class:`~raynn.placement.group.WorkerGroup` of Ray actors like every executor's workers.
 
-The one part of a round that handles Ray actors; the round around it
-(:mod:`raynn.hogwild.rounds`) decides when to stop them. A worker group shared by every
-executor can take its place.
+The group creates them, lets them go together (each ``run`` told its node's worker
+processes), watches them end, die or fail, and kills them. This module keeps only what is
+HOGWILD's own: which planned slot each worker has, what its end means for the round (its
+result, or the :class:`WorkerFailure` that ends the round) and no replacement within a round
+(a new round re-plans; :mod:`raynn.hogwild.rounds` decides when to stop them).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from raynn.errors import RaynnError
 from raynn.hogwild.context import WorkerContext
 from raynn.hogwild.plan import PlannedWorker
-from raynn.placement.nodes import on_node
+from raynn.placement.backends import ActorMember, RayActorBackend
+from raynn.placement.group import Member, NotReady, WorkerGroup
+from raynn.placement.nodes import NodeGroup, on_node
+from raynn.placement.restarts import RestartPolicy
 from raynn.placement.session import remote_reason
 
 READY_SECONDS = 300.0  # how long a worker may take to start (load torch, attach its segment)
@@ -39,19 +46,24 @@ class RoundWorkers:
 
     def __init__(self, slots: list[PlannedWorker]) -> None:
         self.slots = slots
-        self.actors: dict[str, Any] = {}
         self.info: dict[str, Any] = {}
         self.results: dict[str, dict[str, Any]] = {}
-        self._ready: dict[str, Any] = {}  # worker id -> its ready() call
-        self._running: dict[Any, str] = {}  # run() call -> worker id
+        self.group: WorkerGroup | None = None
+        self._members: list[ActorMember] = []  # every worker started, for forget()
+        self._planned: dict[str, PlannedWorker] = {}  # the group's worker id -> its slot
+        self._failure: WorkerFailure | None = None
+        self._collecting = False  # told to stop: a failure now is no news
 
     @property
     def running(self) -> bool:
         """Whether a worker started training and has not reported back."""
-        return bool(self._running)
+        return self.group is not None and bool(self.group.members)
 
-    def start(self, contexts: dict[str, WorkerContext], data_ref: Any, weights_ref: Any) -> None:
-        """Create each slot's actor on its node with its context, the data and the weights."""
+    def start(
+        self, contexts: dict[str, WorkerContext], data_ref: Any, weights_ref: Any
+    ) -> list[Member]:
+        """Create each slot's actor on its node with its context, the data and the weights;
+        none trains until :meth:`run`."""
         import ray
 
         from raynn.hogwild.worker import HogwildWorker
@@ -59,83 +71,97 @@ class RoundWorkers:
         # No runtime_env: it would cost fresh worker processes; the worker pins itself and caps
         # its threads (raynn.placement.cores.pin_current_process) before any heavy torch work.
         worker_cls = ray.remote(num_cpus=1, max_restarts=0)(HogwildWorker)
+        by_core = {(s.node.node_id, s.core): s for s in self.slots}
+
+        def create(worker_id: str, slot: NodeGroup) -> Any:
+            s = self._planned[worker_id] = by_core[slot[0].node_id, slot[1][2][0]]
+            place = on_node(s.node.node_id)
+            return worker_cls.options(**place).remote(contexts[s.worker_id], data_ref, weights_ref)
+
+        self.group = WorkerGroup(
+            RayActorBackend(create, run=self._run, ready="ready", pid="pid"),
+            RestartPolicy(budget=0),  # within a round none is replaced: the next round re-plans
+            on_start=self._members.append,
+            on_lost=self._lost,
+            on_exit=self._exited,
+            on_failed=self._failed,
+        )
         # Each node's sync worker (slot 0) is created last. The first actors get the worker
         # processes Ray started before the job, which trained ~4% slower here (cause unknown,
         # benchmarks/RESULTS.md); on top of the sync role's own cost, that made slot 0 the
         # node's straggler, and with a static split the other workers idle at the end.
-        for s in sorted(self.slots, key=lambda x: -x.slot):
-            self.actors[s.worker_id] = worker_cls.options(**on_node(s.node.node_id)).remote(
-                contexts[s.worker_id], data_ref, weights_ref
-            )
+        order = sorted(self.slots, key=lambda x: -x.slot)
+        return self.group.create(_slot_of(s) for s in order)
 
-    def ready(self) -> WorkerFailure | None:
-        """Wait for every worker to be ready (:attr:`info`); the first that could not start."""
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
+    def run(self, members: list[Member]) -> WorkerFailure | None:
+        """Wait for every worker to be ready (:attr:`info`), then start their training, each
+        told its node's worker processes; the first worker that could not start."""
+        try:
+            self.group.launch(members, timeout=READY_SECONDS, strict=True)
+        except NotReady as exc:
+            from ray.exceptions import RayActorError
 
-        self._ready = {s.worker_id: self.actors[s.worker_id].ready.remote() for s in self.slots}
-        for wid, ref in self._ready.items():
-            try:
-                self.info[wid] = ray.get(ref, timeout=READY_SECONDS)
-            except (RayActorError, RayTaskError) as exc:
-                return WorkerFailure(wid, remote_reason(exc), isinstance(exc, RayActorError))
+            died = isinstance(exc.cause, RayActorError)
+            return WorkerFailure(self._id(exc.member), remote_reason(exc.cause), died)
         return None
 
-    def run(self) -> None:
-        """Start every worker's training, each told its node's worker processes."""
-        pids: dict[int, list[int]] = {}
-        for s in self.slots:
-            pids.setdefault(s.node_index, []).append(self.info[s.worker_id]["pid"])
-        self._running = {
-            self.actors[s.worker_id].run.remote(pids[s.node_index]): s.worker_id for s in self.slots
-        }
+    def _run(self, member: ActorMember) -> Any:
+        """``member``'s training call (every worker is ready: their pids are known)."""
+        node = self._planned[member.worker_id].node_index
+        self.info[self._id(member)] = member.info
+        pids = [
+            m.info["pid"] for m in self._members if self._planned[m.worker_id].node_index == node
+        ]
+        return member.actor.run.remote(pids)
 
     def poll(self, timeout: float) -> WorkerFailure | None:
         """Wait at most ``timeout`` seconds for a worker to finish (:attr:`results`); the
         failure if it raised or died."""
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-
-        failure = None
-        done, _ = ray.wait(list(self._running), num_returns=1, timeout=timeout)
-        for ref in done:
-            wid = self._running.pop(ref)
-            try:
-                self.results[wid] = ray.get(ref)
-            except (RayActorError, RayTaskError) as exc:
-                # an actor that died can be replaced; an error in its training cannot
-                failure = WorkerFailure(wid, remote_reason(exc), isinstance(exc, RayActorError))
-        return failure
+        self._failure = None
+        self.group.poll(timeout)
+        return self._failure
 
     def collect(self, timeout: float) -> None:
         """Wait at most ``timeout`` seconds for the workers still running (told to stop) and
         keep the results of those that finish."""
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-
-        refs = list(self._running)
-        done, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-        for ref in done:
-            wid = self._running.pop(ref)
-            try:
-                self.results[wid] = ray.get(ref)
-            except (RayActorError, RayTaskError):
-                pass  # the worker that failed, or one that died with it
+        self._collecting = True
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            self.group.poll(max(0.0, deadline - time.monotonic()))
 
     def kill(self) -> None:
-        """Kill every actor (those already gone are skipped)."""
-        import ray
-
-        for actor in self.actors.values():
-            try:
-                ray.kill(actor)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+        """Kill every actor still up."""
+        if self.group is not None:
+            self.group.drain()
 
     def forget(self) -> None:
         """Fetch what finished of the calls still out, so Ray does not log their errors as
         unhandled (after :meth:`kill`)."""
-        consume(list(self._running) + list(self._ready.values()))
+        consume([ref for m in self._members for ref in m.refs])
+
+    # -- the group's callbacks -----------------------------------------------------------------
+    def _id(self, member: Member) -> str:
+        return self._planned[member.worker_id].worker_id
+
+    def _exited(self, member: Member, value: Any) -> None:
+        self.results[self._id(member)] = value
+
+    def _lost(self, member: Member) -> bool:
+        self._fail(member, member.death, died=True)
+        return False  # no replacement within a round
+
+    def _failed(self, member: Member, error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        self._fail(member, reason if isinstance(error, RaynnError) else remote_reason(error))
+
+    def _fail(self, member: Member, reason: str, died: bool = False) -> None:
+        if not self._collecting and self._failure is None:
+            self._failure = WorkerFailure(self._id(member), reason, died)
+
+
+def _slot_of(s: PlannedWorker) -> NodeGroup:
+    """A planned worker's place as the group names it: its node and its one core."""
+    return (s.node, (s.node.name, (s.core,), [s.core]))
 
 
 def consume(refs: list[Any]) -> None:

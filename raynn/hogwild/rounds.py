@@ -5,7 +5,7 @@ one fails, or nodes join (the round then ends early and the next one re-plans).
 :func:`train_round` runs a :class:`RoundPlan` and returns a :class:`Round`, which says how the
 round ended (:class:`RoundEnd`); the restart loop (:mod:`raynn.hogwild.ray_run`) records it.
 The parts: the segments (:class:`~raynn.hogwild.segments.RoundSegments`), the worker actors
-(:class:`~raynn.hogwild.round_workers.RoundWorkers`) and, here, the driver's watch.
+(:class:`~raynn.hogwild.round_workers.RoundWorkers`, a worker group) and, here, the driver's watch.
 """
 
 from __future__ import annotations
@@ -165,11 +165,9 @@ class HogwildRound:
         started = [srv.start.remote(node_names) for srv in ctx.shards]
         data_ref, weights_ref = ray.put(ctx.p.data), ray.put(plan.state.weights)
         self.segments.create(plan.state.weights, weights_ref)
-        self.workers.start(self._contexts(), data_ref, weights_ref)
+        members = self.workers.start(self._contexts(), data_ref, weights_ref)
         ray.get(started, timeout=300)
-        self.failure = self.workers.ready()
-        if self.failure is None:
-            self.workers.run()
+        self.failure = self.workers.run(members)  # once every worker is ready
         self.record["startup_seconds"] = time.monotonic() - self.entered
 
     def _contexts(self) -> dict[str, WorkerContext]:

@@ -92,6 +92,10 @@ class HogwildWorker:
             c.node, self.shared, client, initial, c.version, every, pull, count, seconds
         )
 
+    def pid(self) -> int:
+        """This worker's process id."""
+        return os.getpid()
+
     def ready(self) -> dict[str, Any]:
         """Where the worker runs: pid, host, core, threads, segment."""
         return {

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from raynn.errors import RaynnError
-from raynn.placement.group import Backend, Died, Event, Exited, Failed, Member, Message
+from raynn.placement.group import Backend, Died, Event, Exited, Failed, Member, Message, NotReady
 from raynn.placement.nodes import Node, NodeGroup, alive_node_ids
 from raynn.placement.processes import recv
 from raynn.placement.session import remote_cause, remote_reason
@@ -77,11 +78,19 @@ class ForkBackend(Backend):
 
 @dataclass(eq=False)
 class ActorMember(Member):
-    """A Ray actor worker: the handle, its ``run`` call once let go, its pid call."""
+    """A Ray actor worker: the handle, its ``run`` call once let go, its pid and ready
+    calls."""
 
     actor: Any = None
     ref: Any = None
     pid_ref: Any = None
+    ready_ref: Any = None
+
+    @property
+    def refs(self) -> list[Any]:
+        """The calls made to it (to fetch, so that Ray does not log their errors as
+        unhandled)."""
+        return [r for r in (self.ref, self.pid_ref, self.ready_ref) if r is not None]
 
 
 class RayActorBackend(Backend):
@@ -109,25 +118,30 @@ class RayActorBackend(Backend):
 
     def create(self, worker_id: str, slot: NodeGroup) -> ActorMember:
         actor = self._create(worker_id, slot)
-        return ActorMember(worker_id, slot, actor=actor, pid_ref=getattr(actor, self._pid).remote())
+        member = ActorMember(worker_id, slot, actor=actor)
+        member.pid_ref = self._call(member, self._pid)
+        return member
 
     def ready(self, members: Sequence[Member], timeout: float, strict: bool) -> None:
         import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
         actors = [m for m in members if isinstance(m, ActorMember)]
-        refs = [
-            m.pid_ref if self._ready == self._pid else getattr(m.actor, self._ready).remote()
-            for m in actors
-        ]
-        try:
-            answers = ray.get(refs, timeout=timeout)
-        except (RayActorError, GetTimeoutError):
-            if strict:
-                raise
-            return  # a worker that died or hangs is handled like any other
-        for member, info in zip(actors, answers, strict=True):
-            member.info = info
+        for m in actors:
+            m.ready_ref = m.pid_ref if self._ready == self._pid else self._call(m, self._ready)
+        deadline = time.monotonic() + timeout
+        for member in actors:  # one by one, so that a failure names its worker
+            try:
+                left = max(0.0, deadline - time.monotonic())
+                member.info = ray.get(member.ready_ref, timeout=left)
+            except (RayActorError, RayTaskError, GetTimeoutError) as exc:
+                if strict:
+                    raise NotReady(member, exc) from exc
+                # else a worker that died or hangs is found like any other
+
+    @staticmethod
+    def _call(member: ActorMember, method: str) -> Any:
+        return getattr(member.actor, method).remote()
 
     def launch(self, member: Member) -> None:
         if self._run is not None and isinstance(member, ActorMember):

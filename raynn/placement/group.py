@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from raynn.placement.nodes import Node, NodeGroup
 from raynn.placement.restarts import Decision, GiveUp, Raise, Replace, RestartPolicy
+from raynn.placement.session import remote_reason
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Member:
         pid: its process id, once known.
         retired: set by the client once the worker was told to stop: its end is no death.
         info: what its ``ready`` call answered (Ray actors started together).
+        death: why it died, once it did (what ``on_lost`` may report).
     """
 
     worker_id: str
@@ -59,6 +61,7 @@ class Member:
     pid: int | None = None
     retired: bool = False
     info: Any = None
+    death: str = ""
 
 
 @dataclass
@@ -96,6 +99,15 @@ class Failed:
 Event = Message | Exited | Died | Failed
 
 
+class NotReady(Exception):
+    """A worker started together with others did not come up (``strict``): ``cause`` is
+    why (it died, its start-up raised, or it did not answer in time)."""
+
+    def __init__(self, member: Member, cause: BaseException) -> None:
+        super().__init__(f"worker {member.worker_id} did not come up: {remote_reason(cause)}")
+        self.member, self.cause = member, cause
+
+
 class Backend(ABC):
     """How workers of one kind are started, watched and killed."""
 
@@ -104,8 +116,9 @@ class Backend(ABC):
         """Start a worker on ``slot`` (it may still be importing when this returns)."""
 
     def ready(self, members: Sequence[Member], timeout: float, strict: bool) -> None:  # noqa: B027
-        """Wait until ``members`` are up; a failure or timeout raises only when ``strict``
-        (else the dead or hung worker is found like any other). Default: up at once."""
+        """Wait until ``members`` are up; a failure or timeout raises :class:`NotReady` only
+        when ``strict`` (else the dead or hung worker is found like any other). Default: up
+        at once."""
 
     def launch(self, member: Member) -> None:  # noqa: B027 - optional hook
         """Let a created worker go (a Ray actor's long-running call). Default: nothing."""
@@ -207,14 +220,32 @@ class WorkerGroup:
         timeout: float = READY_TIMEOUT,
         strict: bool = False,
     ) -> list[Member]:
-        """One worker per slot; with ``together``, each let go only once all are up (a
-        failure or timeout raises with ``strict``). Returns them (none once drained)."""
-        members = [m for m in (self._create(slot) for slot in slots) if m is not None]
+        """One worker per slot (:meth:`create`), let go (:meth:`launch`). Returns them (none
+        once drained)."""
+        members = self.create(slots)
+        self.launch(members, together=together, timeout=timeout, strict=strict)
+        return members
+
+    def create(self, slots: Iterable[NodeGroup]) -> list[Member]:
+        """One worker per slot, created in the order given but not yet let go (none once
+        drained)."""
+        return [m for m in (self._create(slot) for slot in slots) if m is not None]
+
+    def launch(
+        self,
+        members: Sequence[Member],
+        *,
+        together: bool = True,
+        timeout: float = READY_TIMEOUT,
+        strict: bool = False,
+    ) -> None:
+        """Let ``members`` go; with ``together``, only once all are up (waiting up to
+        ``timeout`` s). With ``strict``, the first that does not come up raises
+        :class:`NotReady` and none is let go."""
         if together and members:
             self.backend.ready(members, timeout, strict)
         for member in members:
             self.backend.launch(member)
-        return members
 
     def _create(self, slot: NodeGroup) -> Member | None:
         with self._lock:  # drain() may run in another thread: no worker outlives it
@@ -287,7 +318,8 @@ class WorkerGroup:
         if member is None:
             return GiveUp(f"{worker_id} is no member of the group")
         self._forget(member)
-        log.debug("worker %s died: %s", worker_id, reason or "no reason given")
+        member.death = reason or "no reason given"
+        log.debug("worker %s died: %s", worker_id, member.death)
         if work_left is None:
             work_left = self.on_lost(member) if self.on_lost is not None else True
         node = member.slot[0]
