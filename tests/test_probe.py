@@ -96,3 +96,89 @@ def test_an_unwritable_probe_cache_is_ignored(tmp_path):
     report = ProbeReport()
     calibrate(plan.jobs, plan.data, 1, ProbeCache(blocker / "probe.json"), report)
     assert report.measured == ["mlp"]
+
+
+def _quadratic_makespan(jobs, speeds, sizes, nodes):
+    """The queue's policy simulated the plain way, a pass over every pending job whenever
+    cores free up (O(n^2)): the reference for the O(n log n) simulation."""
+    import heapq
+    import math
+
+    def seconds(job, cores):
+        s = speeds[job.model.label]
+        return job.cost * s[1] / s.get(cores, s[max(s)])
+
+    free, pending, running, now = list(nodes), [(j, sizes[j.model.label]) for j in jobs], [], 0.0
+    while pending:
+        waiting = []
+        for job, need in pending:
+            node = next((n for n, f in enumerate(free) if f >= need), None)
+            if node is None:
+                waiting.append((job, need))
+            else:
+                free[node] -= need
+                heapq.heappush(running, (now + seconds(job, need), node, need))
+        pending = waiting
+        if not running:
+            return math.inf
+        now, node, need = heapq.heappop(running)
+        free[node] += need
+    return max([now] + [end for end, _, _ in running])
+
+
+def _random_grid(tmp_path, rng, count: int):
+    plan = prepare(make_spec(tmp_path, folds=2, models=["mlp"]))
+    base = plan.jobs[0]
+    models = [dataclasses.replace(base.model, name=f"m{i}", label=f"m{i}") for i in range(3)]
+    jobs = [
+        dataclasses.replace(
+            base, job_id=f"j{i}", model=models[i % 3], cost=float(rng.integers(1, 50))
+        )
+        for i in range(count)
+    ]
+    jobs.sort(key=lambda j: -j.cost)
+    speeds = {m.label: {1: 1.0, 2: float(rng.uniform(1, 2)), 4: 0.0} for m in models}
+    for s in speeds.values():
+        s[4] = s[2] * float(rng.uniform(1, 2))
+    return jobs, speeds
+
+
+def test_the_fast_simulation_matches_the_plain_one_and_the_bound_holds(tmp_path):
+    import numpy as np
+
+    from raynn.kfold.probe import makespan_bound
+
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        jobs, speeds = _random_grid(tmp_path, rng, int(rng.integers(1, 60)))
+        sizes = {m: int(rng.choice([1, 2, 4])) for m in speeds}
+        nodes = [int(n) for n in rng.integers(1, 6, size=int(rng.integers(1, 4)))]
+        fast = predicted_makespan(jobs, speeds, sizes, nodes)
+        assert fast == _quadratic_makespan(jobs, speeds, sizes, nodes), (trial, sizes, nodes)
+        work = {m: (0.0, 0.0) for m in speeds}
+        for j in jobs:
+            total, largest = work[j.model.label]
+            work[j.model.label] = (total + j.cost, max(largest, j.cost))
+        assert makespan_bound(work, speeds, sizes, sum(nodes)) <= fast * (1 + 1e-9)
+
+
+def test_the_bound_changes_no_choice_of_auto(tmp_path, monkeypatch):
+    import numpy as np
+
+    import raynn.kfold.probe as probe
+
+    rng = np.random.default_rng(11)
+    cases = [_random_grid(tmp_path, rng, int(rng.integers(1, 80))) for _ in range(15)]
+    nodes = [[4], [8], [4, 2]] * 5
+    simulate, runs = probe.predicted_makespan, []
+
+    def counted(*args):  # noqa: ANN002
+        runs.append(1)
+        return simulate(*args)
+
+    monkeypatch.setattr(probe, "predicted_makespan", counted)
+    pruned = [auto_group_sizes(j, s, n) for (j, s), n in zip(cases, nodes, strict=True)]
+    with_bound = len(runs)
+    monkeypatch.setattr(probe, "makespan_bound", lambda *a: 0.0)  # never rules a trial out
+    plain = [auto_group_sizes(j, s, n) for (j, s), n in zip(cases, nodes, strict=True)]
+    assert pruned == plain and with_bound < len(runs) - with_bound  # the same, with fewer runs

@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -227,26 +228,63 @@ def predicted_makespan(
     (longest-first) order; whenever cores free up, each pending job that fits a node's free
     cores starts there, first fit. ``nodes``: the cores of each node. Tail widening is left
     out, so the prediction errs long for the last jobs.
+
+    O(n log n) for n jobs: the pending jobs wait in one queue per core count, so the next to
+    start is the earliest of those queues' heads that fits (a job that does not fit now fits
+    no better until cores free up).
     """
     free = list(nodes)
-    pending = [(j, sizes[j.model.label]) for j in jobs]
+    pending: dict[int, deque[tuple[int, Job]]] = {}
+    for i, job in enumerate(jobs):
+        pending.setdefault(sizes[job.model.label], deque()).append((i, job))
     running: list[tuple[float, int, int]] = []  # (end, node, cores)
     now = 0.0
     while pending:
-        waiting = []
-        for job, need in pending:
-            node = next((n for n, f in enumerate(free) if f >= need), None)
-            if node is None:
-                waiting.append((job, need))
-            else:
-                free[node] -= need
-                heapq.heappush(running, (now + job_seconds(job, speeds, need), node, need))
-        pending = waiting
+        _start_fitting(pending, free, running, now, speeds)
         if not running:  # what is left fits no node
             return math.inf
         now, node, need = heapq.heappop(running)
         free[node] += need
     return max([now] + [end for end, _, _ in running])
+
+
+def _start_fitting(
+    pending: dict[int, deque[tuple[int, Job]]],
+    free: list[int],
+    running: list[tuple[float, int, int]],
+    now: float,
+    speeds: dict[str, dict[int, float]],
+) -> None:
+    """Start, in order, every pending job that fits a node's free cores (first fit)."""
+    while pending:
+        room = max(free)
+        heads = [(q[0][0], need) for need, q in pending.items() if need <= room]
+        if not heads:
+            return
+        need = min(heads)[1]
+        job = pending[need].popleft()[1]
+        if not pending[need]:
+            del pending[need]
+        node = next(n for n, f in enumerate(free) if f >= need)
+        free[node] -= need
+        heapq.heappush(running, (now + job_seconds(job, speeds, need), node, need))
+
+
+def makespan_bound(
+    work: dict[str, tuple[float, float]],
+    speeds: dict[str, dict[int, float]],
+    sizes: dict[str, int],
+    cores: int,
+) -> float:
+    """A lower bound of :func:`predicted_makespan`, in O(models): the longest job, or every
+    job's core-seconds spread over all ``cores``. ``work``: each model's total and largest
+    job cost (seconds on one thread)."""
+    longest = total = 0.0
+    for m, (cost, largest) in work.items():
+        s, t = speeds[m], sizes[m]
+        slow = s[1] / s.get(t, s[max(s)])
+        longest, total = max(longest, largest * slow), total + cost * slow * t
+    return max(longest, total / cores)
 
 
 def auto_group_sizes(
@@ -262,21 +300,29 @@ def auto_group_sizes(
     labels = list(dict.fromkeys(j.model.label for j in jobs))
     if not labels:
         return {}
-    work = {m: sum(j.cost for j in jobs if j.model.label == m) for m in labels}
-    labels.sort(key=lambda m: -work[m])
+    work = {m: (0.0, 0.0) for m in labels}
+    for j in jobs:
+        total, largest = work[j.model.label]
+        work[j.model.label] = (total + j.cost, max(largest, j.cost))
+    labels.sort(key=lambda m: -work[m][0])
     options = sorted({t for m in labels for t in speeds[m] if t <= max(nodes)}) or [1]
-
-    def makespan(sizes: dict[str, int]) -> float:
-        return predicted_makespan(jobs, speeds, sizes, nodes)
 
     def better(new: float, old: float, grows: bool) -> bool:
         return new < old * 0.95 if grows else new <= old
 
+    def makespan(sizes: dict[str, int], old: float, grows: bool) -> float:
+        """The simulated makespan, or the bound where the bound alone rules the trial out
+        (on large grids, nearly every trial: a simulation is O(n log n), the bound O(1))."""
+        bound = makespan_bound(work, speeds, sizes, sum(nodes))
+        if not better(bound, old, grows):
+            return bound
+        return predicted_makespan(jobs, speeds, sizes, nodes)
+
     best = {m: options[0] for m in labels}
-    best_time = makespan(best)
+    best_time = predicted_makespan(jobs, speeds, best, nodes)
     for size in options[1:]:
         trial = {m: size for m in labels}
-        if better(t := makespan(trial), best_time, grows=True):
+        if better(t := makespan(trial, best_time, True), best_time, grows=True):
             best, best_time = trial, t
     for _ in range(3):
         changed = False
@@ -284,8 +330,8 @@ def auto_group_sizes(
             for size in options:
                 if size == best[m]:
                     continue
-                trial = {**best, m: size}
-                if better(t := makespan(trial), best_time, grows=size > best[m]):
+                trial, grows = {**best, m: size}, size > best[m]
+                if better(t := makespan(trial, best_time, grows), best_time, grows):
                     best, best_time, changed = trial, t, True
         if not changed:
             break
