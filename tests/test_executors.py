@@ -58,6 +58,26 @@ def test_every_job_has_one_ok_row_and_readable_tables(runs, name):
     assert 0 < attempt["stages"]["data_loaded"] <= attempt["stages"]["scheduled"]
 
 
+@pytest.mark.timeout(120)
+def test_the_wall_time_counts_loading_and_planning(tmp_path, monkeypatch):
+    import time
+
+    import raynn.kfold.runner as runner
+
+    planned, plan_jobs = [], runner.plan_jobs
+
+    def timed(*args):  # noqa: ANN002
+        planned.append(time.time())
+        return plan_jobs(*args)
+
+    monkeypatch.setattr(runner, "plan_jobs", timed)
+    called = time.time()
+    result = run(make_spec(tmp_path, models=["mlp"], folds=2), executor="serial", progress=False)
+    attempt = json.loads((result.run_dir / "run.json").read_text())["runs"][-1]
+    assert called <= attempt["start"] <= planned[0] <= attempt["end"]
+    assert attempt["wall_seconds"] == attempt["end"] - attempt["start"]
+
+
 @pytest.mark.parametrize("name", PARALLEL)
 def test_parallel_and_serial_metrics_are_bit_identical(runs, name):
     a, b = (

@@ -278,7 +278,7 @@ def test_an_empty_attempt_says_nothing_of_the_runs_time(done):
     meta["runs"].append({**empty, "start": 1.0, "end": 1.0 + wall, "wall_seconds": wall})
     (run_dir / "run.json").write_text(json.dumps(meta))
     text = summarize(run_dir)
-    assert f"- wall time: {first['wall_seconds']:.1f} s;" in text
+    assert f"- wall time: {first['wall_seconds']:.1f} s (" in text
     assert f"- workers: {first['workers']} x " in text
     assert wall_seconds(run_dir) == first["wall_seconds"]
 

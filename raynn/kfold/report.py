@@ -120,7 +120,8 @@ def _run_lines(run_dir: Path, meta: dict[str, Any], jobs: Any) -> list[str]:
     first, final = float(jobs["start_time"].min()), float(jobs["end_time"].max())
     util = utilization_text(run_dir, first, final)
     lines = [
-        f"- wall time: {last.get('wall_seconds', math.nan):.1f} s; makespan (first "
+        f"- wall time: {last.get('wall_seconds', math.nan):.1f} s (data, planning and probe "
+        f"included); makespan (first "
         f"job start to last job end): {final - first:.1f} s; sum of job times: "
         f"{float((jobs['train_seconds'] + jobs['eval_seconds']).sum()):.1f} s",
         f"- workers: {last.get('workers', '?')} x {last.get('cores_per_job', '?')} "

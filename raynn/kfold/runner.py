@@ -139,12 +139,14 @@ def _execute(
 ) -> dict[str, Any]:
     """Execute ``jobs``, keeping this invocation's entry of ``run.json`` current.
 
-    ``stages``: when each step before the execution ended (``time.time()``), recorded as
-    seconds since the process started, with the probe's report.
+    ``stages``: when this run began (``entered``) and each step before the execution ended
+    (``time.time()``), recorded as seconds since the process started, with the probe's
+    report; the attempt starts at ``entered``.
     """
     t0 = stages.get("process_start", time.time())
     with record.attempt(
         ex.name,
+        start=stages["entered"],  # the wall time counts the data, planning and probe too
         jobs=len(jobs),
         cores_per_job=cores_per_job,
         stages={k: round(v - t0, 3) for k, v in stages.items() if k != "process_start"},
@@ -206,8 +208,8 @@ def run(
     Returns:
         The run directory, its final status and its job table.
     """
+    stages = {"process_start": process_start(), "entered": time.time()}
     record, spec = _open(spec, resume)
-    stages = {"process_start": process_start()}
     if resume is None:
         root = output_root(output or spec.output.dir)
         check_writable(root)  # before the data loads or any executor starts

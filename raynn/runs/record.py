@@ -179,17 +179,20 @@ class RunRecord:
         write_json(self.run_dir / "run.json", self.meta)
 
     @contextmanager
-    def attempt(self, executor: str, **fields: Any) -> Iterator[dict[str, Any]]:
+    def attempt(
+        self, executor: str, start: float | None = None, **fields: Any
+    ) -> Iterator[dict[str, Any]]:
         """Record one attempt: appended (``status: running``) and saved on entry; on exit its
-        end and wall seconds, ``interrupted`` on Ctrl-C or SIGTERM (saved at once on SIGTERM,
-        with ``signal``), ``failed`` with the error on any other exception, saved again (a
-        full disk then keeps the original error).
+        end and wall seconds since ``start`` (``time.time()`` when the attempt began, its
+        planning included; default: now), ``interrupted`` on Ctrl-C or SIGTERM (saved at
+        once on SIGTERM, with ``signal``), ``failed`` with the error on any other exception,
+        saved again (a full disk then keeps the original error).
 
         Yields:
             The attempt's dict, for the caller to fill in (``status`` once it knows).
         """
         attempt: dict[str, Any] = {"executor": executor, **fields}
-        attempt["start"] = time.time()
+        attempt["start"] = time.time() if start is None else start
         attempt["status"] = "running"
         self.attempts.append(attempt)
         self.save()
