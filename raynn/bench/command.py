@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from raynn.bench import names
 from raynn.bench.names import joined, listing
@@ -68,6 +69,19 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     bs.add_argument("--output", default="bench", help="root of bench result folders")
     bs.add_argument("--no-progress", action="store_true")
     _add_bench_search(bsub)
+    _add_bench_scale(bsub)
+
+
+def _add_bench_scale(bsub: argparse._SubParsersAction) -> None:
+    """``raynn bench scale``: its options."""
+    bc = bsub.add_parser(
+        "scale", help="the queue's policy at many cores, simulated on a spec's job times"
+    )
+    bc.add_argument("--spec", required=True, help="a K-fold spec (its grid's job times)")
+    bc.add_argument("--cores", default="1024,4096", help="comma-separated core counts")
+    bc.add_argument("--jobs-per-core", type=float, default=4.0, help="jobs drawn per core")
+    bc.add_argument("--node-cores", type=int, default=64, help="cores per simulated node")
+    bc.add_argument("--output", default="bench", help="root of bench result folders")
 
 
 def _add_bench_search(bsub: argparse._SubParsersAction) -> None:
@@ -107,6 +121,8 @@ def bench(args: argparse.Namespace) -> int:
     if args.bench == "search":  # copies the spec file itself (racing off and on)
         return _bench_search(args)
     spec = load_spec(args.spec)
+    if args.bench == "scale":
+        return _bench_scale(args, spec)
     if args.bench == "hogwild":
         return _bench_hogwild(args, spec)
     if spec.kind != "kfold":
@@ -123,6 +139,21 @@ def bench(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         repeats=args.repeats,
     )
+    return _show_bench(out)
+
+
+def _bench_scale(args: argparse.Namespace, spec: Any) -> int:
+    from raynn.bench.scale import run_bench_scale
+
+    if spec.kind != "kfold":
+        raise RaynnError(f"raynn bench scale needs a kind: kfold spec, got {spec.kind}")
+    try:
+        cores = [int(c) for c in args.cores.split(",") if c.strip()]
+    except ValueError:
+        raise RaynnError(f"--cores: {args.cores!r} is no list of numbers; use 1024,4096") from None
+    if not cores or min(cores) < 1 or args.node_cores < 1 or args.jobs_per_core <= 0:
+        raise RaynnError("--cores, --node-cores and --jobs-per-core must be positive")
+    out = run_bench_scale(spec, cores, args.jobs_per_core, args.node_cores, args.output)
     return _show_bench(out)
 
 

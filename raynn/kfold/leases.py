@@ -11,6 +11,7 @@ it, the executor kills its worker and the job runs again from its last checkpoin
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from raynn.kfold.grid import Job
@@ -43,10 +44,13 @@ class LeaseBook:
     Args:
         lease_timeout: seconds a job may go without progress, or ``"auto"`` (from its
             model's epochs: :meth:`allowance`).
+        clock: the time now, in seconds (a simulation's own clock in ``raynn bench scale``).
     """
 
-    def __init__(self, lease_timeout: float | str = "auto") -> None:
-        self.lease_timeout = lease_timeout
+    def __init__(
+        self, lease_timeout: float | str = "auto", clock: Callable[[], float] = time.time
+    ) -> None:
+        self.lease_timeout, self.clock = lease_timeout, clock
         self.held: dict[str, Held] = {}  # job_id -> its lease
         self._attempts: dict[str, int] = {}
         self._epoch_seconds: dict[str, float] = {}  # model label -> longest epoch seen
@@ -92,7 +96,7 @@ class LeaseBook:
         holds the job (a late one, after its death) is ignored."""
         held = self.held.get(job_id)
         if held is not None and held.worker == worker:
-            held.beat = time.time()
+            held.beat = self.clock()
 
     def allowance(self, job: Job) -> float:
         """Seconds ``job`` may go without progress before its lease expires."""
@@ -108,7 +112,7 @@ class LeaseBook:
     def expired(self) -> list[tuple[str, str, float]]:
         """Leases whose job showed no progress within its allowance: ``(job_id, worker,
         seconds since its last progress)``."""
-        now = time.time()
+        now = self.clock()
         idle = [(j, x, now - max(x.renewed, x.beat)) for j, x in list(self.held.items())]
         return [(j, x.worker, s) for j, x, s in idle if s > self.allowance(x.job)]
 

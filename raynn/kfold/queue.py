@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from raynn.kfold.core_map import CoreMap, Placed
 from raynn.kfold.grid import Job
@@ -58,18 +58,20 @@ class JobQueue:
         tail_widening: bool = False,
         lease_timeout: float | str = "auto",
         race: Race | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock  # the time now (a simulation's own: raynn.bench.scale)
         self._racing = RaceGate(race)
         self._pending: deque[Job] = deque(self._racing.order(jobs))
         self._jobs = {j.job_id: j for j in self._pending}
         self._racing.start(self._pending)  # a resumed run: configurations out before
-        self._leases = LeaseBook(lease_timeout)
+        self._leases = LeaseBook(lease_timeout, clock)
         self._cores = CoreMap()
         self._stats = QueueStatistics(list(self._jobs.values()))
         self._failed: dict[str, str] = {}
         self.policy = RestartPolicy(max_attempts=max_attempts)  # a dead worker's job: again?
         self.tail_widening = tail_widening
-        self.created = time.time()
+        self.created = self.clock()
 
     # -- cores ---------------------------------------------------------------------------------
     def register(self, worker: str, node: str, cores: Iterable[int]) -> None:
@@ -99,7 +101,7 @@ class JobQueue:
         if not isinstance(placed, Placed):
             return placed
         self._pending.remove(placed.job)
-        now = time.time()
+        now = self.clock()
         held = self._leases.open(placed.job, worker, now)
         return Grant(placed.job, held.attempt, now - self.created, placed.cores)
 
@@ -117,7 +119,7 @@ class JobQueue:
         reason = self._racing.stop_reason(job_id, epoch, epochs)
         if reason is not None:
             return Stop(reason)
-        now, began = time.time(), held.renewed
+        now, began = self.clock(), held.renewed
         cores = len(self._cores.cores_of(held.worker) or ())
         done = self._leases.renew(held, epoch, loss, now)
         self._stats.epochs(held.job, cores, done, began, now)
@@ -146,7 +148,7 @@ class JobQueue:
         for the caller to record (each gets a ``raced_out`` row)."""
         held = self._leases.close(job_id)
         self._racing.ended(job_id)
-        seconds = time.time() - held.leased_at if held else 0.0
+        seconds = self.clock() - held.leased_at if held else 0.0
         if held is not None:  # free for the next lease, its own or a waiting worker's
             self._cores.give_back(held.worker)
         if raced_out:
@@ -203,7 +205,7 @@ class JobQueue:
 
         Cheap (polled twice a second): a pass over the leases and the pending jobs.
         """
-        now = time.time()
+        now = self.clock()
         held = list(self._leases.held.values())  # a copy first: another thread may change it
         costs = self._stats.costs
         return QueueStats(

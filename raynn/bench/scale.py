@@ -1,0 +1,207 @@
+"""``raynn bench scale``: the scheduling policy at 1,024 cores and more, simulated.
+
+A discrete-event simulation drives the real :class:`~raynn.kfold.queue.JobQueue` (longest
+first, first fit, tail widening) on a simulated clock: one worker per core on nodes of
+``--node-cores`` cores, each job taking the seconds the probe predicts for its model at the
+threads it holds (:func:`raynn.kfold.probe.job_seconds`), an epoch at a time, so that tail
+widening acts at epoch boundaries as it does in a run. The jobs are the spec's grid, drawn
+with replacement until there are ``jobs_per_core`` per core (the grid's own job-time
+distribution, measured by the probe on this machine).
+
+It answers how close the policy gets to the lower bound ``max(longest job, total work /
+cores)`` (``efficiency``: bound / makespan), and how many queue calls a second the queue
+itself serves in-process (``queue_calls_per_s``: lease, progress and complete, the
+simulation's own overhead included). Not simulated: fold racing, worker start-up, deaths,
+and the calls' trip through Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raynn.kfold.grid import Job
+from raynn.kfold.messages import Grant, Retire, Stop, Wait, Widen
+from raynn.kfold.probe import job_seconds
+from raynn.kfold.queue import JobQueue
+
+Speeds = dict[str, dict[int, float]]
+
+
+@dataclasses.dataclass
+class Simulated:
+    """One simulated run: its size, makespan, the lower bound and the queue's pace."""
+
+    cores: int
+    jobs: int
+    makespan_s: float
+    bound_s: float
+    efficiency: float
+    widened: int  # jobs given more cores at an epoch boundary
+    queue_calls: int
+    queue_calls_per_s: float  # in-process, real time
+
+
+@dataclasses.dataclass
+class _Running:
+    job: Job
+    epoch: int = 0
+    threads: int = 1
+
+
+def draw_jobs(jobs: Sequence[Job], count: int, seed: int = 0) -> list[Job]:
+    """``count`` jobs drawn with replacement from ``jobs`` (unique ids), longest first."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(jobs), size=count)
+    drawn = [
+        dataclasses.replace(jobs[p], job_id=f"{jobs[p].job_id}#{i}", index=i)
+        for i, p in enumerate(picks)
+    ]
+    drawn.sort(key=lambda j: (-j.cost, j.index))
+    return drawn
+
+
+def lower_bound(jobs: Sequence[Job], speeds: Speeds, cores: int) -> float:
+    """``max(longest job at its most useful threads, total one-thread work / cores)``."""
+    longest = max(job_seconds(j, speeds, max(j.max_threads, 1)) for j in jobs)
+    return max(longest, sum(job_seconds(j, speeds, 1) for j in jobs) / cores)
+
+
+def simulate(
+    jobs: Sequence[Job],
+    speeds: Speeds,
+    cores: int,
+    node_cores: int = 64,
+    tail_widening: bool = True,
+) -> Simulated:
+    """Run ``jobs`` through a real :class:`JobQueue` on ``cores`` simulated cores."""
+    clock = [0.0]
+    queue = JobQueue(jobs, max_attempts=1, tail_widening=tail_widening, clock=lambda: clock[0])
+    events: list[tuple[float, int, str]] = []  # (time, sequence, worker)
+    for core in range(cores):
+        worker = f"w{core}"
+        queue.register(worker, f"n{core // node_cores}", [core % node_cores])
+        heapq.heappush(events, (0.0, core, worker))
+    running: dict[str, _Running] = {}
+    calls, widened, seq, began = 0, 0, cores, time.perf_counter()
+    while events:
+        clock[0], _, worker = heapq.heappop(events)
+        state = running.get(worker)
+        if state is None:  # asks for a job
+            calls += 1
+            after = _lease(queue, worker, running, speeds)
+        else:  # an epoch of its job ended
+            calls += 2 if state.epoch + 1 >= state.job.training.epochs else 1
+            after, grew = _epoch_end(queue, worker, state, running, speeds)
+            widened += grew
+        if after is not None:
+            seq += 1
+            heapq.heappush(events, (clock[0] + after, seq, worker))
+    real = time.perf_counter() - began
+    bound = lower_bound(jobs, speeds, cores)
+    return Simulated(
+        cores, len(jobs), clock[0], bound, bound / clock[0], widened, calls, calls / real
+    )
+
+
+def _epoch(job: Job, speeds: Speeds, threads: int) -> float:
+    return job_seconds(job, speeds, threads) / max(job.training.epochs, 1)
+
+
+def _lease(
+    queue: JobQueue, worker: str, running: dict[str, _Running], speeds: Speeds
+) -> float | None:
+    """The worker asks: seconds until its next event (None: it retired)."""
+    answer = queue.lease(worker)
+    if isinstance(answer, Retire):
+        return None
+    if isinstance(answer, Wait) or not isinstance(answer, Grant):
+        return answer.seconds
+    threads = max(len(answer.cores), 1)
+    running[worker] = _Running(answer.job, 0, threads)
+    return _epoch(answer.job, speeds, threads)
+
+
+def _epoch_end(
+    queue: JobQueue, worker: str, state: _Running, running: dict[str, _Running], speeds: Speeds
+) -> tuple[float | None, int]:
+    """An epoch ended: the queue's answer; seconds until the worker's next event, and
+    whether its job was widened."""
+    state.epoch += 1
+    answer = queue.progress(state.job.job_id, state.epoch)
+    if state.epoch >= state.job.training.epochs or isinstance(answer, Stop):
+        queue.complete(state.job.job_id, ok=True)
+        del running[worker]
+        return 0.0, 0  # it asks for its next job at once
+    grew = 0
+    if isinstance(answer, Widen):
+        state.threads, grew = len(answer.cores), 1
+    return _epoch(state.job, speeds, state.threads), grew
+
+
+def bench_scale(
+    jobs: Sequence[Job],
+    speeds: Speeds,
+    cores: Sequence[int],
+    jobs_per_core: float = 4.0,
+    node_cores: int = 64,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One simulated run per core count (with and without tail widening): a table."""
+    rows: list[dict[str, Any]] = []
+    for n in cores:
+        drawn = draw_jobs(jobs, max(1, math.ceil(n * jobs_per_core)), seed)
+        for widening in (False, True):
+            sim = simulate(drawn, speeds, n, node_cores, tail_widening=widening)
+            rows.append({"tail_widening": widening, **dataclasses.asdict(sim)})
+    return pd.DataFrame(rows)
+
+
+def run_bench_scale(
+    spec: Any, cores: Sequence[int], jobs_per_core: float, node_cores: int, output: str
+) -> Path:
+    """Probe the spec's models (or read the probe cache), simulate each core count, write
+    the summary; the bench folder."""
+    from raynn.bench.common import bench_folder, machine, machine_line
+    from raynn.kfold.probe import ProbeCache, calibrate
+    from raynn.kfold.runner import prepare
+    from raynn.placement.cores import usable_cpus
+
+    plan = prepare(spec)
+    jobs, speeds = calibrate(plan.jobs, plan.data, len(usable_cpus()), ProbeCache())
+    table = bench_scale(jobs, speeds, cores, jobs_per_core, node_cores)
+    out = bench_folder(output, f"scale_{spec.name}")
+    probed = ", ".join(f"{m} {sorted(s)}" for m, s in speeds.items())
+    header = [
+        f"### `{spec.name}` scheduled on simulated cores ({len(jobs)} grid jobs drawn "
+        f"{jobs_per_core:g} per core, nodes of {node_cores} cores)",
+        "",
+        machine_line(machine()) + f"; probed threads per model: {probed}",
+        "",
+        "efficiency = bound_s / makespan_s, bound = max(longest job, total work / cores)",
+    ]
+    write_summary(table, out, header)
+    return out
+
+
+def write_summary(table: pd.DataFrame, out: Path, header: list[str]) -> Path:
+    """``summary.md`` and ``scale.csv`` in ``out``; the summary's path."""
+    from raynn.bench.common import markdown_table
+
+    table.to_csv(out / "scale.csv", index=False)
+    cols = list(table.columns)
+    formats = {"makespan_s": "{:.1f}", "bound_s": "{:.1f}", "queue_calls_per_s": "{:.0f}"}
+    lines = header + [""] + markdown_table(table, cols, formats)
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return out / "summary.md"
+
+
+__all__ = ["Simulated", "bench_scale", "draw_jobs", "lower_bound", "run_bench_scale", "simulate"]
