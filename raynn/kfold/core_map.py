@@ -43,12 +43,14 @@ class CoreMap:
     def __init__(self) -> None:
         self.group = 0  # cores of the workers' groups (0: none registered)
         self._holders: dict[str, Holder] = {}
+        self._on_node: dict[str, dict[str, Holder]] = {}  # node -> its workers' holders
         self._node_cores: dict[str, list[int]] = {}  # node -> every core registered there
 
     def register(self, worker: str, node: str, cores: Iterable[int]) -> None:
         """A worker pinned to ``cores`` of ``node`` is up; those cores join the node's map."""
         cores = tuple(cores)
-        self._holders[worker] = Holder(node, cores)
+        self.forget(worker)  # registered again (elsewhere): only the new place counts
+        self._holders[worker] = self._on_node.setdefault(node, {})[worker] = Holder(node, cores)
         self.group = max(self.group, len(cores))
         known = self._node_cores.setdefault(node, [])
         known.extend(c for c in cores if c not in known)
@@ -59,8 +61,8 @@ class CoreMap:
         return self._holders.get(worker)
 
     def free_cores(self, node: str) -> list[int]:
-        """Cores of ``node`` that no worker holds now."""
-        held = {c for h in self._holders.values() if h.node == node for c in h.cores}
+        """Cores of ``node`` that no worker holds now (O(the node's cores), not O(workers))."""
+        held = {c for h in self._on_node.get(node, {}).values() for c in h.cores}
         return [c for c in self._node_cores.get(node, []) if c not in held]
 
     def cores_of(self, worker: str) -> tuple[int, ...] | None:
@@ -80,7 +82,9 @@ class CoreMap:
 
     def forget(self, worker: str) -> None:
         """``worker`` retired or died: its cores are free and it holds none again."""
-        self._holders.pop(worker, None)
+        holder = self._holders.pop(worker, None)
+        if holder is not None:
+            self._on_node[holder.node].pop(worker, None)
 
     @staticmethod
     def _need(job: Job, holder: Holder) -> int:
@@ -126,7 +130,7 @@ class CoreMap:
         free = self.free_cores(holder.node) if holder else []
         if holder is None or not free:
             return ()
-        peers = [h for w, h in self._holders.items() if w in busy and h.node == holder.node]
+        peers = [h for w, h in self._on_node[holder.node].items() if w in busy]
         fair = (sum(len(h.cores) for h in peers) + len(free)) // max(len(peers), 1)
         target = min(fair, max_threads or fair)
         need = target - len(holder.cores)
