@@ -306,10 +306,15 @@ def entry() -> None:  # pragma: no cover - the console script
 
     Everything a command produces is written and flushed when :func:`main` returns; the
     interpreter's own teardown (torch's and the libraries' exit handlers, freeing every
-    object) would only add time before the shell gets its prompt back.
+    object) would only add time before the shell gets its prompt back. Output piped into a
+    reader that stops early (``raynn report RUN | head``) ends quietly, as in other tools.
     """
-    code = main()
-    sys.stdout.flush()
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left: the rest of the output goes nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, what the shell reports for a tool killed by it
     sys.stderr.flush()
     os._exit(code)
 

@@ -349,3 +349,23 @@ def test_a_users_module_that_raises_on_import_is_one_line(tmp_path, monkeypatch,
     line = _one_line(capsys.readouterr().err)
     assert "importing module 'broken_models' raised ValueError: no GPU here;" in line
     assert "second line" not in line
+
+
+@pytest.mark.timeout(120)
+def test_output_piped_into_a_reader_that_left_ends_quietly(tmp_path):
+    # the reader's end is closed before the command starts: its first write meets EPIPE, as
+    # `raynn report RUN | head` does once head has its lines
+    read, write = os.pipe()
+    os.close(read)
+    spec = REPO / "jobs" / "kfold_digits.yaml"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "raynn", "validate", str(spec)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=100,
+        )
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and "Traceback" not in done.stderr, done.stderr
