@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from raynn.kfold.grid import Job
-from raynn.kfold.messages import Grant, Retire, Stop, Wait, Widen
+from raynn.kfold.messages import Grant, Retire, Stop, Widen
 from raynn.kfold.probe import job_seconds
 from raynn.kfold.queue import JobQueue
 
@@ -45,7 +45,7 @@ class Simulated:
     makespan_s: float
     bound_s: float
     efficiency: float
-    widened: int  # jobs given more cores at an epoch boundary
+    widened: int  # epoch ends at which a job got more cores (tail widening)
     queue_calls: int
     queue_calls_per_s: float  # in-process, real time
 
@@ -96,12 +96,11 @@ def simulate(
         clock[0], _, worker = heapq.heappop(events)
         state = running.get(worker)
         if state is None:  # asks for a job
-            calls += 1
-            after = _lease(queue, worker, running, speeds)
+            after, made = _lease(queue, worker, running, speeds), 1
         else:  # an epoch of its job ended
-            calls += 2 if state.epoch + 1 >= state.job.training.epochs else 1
-            after, grew = _epoch_end(queue, worker, state, running, speeds)
+            after, made, grew = _epoch_end(queue, worker, state, running, speeds)
             widened += grew
+        calls += made
         if after is not None:
             seq += 1
             heapq.heappush(events, (clock[0] + after, seq, worker))
@@ -123,7 +122,7 @@ def _lease(
     answer = queue.lease(worker)
     if isinstance(answer, Retire):
         return None
-    if isinstance(answer, Wait) or not isinstance(answer, Grant):
+    if not isinstance(answer, Grant):  # Wait: cores busy, ask again
         return answer.seconds
     threads = max(len(answer.cores), 1)
     running[worker] = _Running(answer.job, 0, threads)
@@ -132,19 +131,19 @@ def _lease(
 
 def _epoch_end(
     queue: JobQueue, worker: str, state: _Running, running: dict[str, _Running], speeds: Speeds
-) -> tuple[float | None, int]:
-    """An epoch ended: the queue's answer; seconds until the worker's next event, and
-    whether its job was widened."""
+) -> tuple[float, int, int]:
+    """An epoch ended: the queue's answer; seconds until the worker's next event, the queue
+    calls made, and whether its job was widened."""
     state.epoch += 1
     answer = queue.progress(state.job.job_id, state.epoch)
     if state.epoch >= state.job.training.epochs or isinstance(answer, Stop):
         queue.complete(state.job.job_id, ok=True)
         del running[worker]
-        return 0.0, 0  # it asks for its next job at once
+        return 0.0, 2, 0  # it asks for its next job at once
     grew = 0
     if isinstance(answer, Widen):
         state.threads, grew = len(answer.cores), 1
-    return _epoch(state.job, speeds, state.threads), grew
+    return _epoch(state.job, speeds, state.threads), 1, grew
 
 
 def bench_scale(
