@@ -25,6 +25,7 @@ from raynn.kfold.runner import prepare, run
 from raynn.kfold.train import train_job
 from raynn.runs.files import CheckpointDir, file_stem
 from tests.conftest import make_spec
+from tests.tables import drop_rows
 from tests.test_training import MemoryStore
 
 
@@ -156,7 +157,7 @@ def test_resume_with_a_checkpoint_of_a_changed_model_finishes_the_job(tmp_path, 
     train_job(job, plan.data, threads=1, checkpoints=store)
     bad = _changed_model(decode(store.load_checkpoint(job.job_id)))
     ResultsCollector(first.run_dir).save_checkpoint(job.job_id, bad)
-    (first.run_dir / "jobs" / f"{file_stem(job.job_id)}.parquet").unlink()  # as if it died
+    drop_rows(first.run_dir, [job.job_id])  # as if it died
     capfd.readouterr()
 
     argv = ["run", "--resume", str(first.run_dir), "--serial", "--threads", "1", "--no-progress"]

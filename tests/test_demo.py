@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from raynn.cli import main
-from raynn.runs.files import file_stem
 from tests.conftest import REPO, make_spec
+from tests.tables import drop_rows
 
 
 def _readme_demo_args() -> list[str]:
@@ -58,8 +58,7 @@ def test_resume_runs_only_the_missing_jobs(tmp_path, capsys):
     first = run(spec, executor="serial", progress=False)
     before = pd.read_parquet(first.run_dir / "jobs").set_index("job_id")
     lost = sorted(before.index)[:3]
-    for job_id in lost:  # as if the driver had died before these finished
-        (first.run_dir / "jobs" / f"{file_stem(job_id)}.parquet").unlink()
+    drop_rows(first.run_dir, lost)  # as if the driver had died before these finished
     code = main(["run", "--resume", str(first.run_dir), "--serial", "--no-progress"])
     assert code == 0
     after = pd.read_parquet(first.run_dir / "jobs").set_index("job_id")

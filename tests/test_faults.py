@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,9 +19,11 @@ from raynn.kfold.collector import ResultsCollector
 from raynn.kfold.executors.ray_executor import RayExecutor
 from raynn.kfold.executors.serial import SerialExecutor
 from raynn.kfold.runner import run
-from raynn.runs.files import CheckpointDir, file_stem
+from raynn.runs.files import CheckpointDir
+from raynn.runs.results import read_table
 from tests.conftest import REPO, make_spec, start_cluster
 from tests.executors import beside, leases, wait_for
+from tests.tables import drop_rows
 from tests.test_training import MemoryStore
 
 SLOW_DATA = {"name": "synthetic", "shape": [1, 24, 24], "samples": 2400, "limit": None}
@@ -106,6 +109,10 @@ def test_a_node_that_joins_mid_run_gets_workers(cluster, tmp_path):
     assert jobs["node"].nunique() == 2, jobs["node"].tolist()
 
 
+def _rows_written(runs: Path) -> int:
+    return sum(len(read_table(run_dir, "jobs")) for run_dir in runs.glob("*/"))
+
+
 @pytest.mark.parametrize("how", [["--serial", "--threads", "1"], ["--executor", "local"]])
 def test_driver_killed_then_resume_finishes_only_the_missing_jobs(tmp_path, how):
     spec_path = tmp_path / "spec.json"
@@ -123,12 +130,12 @@ def test_driver_killed_then_resume_finishes_only_the_missing_jobs(tmp_path, how)
         start_new_session=True,
     )
     runs = tmp_path / "runs"
-    wait_for(lambda: list(runs.glob("*/jobs/*.parquet")) or proc.poll() is not None)
-    assert list(runs.glob("*/jobs/*.parquet")), "the driver ended before it wrote a job"
+    wait_for(lambda: _rows_written(runs) or proc.poll() is not None)
+    assert _rows_written(runs), "the driver ended before it wrote a job"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     (run_dir,) = list(runs.iterdir())
-    before = pd.read_parquet(run_dir / "jobs")
+    before = read_table(run_dir, "jobs")  # the rows in the killed driver's journal too
     assert 1 <= len(before) < 4
     assert main(["run", "--resume", str(run_dir), *how, "--no-progress"]) == 0
     after = pd.read_parquet(run_dir / "jobs")
@@ -171,7 +178,7 @@ def test_a_corrupt_checkpoint_restarts_the_job_from_scratch(tmp_path):
         store = MemoryStore(resume_at=2)
         train_job(by_id[job_id], plan.data, threads=1, checkpoints=store)
         collector.save_checkpoint(job_id, store.load_checkpoint(job_id))
-        (first.run_dir / "jobs" / f"{file_stem(job_id)}.parquet").unlink()
+    drop_rows(first.run_dir, [good, bad])
     ckpt = CheckpointDir(first.run_dir).path(bad)
     blob = bytearray(ckpt.read_bytes())
     blob[len(blob) // 2] ^= 0xFF
@@ -188,11 +195,11 @@ def test_a_corrupt_checkpoint_restarts_the_job_from_scratch(tmp_path):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 96 KiB tmpfs (root only): the output disk that fills up mid-run."""
+    """A 32 KiB tmpfs (root only): the output disk that fills up mid-run."""
     mount = tmp_path / "disk"
     mount.mkdir()
     proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount)], capture_output=True
     )
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
@@ -223,7 +230,7 @@ def test_a_full_output_disk_fails_clearly_and_keeps_written_rows(tiny_disk, tmp_
     assert code == 2 and err.count("\n") == 1 and "cannot write" in err
     assert "--resume" in err
     (run_dir,) = list(tiny_disk.iterdir())
-    written = pd.read_parquet(run_dir / "jobs")  # every row that landed reads whole
+    written = read_table(run_dir, "jobs")  # every row that landed reads whole
     assert 0 < len(written) < 16 and (written["status"] == "ok").all()
     assert not list((run_dir / "jobs").glob(".*.tmp"))
 

@@ -17,11 +17,11 @@ from raynn.kfold.messages import Continue, Retire, Stop
 from raynn.kfold.queue import JobQueue
 from raynn.kfold.racing import Race, start_race, worse_p_value
 from raynn.kfold.rows import RACED_OUT
-from raynn.runs.files import file_stem
 from raynn.runs.results import read_table
 from raynn.spec import Component, TrainingSpec
 from raynn.spec.sections import RacingSpec
 from tests.conftest import make_spec
+from tests.tables import drop_rows
 
 ON = RacingSpec(metric="val_accuracy", alpha=0.05, min_folds=2)
 
@@ -299,7 +299,7 @@ def test_raced_out_rows_survive_resume_and_are_not_run_again(tmp_path):
     assert raced
     # lose one ok fold of the good configuration, as a crash would, then resume
     lost = before.index[(before["status"] == "ok") & (before["scheduler"] == "cosine")][-1]
-    (run_dir / "jobs" / f"{file_stem(lost)}.parquet").unlink()
+    drop_rows(run_dir, [lost])
     again = run(None, resume=run_dir, executor="serial", threads=1, progress=False)
     after = again.jobs.set_index("job_id")
     assert after.loc[lost, "status"] == "ok"

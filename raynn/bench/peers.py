@@ -79,6 +79,7 @@ def run_pool(spec_path: str, out: str, cores_per_job: int, workers: int) -> None
         tasks = (delayed(_pool_task)(job, plan.data, cores_per_job) for job in plan.jobs)
         for result in Parallel(n_jobs=workers, return_as="generator_unordered")(tasks):
             collector.write_job(result)
+    collector.close()
 
 
 def run_tune(spec_path: str, out: str, cores_per_job: int, workers: int, reuse: bool) -> None:
@@ -97,7 +98,9 @@ def run_tune(spec_path: str, out: str, cores_per_job: int, workers: int, reuse: 
         from raynn.kfold.collector import ResultsCollector
 
         result = _train(by_id[config["job_id"]], data, cores_per_job, f"tune-{os.getpid()}")
-        ResultsCollector(out).write_job(result)
+        collector = ResultsCollector(out, shared=True)  # trials write at once
+        collector.write_job(result)
+        collector.close()
         return {"done": 1}
 
     tuner = tune.Tuner(
@@ -116,9 +119,10 @@ def run_instance(spec_path: str, out: str, rank: int, of: int, threads: int) -> 
     from raynn.kfold.collector import ResultsCollector
 
     plan = _plan(spec_path)
-    collector = ResultsCollector(out)
+    collector = ResultsCollector(out, shared=True)  # the other instances write too
     for job in plan.jobs[rank::of]:
         collector.write_job(_train(job, plan.data, threads, f"instance-{rank}"))
+    collector.close()
 
 
 def run_multi_instance(spec_path: str, out: str, cores_per_job: int, workers: int) -> None:
@@ -140,7 +144,9 @@ def run_multi_instance(spec_path: str, out: str, cores_per_job: int, workers: in
 def _one_process(job: Any, data: Any, out: str, worker: str) -> None:
     from raynn.kfold.collector import ResultsCollector
 
-    ResultsCollector(out).write_job(_train(job, data, None, worker))
+    collector = ResultsCollector(out, shared=True)  # the other jobs' processes write too
+    collector.write_job(_train(job, data, None, worker))
+    collector.close()
 
 
 def run_processes(spec_path: str, out: str, timeout: float | None) -> bool:

@@ -9,38 +9,40 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from raynn.kfold.rows import FINAL, JobResult
 from raynn.kfold.tables import EPOCHS_SCHEMA, JOBS_SCHEMA, search_schema
-from raynn.runs.files import (
-    CheckpointDir,
-    file_stem,
-    read_bytes,
-    remove_file,
-    safe_name,
-    write_bytes,
-)
-from raynn.runs.results import UTILIZATION_SCHEMA, write_table
-
-
-def _status_on_disk(path: Path) -> str | None:
-    """The status in a job's row file, or None (no file, or one that cannot be read)."""
-    try:
-        table = pq.read_table(pa.BufferReader(read_bytes(path)), columns=["status"])
-        column = table.column("status").to_pylist()
-    except (OSError, pa.ArrowException):
-        return None
-    return column[0] if column else None
+from raynn.runs.batches import BatchedTable
+from raynn.runs.files import CheckpointDir, file_stem, write_bytes
+from raynn.runs.results import UTILIZATION_SCHEMA, read_table, write_table
 
 
 class ResultsCollector:
-    """Writes one run directory. A plain class; Ray wraps it as an actor on the driver's node."""
+    """Writes one run directory. A plain class; Ray wraps it as an actor on the driver's node.
 
-    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+    The job and epoch rows go through a :class:`~raynn.runs.batches.BatchedTable` each: a
+    row is in the table's journal (safe from a kill) when :meth:`write_job` returns, in a
+    Parquet batch every few thousand rows, and in one file per table after :meth:`close`.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], shared: bool = False) -> None:
+        """``shared``: other processes write the same run directory at once (the bench's peers,
+        a process per job or per instance): batches are neither merged nor recovered."""
         self.run_dir = Path(run_dir)
         self.checkpoints = CheckpointDir(run_dir)
+        self.shared = shared
+        self._tables: dict[str, BatchedTable] = {}
+        self._status: dict[str, str] | None = None  # each job's status in the table
+
+    def _table(self, name: str) -> BatchedTable:
+        if name not in self._tables:
+            self._tables[name] = BatchedTable(self.run_dir / name, "job_id", self.shared)
+        return self._tables[name]
+
+    def _statuses(self) -> dict[str, str]:
+        if self._status is None:  # a resumed run's rows: read once
+            jobs = read_table(self.run_dir, "jobs", damaged=[])
+            self._status = dict(zip(jobs["job_id"], jobs["status"], strict=True))
+        return self._status
 
     def write_job(self, result: JobResult) -> None:
         """Write (or replace) the job's row and its epoch rows; drop its checkpoint if done.
@@ -48,25 +50,27 @@ class ResultsCollector:
         Idempotent, and an ok row is final: a later result of the same job that is not ok
         (an attempt that ran again after its row was written) leaves the ok row and its epochs.
         """
-        name = file_stem(result.job_id)
-        row = self.run_dir / "jobs" / f"{name}.parquet"
-        if result.status != "ok" and _status_on_disk(row) == "ok":
+        job_id = result.job_id
+        if result.status != "ok" and self._statuses().get(job_id) == "ok":
             return
         if result.model_state is not None and result.status == "ok":  # before its row
-            write_bytes(self.run_dir / "models" / f"{name}.pt", result.model_state)
+            write_bytes(self.run_dir / "models" / f"{file_stem(job_id)}.pt", result.model_state)
         same = {"config": result.config, **result.search_cells()}
-        write_table(
-            self.run_dir / "epochs" / f"{name}.parquet",
+        self._table("epochs").put(
+            job_id,
             [{**vars(r), **same} for r in result.history],
             search_schema(EPOCHS_SCHEMA, result.columns),
         )
-        write_table(row, [result.row()], search_schema(JOBS_SCHEMA, result.columns))
-        legacy = safe_name(result.job_id)  # a schema-2 run's name for the same job (unbounded:
-        if legacy != name:  # one too long to be a file name is no file, see remove_file)
-            for table in ("jobs", "epochs"):
-                remove_file(self.run_dir / table / f"{legacy}.parquet")
+        self._table("jobs").put(job_id, [result.row()], search_schema(JOBS_SCHEMA, result.columns))
+        if self._status is not None:
+            self._status[job_id] = result.status
         if result.status in FINAL:  # done, or raced out: never resumed
-            self.checkpoints.drop(result.job_id)
+            self.checkpoints.drop(job_id)
+
+    def close(self) -> None:
+        """The run's end: each table's rows in one Parquet file."""
+        for table in self._tables.values():
+            table.close()
 
     def write_utilization(self, node: str, rows: list[dict[str, Any]]) -> None:
         """Write (or replace) one node's utilisation samples."""

@@ -26,7 +26,6 @@ from raynn.kfold.rows import FINAL
 from raynn.kfold.tables import JOBS_SCHEMA  # noqa: F401 - registers the tables' schemas
 from raynn.placement.cores import check_cores_per_job, usable_cpus
 from raynn.placement.progress import Progress
-from raynn.runs.files import file_stem
 from raynn.runs.record import RunRecord, RunResult, check_writable
 from raynn.runs.report import write_report
 from raynn.runs.results import output_root, read_table, set_aside
@@ -316,12 +315,12 @@ def _unfinished(record: RunRecord, jobs: list[Job]) -> tuple[list[Job], Any]:
     run_dir = record.run_dir
     damaged: list[Path] = []
     table = read_table(run_dir, "jobs", damaged)
-    read_table(run_dir, "epochs", damaged)
-    lost = {f.stem for f in damaged}  # a job whose epochs are lost runs again too
+    epochs = read_table(run_dir, "epochs", damaged)
     for moved in set_aside(run_dir, damaged):
-        print(f"raynn: set aside damaged {moved}; its job runs again", file=sys.stderr)
+        print(f"raynn: set aside damaged {moved}; its jobs run again", file=sys.stderr)
     done = set(table.loc[table["status"].isin(FINAL), "job_id"])  # raced out: final
-    done = {j for j in done if file_stem(j) not in lost}
+    trained = table.loc[(table["status"] == "ok") & (table["epochs"] > 0), "job_id"]
+    done -= set(trained) - set(epochs["job_id"])  # an ok job whose epoch rows are lost
     return [j for j in jobs if j.job_id not in done], table
 
 

@@ -1,6 +1,7 @@
 """The Parquet tables of a K-fold run directory: ``jobs/`` and ``epochs/``, their schemas
 derived from the row dataclasses (:mod:`raynn.kfold.rows`) and registered for readers, plus
-one column per searched key of the run (:func:`search_schema`)."""
+one column per searched key of the run (:func:`search_schema`). Both are written in batches
+keyed by ``job_id`` (:mod:`raynn.runs.batches`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pyarrow as pa
 from raynn.kfold.rows import EpochRecord, JobResult
 from raynn.runs.results import register_table, schema_of
 
-JOBS_SCHEMA = register_table("jobs", schema_of(JobResult))
-EPOCHS_SCHEMA = register_table("epochs", schema_of(EpochRecord))
+JOBS_SCHEMA = register_table("jobs", schema_of(JobResult), key="job_id")
+EPOCHS_SCHEMA = register_table("epochs", schema_of(EpochRecord), key="job_id")
 
 _SEARCH_TYPES = {
     "float64": pa.float64(),

@@ -137,10 +137,29 @@ def atomic_write(
         finally:
             os.close(dfd)
     except OSError as exc:
-        raise OutputError(
-            f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions, then "
-            f"continue with 'raynn run --resume {path.parent.parent}'"
-        ) from None
+        raise write_error(path, exc) from None
+
+
+def create_unbuffered(path: Path) -> IO[bytes]:
+    """A new file at ``path``, opened for writing without a buffer (each write reaches the
+    kernel at once, safe from a kill of this process), never through a link; its folder is
+    fsync'ed so that the name survives a power loss. OSError if it exists."""
+    folder = open_folder(path.parent)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_LINK
+        fd = os.open(path.name, flags, 0o666, dir_fd=folder)
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+    return os.fdopen(fd, "wb", buffering=0)
+
+
+def write_error(path: Path, exc: OSError) -> OutputError:
+    """The one line for a file of a run directory that could not be written."""
+    return OutputError(
+        f"cannot write {path}: {exc.strerror or exc}; free space or fix permissions, then "
+        f"continue with 'raynn run --resume {path.parent.parent}'"
+    )
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:

@@ -4,8 +4,10 @@ Layout of ``runs/<run-id>/`` (schema version :data:`SCHEMA_VERSION`, documented 
 ``docs/RESULTS.md``)::
 
     run.json                     spec, versions, hosts, start/end, status
-    jobs/<stem>.parquet          one row per job (raynn.kfold.tables.JOBS_SCHEMA)
-    epochs/<stem>.parquet        one row per job and epoch (raynn.kfold.tables.EPOCHS_SCHEMA)
+    jobs/batch-<seq>-<pid>.parquet   one row per job (raynn.kfold.tables.JOBS_SCHEMA), in
+                                 batches and a journal during a run, one file after it
+                                 (raynn.runs.batches)
+    epochs/batch-<seq>-<pid>.parquet one row per job and epoch (EPOCHS_SCHEMA), likewise
     utilization/<stem>.parquet   per-core CPU % over time, per node (UTILIZATION_SCHEMA)
     checkpoints/<stem>.ckpt      latest checkpoint of unfinished jobs
     models/<stem>.pt, refit.pt   trained weights (keep_models, refit; raynn.kfold.saved)
@@ -17,7 +19,8 @@ Layout of ``runs/<run-id>/`` (schema version :data:`SCHEMA_VERSION`, documented 
 characters plus a short hash, so no two jobs share a file and none is hidden from readers.
 
 Every file is written to a temporary name and renamed into place, so a crash never leaves a
-half-written table; ``pandas.read_parquet(run_dir / "jobs")`` reads each table whole.
+half-written table; :func:`read_table` reads each table whole (each job's rows from its
+newest write), and so does ``pandas.read_parquet(run_dir / "jobs")`` once the run ended.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raynn.errors import OutputError
+from raynn.runs import batches
 from raynn.runs.files import (
     atomic_write,
     check_no_links,
@@ -50,7 +54,7 @@ from raynn.runs.files import (
 
 __all__ = ["write_bytes", "write_json"]  # re-exported: the run directory's writers
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 UTILIZATION_SCHEMA = pa.schema(
     [
@@ -103,9 +107,16 @@ def schema_of(row_type: type) -> pa.Schema:
     return pa.schema(columns)
 
 
-def register_table(name: str, schema: pa.Schema) -> pa.Schema:
-    """Record the schema of the table in folder ``name`` (each kind's row module does)."""
+# the key of each table written in batches (raynn.runs.batches): its rows' owner, e.g. a job
+TABLE_KEYS: dict[str, str] = {}
+
+
+def register_table(name: str, schema: pa.Schema, key: str | None = None) -> pa.Schema:
+    """Record the schema of the table in folder ``name`` (each kind's row module does), and
+    the key of a table written in batches (:class:`raynn.runs.batches.BatchedTable`)."""
     TABLE_SCHEMAS[name] = schema
+    if key is not None:
+        TABLE_KEYS[name] = key
     return schema
 
 
@@ -278,14 +289,7 @@ def read_table(
     import pandas as pd
 
     check_no_links(run_dir)
-    path = Path(run_dir) / table
-    schema = TABLE_SCHEMAS
-    parts, bad = [], []
-    for file in sorted(path.glob("*.parquet")) if path.is_dir() else []:
-        try:
-            parts.append(pq.read_table(pa.BufferReader(read_bytes(file))))
-        except (OSError, pa.ArrowException):
-            bad.append(file)
+    parts, bad = _read_parts(Path(run_dir) / table, TABLE_KEYS.get(table))
     if bad and damaged is None:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise OutputError(
@@ -295,8 +299,35 @@ def read_table(
     if damaged is not None:
         damaged.extend(bad)
     if not parts:
-        return schema[table].empty_table().to_pandas() if table in schema else pd.DataFrame()
-    return pa.concat_tables(parts, promote_options="permissive").to_pandas()
+        schema = TABLE_SCHEMAS.get(table)
+        return schema.empty_table().to_pandas() if schema is not None else pd.DataFrame()
+    whole = pa.concat_tables(parts, promote_options="permissive")
+    if table in TABLE_KEYS:  # each key's rows from its newest file
+        whole = batches.latest(whole, TABLE_KEYS[table])
+    return whole.to_pandas()
+
+
+def _read_parts(path: Path, key: str | None) -> tuple[list[pa.Table], list[Path]]:
+    """The tables of folder ``path``'s files (a keyed table's batches and journals ranked,
+    :func:`raynn.runs.batches.read_ranked`), and the files that are not readable."""
+    parts, bad = [], []
+    files = sorted(path.iterdir()) if path.is_dir() else []
+    for file in files:
+        journal = key is not None and batches.sequence(file.name) is not None
+        if file.suffix != ".parquet" and not journal:
+            continue
+        try:
+            data = batches.read_ranked(file) if key is not None else _read_parquet(file)
+        except (OSError, pa.ArrowException):
+            bad.append(file)
+            continue
+        if data is not None:  # None: a journal with no whole record
+            parts.append(data)
+    return parts, bad
+
+
+def _read_parquet(file: Path) -> pa.Table:
+    return pq.read_table(pa.BufferReader(read_bytes(file)))
 
 
 def set_aside(run_dir: str | os.PathLike[str], files: list[Path]) -> list[Path]:

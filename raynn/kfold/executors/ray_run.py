@@ -234,11 +234,14 @@ class RayRun:
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
         failed: BaseException | None = None
-        for name, rows in self.group.drain().items():
-            if rows is None:
-                continue  # that node is gone: its samples with it
+        calls = [  # a node that is gone (no rows) took its samples with it
+            self.collector.write_utilization.remote(name, rows)
+            for name, rows in self.group.drain().items()
+            if rows is not None
+        ]
+        for ref in [*calls, self.collector.close.remote()]:  # the tables: one file each
             try:
-                ray.get(self.collector.write_utilization.remote(name, rows))
+                ray.get(ref)
             except (RayActorError, GetTimeoutError):
                 pass  # the collector is gone: the error in flight says so
             except RayTaskError as exc:

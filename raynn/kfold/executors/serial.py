@@ -55,6 +55,7 @@ class SerialExecutor(Executor):
                 thread.join(0.5)
         finally:
             collector.write_utilization(node, sampler.stop())
+            collector.close()
         progress.close(queue.stats())
         if error:
             raise error[0]
