@@ -162,6 +162,17 @@ class JobQueue:
             self._failed[job_id] = error or "failed"
         return self._racing.take_cancelled()
 
+    def finish(
+        self, worker: str, job_id: str, ok: bool = True, error: str | None = None,
+        metrics: dict[str, float] | None = None, raced_out: bool = False, written: object = None,
+    ) -> tuple[list[tuple[Job, str]], LeaseAnswer]:  # fmt: skip
+        """:meth:`complete` then :meth:`lease` for the same worker, in one call (one round
+        trip per job): the jobs racing cancelled, and the worker's next answer. ``written``
+        is ignored: through Ray, the reference of the job's write, which Ray resolves before
+        this runs (:mod:`raynn.kfold.handover`)."""
+        cancelled = self.complete(job_id, ok, error, metrics, raced_out)
+        return cancelled, self.lease(worker)
+
     def release_worker(self, worker: str, reason: str = "worker died") -> list[tuple[Job, int]]:
         """Return the leases of a dead worker to the queue (front, so they finish first).
 

@@ -1,4 +1,5 @@
-"""The worker loop: lease a job, train it, report, repeat, until the queue is empty.
+"""The worker loop: lease a job, train it, hand it over with the next lease, until the queue is
+empty.
 
 :class:`CoreGroupWorker` is a plain class, run in three places with the same loop: in the
 driver (the serial executor: queue and collector are plain objects), in a process forked on
@@ -24,6 +25,7 @@ from typing import Any
 from raynn.core.checkpoint import CheckpointStore
 from raynn.core.data import ArrayDataset
 from raynn.errors import OutputError
+from raynn.kfold.handover import handover_for
 from raynn.kfold.messages import Grant, Retire, Stop, Wait, Widen
 from raynn.kfold.racing import RacedOut
 from raynn.kfold.rows import RACED_OUT
@@ -82,6 +84,8 @@ class WorkerContext:
         unit_cpus: the CPUs of each core (unit id -> CPUs; default: each core is one CPU).
         threads: torch threads when ``cores`` is empty (default: torch's current setting).
         checkpoints: where checkpoints go (default: through the collector).
+        handover: what takes a result and answers the next lease (default: the queue and
+            the collector's, :func:`~raynn.kfold.handover.handover_for`).
     """
 
     worker_id: str
@@ -93,6 +97,7 @@ class WorkerContext:
     unit_cpus: Mapping[int, Sequence[int]] = field(default_factory=dict)
     threads: int | None = None
     checkpoints: CheckpointStore | None = None
+    handover: Any = None
 
 
 class CoreGroupWorker:
@@ -126,6 +131,8 @@ class CoreGroupWorker:
         self.queue = context.queue
         self.collector = context.collector
         self.checkpoints = context.checkpoints or _CollectorCheckpoints(context.collector)
+        self.handover = context.handover or handover_for(context.queue, context.collector)
+        self._pools: list[str] | None = None  # the thread pools, read again after a re-pin
         self._job: str | None = None  # the job training now (its steps renew its lease)
         self._next_beat = 0.0
 
@@ -144,6 +151,7 @@ class CoreGroupWorker:
         """Move every thread of this process onto ``cores`` (a new grant, or widening)."""
         if cores and cores != self.cores:
             self.cores, self.threads = cores, pin_current_process(self._cpus(cores))
+            self._pools = None
 
     def _on_epoch(self, job_id: str, epoch: int, epochs: int, loss: float | None = None) -> None:
         if not self.cores:
@@ -176,22 +184,23 @@ class CoreGroupWorker:
             hook.remove()
 
     def _loop(self) -> int:
-        count = 0
+        count, answer = 0, call(self.queue, "lease", self.worker_id)
         while True:
-            answer = call(self.queue, "lease", self.worker_id)
             match answer:
                 case Retire():
                     return count
                 case Wait(seconds):  # jobs pending, but their cores are busy
                     time.sleep(seconds)
+                    answer = call(self.queue, "lease", self.worker_id)
                 case Grant():
-                    self._run_job(answer)
+                    result = self._run_job(answer)
+                    answer = self.handover.hand_over(self.worker_id, result)  # and the next
                     count += 1
                 case _:
                     raise TypeError(f"the queue answered a lease with {answer!r}")
 
-    def _run_job(self, grant: Grant) -> None:
-        """Train the granted job on its cores, write its row, and tell the queue it ended."""
+    def _run_job(self, grant: Grant) -> JobResult:
+        """Train the granted job on its cores; its result, for the handover."""
         job, attempt = grant.job, grant.attempt
         self._repin(grant.cores)
         started = time.time()
@@ -217,10 +226,7 @@ class CoreGroupWorker:
         result.queue_wait_seconds = grant.queue_wait
         result.node, result.worker = self.node, self.worker_id
         # what was really in force: every thread's mask, and the pools' own thread counts
-        result.affinity, result.thread_pools = affinity_in_force(), thread_pools()
-        call(self.collector, "write_job", result)
-        metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss}
-        ok, raced = result.status == "ok", result.status == RACED_OUT
-        cancelled = call(self.queue, "complete", job.job_id, ok, result.error, metrics, raced)
-        for other, reason in cancelled or ():  # fold racing cancelled these: record them
-            call(self.collector, "write_job", JobResult.failed(other, reason, 0, RACED_OUT))
+        if self._pools is None:
+            self._pools = thread_pools()
+        result.affinity, result.thread_pools = affinity_in_force(), list(self._pools)
+        return result

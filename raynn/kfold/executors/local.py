@@ -36,6 +36,7 @@ from raynn.kfold.executors.base import (
 )
 from raynn.kfold.executors.supervision import jobs_lost, stuck_workers
 from raynn.kfold.grid import Job
+from raynn.kfold.handover import Handover
 from raynn.kfold.messages import Retire, Wait
 from raynn.kfold.racing import Race
 from raynn.kfold.workers import CoreGroupWorker, WorkerContext
@@ -78,6 +79,7 @@ def worker_main(
             domain=domain,
             unit_cpus=unit_cpus,
             checkpoints=CheckpointDir(run_dir),
+            handover=PipeProxy(conn, "run", lock),  # the result and the next lease: one message
         )
         worker = CoreGroupWorker(context, data)
         worker.run()
@@ -173,6 +175,7 @@ class LocalRun:
             jobs, scheduling.max_attempts, scheduling.tail_widening, scheduling.lease_timeout, race
         )
         self.collector = ResultsCollector(run_dir)
+        self.handover = Handover(self.queue, self.collector)
         self.waiting: dict[Connection, str] = {}  # leases to answer once cores free up
         self.group = WorkerGroup(
             ForkBackend(self._fork),
@@ -208,15 +211,15 @@ class LocalRun:
     def _answer(self, proc: ForkedMember, target: str, method: str, args: tuple) -> None:
         if target == "driver":  # the worker hit an error that is not its job's: stop
             raise args[0]
-        obj = self.queue if target == "queue" else self.collector
+        obj = {"queue": self.queue, "collector": self.collector, "run": self.handover}[target]
         value = getattr(obj, method)(*args)  # an OutputError stops the run (exit 2)
-        if target == "queue" and method == "lease":
+        if (target, method) in (("queue", "lease"), ("run", "hand_over")):
             if isinstance(value, Wait):  # wait for cores: answered in _retry_waiting
                 self.waiting[proc.conn] = args[0]
                 return
             proc.retired = isinstance(value, Retire)
         send(proc.conn, value)
-        if target == "queue" and method in ("complete", "lease") and self.waiting:
+        if method in ("complete", "lease", "hand_over") and self.waiting:
             self._retry_waiting()
 
     def _retry_waiting(self) -> None:
@@ -263,6 +266,7 @@ class LocalRun:
         finally:
             for name, rows in self.group.drain().items():
                 self.collector.write_utilization(name, rows or [])
+            self.collector.close()
         return Execution(
             "local",
             self.group.started,
