@@ -109,9 +109,15 @@ def test_kfold_figures_have_titles_labels_and_legends(kfold_run):
         _check_figure(f.figure)
     titles = [ax.get_title() for ax in figs["utilization"].figure.axes]
     assert "raynn's own processes" in titles and "everything else on the machine" in titles
-    # one line per job and epoch axis; one row per CPU the jobs held on the timeline
+    # a line per configuration, its jobs apart (a NaN between two): each job its own epochs
     loss_ax = figs["epochs"].figure.axes[0]
-    assert len(loss_ax.get_lines()) == 4 and list(loss_ax.get_lines()[0].get_xdata()) == [1, 2]
+    segments = [
+        part
+        for line in loss_ax.get_lines()
+        for part in " ".join(str(x) for x in line.get_xdata()).split("nan")
+    ]
+    assert len(loss_ax.get_lines()) == 2 and [s.split() for s in segments] == [["1.0", "2.0"]] * 4
+    # one row per CPU the jobs held on the timeline
     cpus = {c for cores in read_table(kfold_run, "jobs")["cores"] for c in cores}
     assert len(figs["timeline"].figure.axes[0].get_yticks()) == len(cpus)
 
