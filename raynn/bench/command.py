@@ -82,6 +82,17 @@ def _add_bench_scale(bsub: argparse._SubParsersAction) -> None:
     bc.add_argument("--jobs-per-core", type=float, default=4.0, help="jobs drawn per core")
     bc.add_argument("--node-cores", type=int, default=64, help="cores per simulated node")
     bc.add_argument("--output", default="bench", help="root of bench result folders")
+    bc.add_argument(
+        "--queue-workers",
+        default=None,
+        help="instead of simulating: the queue actor's jobs/s for jobs that do nothing, at "
+        "these comma-separated worker counts (e.g. 8,32,128,256; threads in a few processes)",
+    )
+    bc.add_argument("--queue-jobs", type=int, default=5000, help="jobs per queue-load run")
+    bc.add_argument("--queue-repeats", type=int, default=1, help="queue-load runs, interleaved")
+    bc.add_argument(
+        "--queue-runners", type=int, default=4, help="processes running the worker threads"
+    )
 
 
 def _add_bench_search(bsub: argparse._SubParsersAction) -> None:
@@ -147,6 +158,8 @@ def _bench_scale(args: argparse.Namespace, spec: Any) -> int:
 
     if spec.kind != "kfold":
         raise RaynnError(f"raynn bench scale needs a kind: kfold spec, got {spec.kind}")
+    if args.queue_workers is not None:
+        return _bench_queue_load(args, spec)
     try:
         cores = [int(c) for c in args.cores.split(",") if c.strip()]
     except ValueError:
@@ -154,6 +167,26 @@ def _bench_scale(args: argparse.Namespace, spec: Any) -> int:
     if not cores or min(cores) < 1 or args.node_cores < 1 or args.jobs_per_core <= 0:
         raise RaynnError("--cores, --node-cores and --jobs-per-core must be positive")
     out = run_bench_scale(spec, cores, args.jobs_per_core, args.node_cores, args.output)
+    return _show_bench(out)
+
+
+def _bench_queue_load(args: argparse.Namespace, spec: Any) -> int:
+    from raynn.bench.queue_load import run_bench_queue_load
+
+    try:
+        workers = [int(w) for w in args.queue_workers.split(",") if w.strip()]
+    except ValueError:
+        raise RaynnError(
+            f"--queue-workers: {args.queue_workers!r} is no list of numbers; use 8,32,128,256"
+        ) from None
+    counts = (args.queue_jobs, args.queue_repeats, args.queue_runners)
+    if not workers or min(workers) < 1 or min(counts) < 1:
+        raise RaynnError(
+            "--queue-workers, --queue-jobs, --queue-repeats and --queue-runners must be positive"
+        )
+    out = run_bench_queue_load(
+        spec, workers, args.queue_jobs, args.queue_repeats, args.queue_runners, args.output
+    )
     return _show_bench(out)
 
 
