@@ -35,7 +35,7 @@ from raynn.errors import RaynnError
 _PR_SET_PDEATHSIG = 1
 _POOL_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # what the local executor's workers need, imported once by the zygote
-ZYGOTE_PRELOAD = ("torch", "raynn.kfold.executors.local")
+ZYGOTE_PRELOAD = ("torch", "torch._dynamo", "raynn.kfold.executors.local")
 _BOOT = "from raynn.placement.processes import _zygote_main; _zygote_main()"
 
 
