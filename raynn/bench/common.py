@@ -124,3 +124,20 @@ def have_matplotlib(what: str) -> bool:
         print(f"matplotlib is not installed: no {what}", flush=True)
         return False
     return True
+
+
+def write_summary(
+    table: Any,
+    out: Path,
+    name: str,
+    header: list[str],
+    formats: dict[str, str],
+    notes: Sequence[str] = (),
+) -> Path:
+    """``summary.md`` (``header``, ``table`` as markdown, ``notes``) and ``<name>.csv`` in
+    ``out``; the summary's path."""
+    table.to_csv(out / f"{name}.csv", index=False)
+    lines = [*header, "", *markdown_table(table, list(table.columns), formats)]
+    lines += ["", *notes] if notes else []
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    return out / "summary.md"

@@ -336,7 +336,7 @@ def run_bench_queue_load(
 ) -> Path:
     """Start an embedded local Ray on this machine's cores (never a cluster; or use the Ray
     this process has up), measure each worker count, write the summary; the bench folder."""
-    from raynn.bench.common import bench_folder, machine, machine_line
+    from raynn.bench.common import bench_folder, machine, machine_line, write_summary
     from raynn.bench.scale import draw_jobs
     from raynn.kfold.runner import prepare
     from raynn.placement import session
@@ -353,7 +353,9 @@ def run_bench_queue_load(
     table = summarize(runs)
     header = _header(spec, table, len(grid), jobs, machine_line(machine()))
     notes = _notes(table, in_process_rate(drawn), pickle_micros(drawn[0]))
-    write_summary(table, out, header, notes)
+    formats = {c: "{:.0f}" for c in ("jobs_per_s", "jobs_per_s_min", "jobs_per_s_max")}
+    formats |= {c: "{:.2f}" for c in ("seconds", "p50_ms", "p90_ms", "p99_ms")}
+    write_summary(table, out, "queue_load", header, formats, notes)
     return out
 
 
@@ -381,15 +383,3 @@ def _notes(table: pd.DataFrame, in_process: float, pickle_us: float) -> list[str
         f"{in_process:,.0f} jobs/s; pickling and unpickling one finish answer takes "
         f"{pickle_us:.0f} us.",
     ]
-
-
-def write_summary(table: pd.DataFrame, out: Path, header: list[str], notes: list[str]) -> Path:
-    """``summary.md`` and ``queue_load.csv`` in ``out``; the summary's path."""
-    from raynn.bench.common import markdown_table
-
-    table.to_csv(out / "queue_load.csv", index=False)
-    formats = {c: "{:.0f}" for c in ("jobs_per_s", "jobs_per_s_min", "jobs_per_s_max")}
-    formats |= {"seconds": "{:.2f}", "p50_ms": "{:.2f}", "p90_ms": "{:.2f}", "p99_ms": "{:.2f}"}
-    lines = header + [""] + markdown_table(table, list(table.columns), formats) + [""] + notes
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    return out / "summary.md"

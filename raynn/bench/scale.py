@@ -169,7 +169,7 @@ def run_bench_scale(
 ) -> Path:
     """Probe the spec's models (or read the probe cache), simulate each core count, write
     the summary; the bench folder."""
-    from raynn.bench.common import bench_folder, machine, machine_line
+    from raynn.bench.common import bench_folder, machine, machine_line, write_summary
     from raynn.kfold.probe import ProbeCache, calibrate
     from raynn.kfold.runner import prepare
     from raynn.placement.cores import usable_cpus
@@ -187,20 +187,9 @@ def run_bench_scale(
         "",
         "efficiency = bound_s / makespan_s, bound = max(longest job, total work / cores)",
     ]
-    write_summary(table, out, header)
-    return out
-
-
-def write_summary(table: pd.DataFrame, out: Path, header: list[str]) -> Path:
-    """``summary.md`` and ``scale.csv`` in ``out``; the summary's path."""
-    from raynn.bench.common import markdown_table
-
-    table.to_csv(out / "scale.csv", index=False)
-    cols = list(table.columns)
     formats = {"makespan_s": "{:.1f}", "bound_s": "{:.1f}", "queue_calls_per_s": "{:.0f}"}
-    lines = header + [""] + markdown_table(table, cols, formats)
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    return out / "summary.md"
+    write_summary(table, out, "scale", header, formats)
+    return out
 
 
 __all__ = ["Simulated", "bench_scale", "draw_jobs", "lower_bound", "run_bench_scale", "simulate"]
