@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from raynn.bench.queue_load import LoopRunner, check_handed, measure, summarize
+from raynn.bench.queue_load import LoopRunner, check_handed, measure
+from raynn.bench.queue_load_summary import summarize
 from raynn.bench.scale import draw_jobs
 from raynn.kfold.runner import prepare
 from tests.conftest import TINY, make_spec
@@ -26,18 +27,22 @@ def _sane(row) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_every_job_goes_out_exactly_once_to_eight_threaded_workers(ray_local, plan):
+@pytest.mark.parametrize("prefetch", [1, 16])
+def test_every_job_goes_out_exactly_once_to_eight_threaded_workers(ray_local, plan, prefetch):
     jobs = draw_jobs(plan.jobs, 200)
     pool = [ray_local.remote(num_cpus=0)(LoopRunner).remote() for _ in range(2)]
     try:
-        row, handed = measure(jobs, plan.spec.scheduling, pool, workers=8)
+        row, handed = measure(jobs, plan.spec.scheduling, pool, workers=8, prefetch=prefetch)
     finally:
         for runner in pool:
             ray_local.kill(runner)
     assert sorted(handed) == sorted(j.job_id for j in jobs)
     check_handed(jobs, handed)
-    assert (row.workers, row.runners, row.nodes, row.jobs) == (8, 2, 1, 200)
-    assert row.calls >= 200 + 8  # a first lease each, a finish per job
+    assert (row.workers, row.prefetch, row.runners, row.nodes, row.jobs) == (8, prefetch, 2, 1, 200)
+    if prefetch == 1:
+        assert row.calls >= 200 + 8  # a first lease each, a finish per job
+    else:  # batches: the first 1 + (199 // 16) = 13 jobs of a lease go out in one call
+        assert row.calls < 200
     _sane(vars(row))
 
 
@@ -52,14 +57,17 @@ def test_the_command_writes_a_row_per_worker_count(ray_local, tmp_path, capsys):
     assert main([*args, "--queue-workers", "8,16", "--output", str(out)]) == 0
     assert ray_local.is_initialized()  # the Ray it found up is left up
     table = pd.read_csv(next(out.glob("queue_*/queue_load.csv")))
-    assert table["workers"].tolist() == [8, 16] and table["jobs"].tolist() == [200, 200]
-    assert table["nodes"].tolist() == [1, 2]
+    assert table["workers"].tolist() == [8, 8, 16, 16] and set(table["jobs"]) == {200}
+    assert table["prefetch"].tolist() == [1, 16, 1, 16]  # the default: with and without
+    assert table["nodes"].tolist() == [1, 1, 2, 2]
     for _, row in table.iterrows():
         _sane(row)
     printed = capsys.readouterr().out
     assert "jobs/s at every worker count" in printed and "threads of" in printed
     assert main([*args, "--queue-workers", "many"]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0  # one line
+    assert main([*args, "--queue-workers", "8", "--queue-prefetch", "0"]) == 2
+    assert "--queue-prefetch" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(60)
@@ -76,7 +84,7 @@ def test_repeats_are_summarized_as_medians_with_their_spread():
     lat = {"p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0}
     runs = pd.DataFrame(
         [
-            {"repeat": r, "workers": w, "jobs_per_s": rate, **run, **lat}
+            {"repeat": r, "workers": w, "prefetch": 1, "jobs_per_s": rate, **run, **lat}
             for r, w, rate in [(0, 8, 1000.0), (0, 32, 3000.0), (1, 8, 3000.0), (1, 32, 2500.0)]
         ]
     )

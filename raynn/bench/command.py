@@ -88,6 +88,12 @@ def _add_bench_scale(bsub: argparse._SubParsersAction) -> None:
         help="instead of simulating: the queue actor's jobs/s for jobs that do nothing, at "
         "these comma-separated worker counts (e.g. 8,32,128,256; threads in a few processes)",
     )
+    bc.add_argument(
+        "--queue-prefetch",
+        default="1,16",
+        help="the most jobs one lease grants, comma-separated (1: a call per job; 16: "
+        "raynn's batch after short jobs)",
+    )
     bc.add_argument("--queue-jobs", type=int, default=5000, help="jobs per queue-load run")
     bc.add_argument("--queue-repeats", type=int, default=1, help="queue-load runs, interleaved")
     bc.add_argument(
@@ -160,33 +166,36 @@ def _bench_scale(args: argparse.Namespace, spec: Any) -> int:
         raise RaynnError(f"raynn bench scale needs a kind: kfold spec, got {spec.kind}")
     if args.queue_workers is not None:
         return _bench_queue_load(args, spec)
-    try:
-        cores = [int(c) for c in args.cores.split(",") if c.strip()]
-    except ValueError:
-        raise RaynnError(f"--cores: {args.cores!r} is no list of numbers; use 1024,4096") from None
+    cores = _numbers(args.cores, "--cores", "1024,4096")
     if not cores or min(cores) < 1 or args.node_cores < 1 or args.jobs_per_core <= 0:
         raise RaynnError("--cores, --node-cores and --jobs-per-core must be positive")
     out = run_bench_scale(spec, cores, args.jobs_per_core, args.node_cores, args.output)
     return _show_bench(out)
 
 
+def _numbers(text: str, flag: str, example: str) -> list[int]:
+    """A comma-separated list of whole numbers, or one line naming ``flag`` and the fix."""
+    try:
+        return [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise RaynnError(f"{flag}: {text!r} is no list of numbers; use {example}") from None
+
+
 def _bench_queue_load(args: argparse.Namespace, spec: Any) -> int:
     from raynn.bench.queue_load import run_bench_queue_load
 
-    try:
-        workers = [int(w) for w in args.queue_workers.split(",") if w.strip()]
-    except ValueError:
-        raise RaynnError(
-            f"--queue-workers: {args.queue_workers!r} is no list of numbers; use 8,32,128,256"
-        ) from None
+    workers = _numbers(args.queue_workers, "--queue-workers", "8,32,128,256")
+    prefetch = _numbers(args.queue_prefetch, "--queue-prefetch", "1,16")
     counts = (args.queue_jobs, args.queue_repeats, args.queue_runners)
-    if not workers or min(workers) < 1 or min(counts) < 1:
+    if not workers or not prefetch or min(workers + prefetch) < 1 or min(counts) < 1:
         raise RaynnError(
-            "--queue-workers, --queue-jobs, --queue-repeats and --queue-runners must be positive"
+            "--queue-workers, --queue-prefetch, --queue-jobs, --queue-repeats and "
+            "--queue-runners must be positive"
         )
     out = run_bench_queue_load(
-        spec, workers, args.queue_jobs, args.queue_repeats, args.queue_runners, args.output
-    )
+        spec, workers, args.queue_jobs, args.queue_repeats, args.queue_runners, args.output,
+        prefetch,
+    )  # fmt: skip
     return _show_bench(out)
 
 

@@ -6,8 +6,10 @@ driver's node, with the spec's ``max_attempts``, ``tail_widening`` and ``lease_t
 over the spec's grid drawn with replacement (:func:`raynn.bench.scale.draw_jobs`). Worker
 loops do per job what :class:`~raynn.kfold.workers.CoreGroupWorker` does, for jobs that do
 nothing: register their core on their node, ``lease`` once, then ``finish`` (complete the
-job and lease the next, one call) until ``Retire``; on ``Wait`` they sleep its seconds and
-lease again. Nodes are fake: :data:`WORKERS_PER_NODE` workers a node name, each on its own
+jobs and lease the next, one call) until ``Retire``; on ``Wait`` they sleep its seconds and
+lease again. A lease grants up to ``prefetch`` jobs (a batch): raynn's workers ask for
+:data:`~raynn.kfold.handover.PREFETCH_MAX` after jobs this short; ``prefetch`` 1 measures a
+call per job. Nodes are fake: :data:`WORKERS_PER_NODE` workers a node name, each on its own
 core id (the queue knows names and ids only). While they run, the driver polls the queue's
 ``stats`` every :data:`STATS_POLL_S` seconds, as a run's progress view does.
 
@@ -21,13 +23,14 @@ steps and no epochs), fold racing.
 
 Per worker count: ``jobs`` handed out, ``seconds`` from the first call to the last worker's
 retirement, ``jobs_per_s``, and the latency of each queue call as its worker sees it
-(``ray.get`` of the call: p50, p90, p99 in ms). The bar is :data:`BAR_JOBS_PER_S`.
+(``ray.get`` of the call: p50, p90, p99 in ms); their summary and its bar are
+:mod:`raynn.bench.queue_load_summary`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import pickle
+import itertools
 import threading
 import time
 from collections import Counter
@@ -38,18 +41,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from raynn.bench.queue_load_summary import (
+    METRICS,
+    STATS_POLL_S,
+    WORKERS_PER_NODE,
+    fake_slot,
+    header_for,
+    in_process_rate,
+    notes_for,
+    pickle_micros,
+    summarize,
+)  # fmt: skip
 from raynn.kfold.grid import Job
-from raynn.kfold.messages import Grant, Retire, Wait
+from raynn.kfold.handover import PREFETCH_MAX, want
+from raynn.kfold.messages import Batch, Grant, Outcome, Retire, Wait
 from raynn.kfold.queue import JobQueue
-
-BAR_JOBS_PER_S = 2000.0  # issue 23: the queue sustains at least this many jobs a second
-WORKERS_PER_NODE = 8  # worker loops per fake node name
-STATS_POLL_S = 0.5  # the driver polls the queue's stats this often, as RayRun._drive does
-METRICS = {"val_accuracy": 0.5, "val_loss": 1.0}  # what a worker reports with an ok job
-SUMMARY_COLUMNS = [
-    "workers", "runners", "nodes", "jobs", "repeats", "seconds", "jobs_per_s",
-    "jobs_per_s_min", "jobs_per_s_max", "p50_ms", "p90_ms", "p99_ms", "waits", "bar_met",
-]  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -57,6 +63,7 @@ class QueueLoad:
     """One measured run: its workers, the jobs they got, the rate and the call latencies."""
 
     workers: int
+    prefetch: int  # the most jobs a lease grants (1: one job per call)
     runners: int  # Ray actor processes running the worker loops as threads
     nodes: int  # fake node names
     jobs: int
@@ -84,11 +91,6 @@ class LoopResult:
     error: str | None = None
 
 
-def fake_slot(index: int, per_node: int = WORKERS_PER_NODE) -> tuple[str, int]:
-    """Worker ``index``'s fake node name and core id: ``per_node`` workers a node."""
-    return f"fake{index // per_node}", index % per_node
-
-
 def _timed(result: LoopResult, method: Any, *args: Any) -> Any:
     """``ray.get(method.remote(*args))``, its seconds appended to ``result.latencies``."""
     import ray
@@ -99,14 +101,18 @@ def _timed(result: LoopResult, method: Any, *args: Any) -> Any:
     return answer
 
 
-def worker_loop(queue: Any, worker: str, go: threading.Event | None = None) -> LoopResult:
+def worker_loop(
+    queue: Any, worker: str, go: threading.Event | None = None, prefetch: int = PREFETCH_MAX
+) -> LoopResult:
     """A worker's loop for jobs that do nothing: ``lease``, then ``finish`` each granted job
-    (its next answer with it) until ``Retire``; on ``Wait``, sleep and lease again.
+    or batch (its next answer with it) until ``Retire``; on ``Wait``, sleep and lease again.
 
     Args:
         queue: the queue actor's handle; ``worker`` must have registered its cores.
         worker: the worker's id.
         go: waited for before the first call (all loops start together).
+        prefetch: the most jobs it asks for in one lease (a worker's
+            :func:`~raynn.kfold.handover.want` after jobs that take no time; 1: no batches).
 
     Returns:
         What the loop saw; an exception ends it with ``error`` set.
@@ -123,11 +129,12 @@ def worker_loop(queue: Any, worker: str, go: threading.Event | None = None) -> L
                 time.sleep(answer.seconds)
                 answer = _timed(result, queue.lease, worker)
                 continue
-            if not isinstance(answer, Grant):
+            if not isinstance(answer, Grant | Batch):
                 raise TypeError(f"the queue answered a lease with {answer!r}")
-            job_id = answer.job.job_id
-            result.handed.append(job_id)
-            _, answer = _timed(result, queue.finish, worker, job_id, True, None, METRICS, False)
+            grants = answer.grants if isinstance(answer, Batch) else (answer,)
+            result.handed.extend(g.job.job_id for g in grants)
+            outcomes = [Outcome(g.job.job_id, metrics=METRICS, epochs=1) for g in grants]
+            _, answer = _timed(result, queue.finish, worker, outcomes, min(prefetch, want(0.0)))
     except Exception as exc:  # reported by the driver, with the worker's id
         result.error = f"{type(exc).__name__}: {exc}"
     result.ended = time.time()
@@ -146,21 +153,24 @@ class LoopRunner:
         self._threads: list[threading.Thread] = []
         self._results: list[LoopResult] = []
 
-    def start(self, queue: Any, slots: Sequence[tuple[str, str, int]]) -> int:
+    def start(
+        self, queue: Any, slots: Sequence[tuple[str, str, int]], prefetch: int = PREFETCH_MAX
+    ) -> int:
         """Register each ``(worker, node, core)`` with ``queue`` and start its loop's thread
-        (waiting for :meth:`go`); returns how many started."""
+        (waiting for :meth:`go`, leasing up to ``prefetch`` jobs); returns how many started."""
         import ray
 
         ray.get([queue.register.remote(w, node, [core]) for w, node, core in slots])
         self._go, self._threads, self._results = threading.Event(), [], []
         for worker, _, _ in slots:
-            thread = threading.Thread(target=self._loop, args=(queue, worker), daemon=True)
+            args = (queue, worker, prefetch)
+            thread = threading.Thread(target=self._loop, args=args, daemon=True)
             thread.start()
             self._threads.append(thread)
         return len(slots)
 
-    def _loop(self, queue: Any, worker: str) -> None:
-        self._results.append(worker_loop(queue, worker, self._go))  # list.append: atomic
+    def _loop(self, queue: Any, worker: str, prefetch: int) -> None:
+        self._results.append(worker_loop(queue, worker, self._go, prefetch))  # atomic append
 
     def go(self) -> None:
         """Let every started loop make its first call."""
@@ -204,6 +214,7 @@ def measure(
     runners: Sequence[Any],
     workers: int,
     per_node: int = WORKERS_PER_NODE,
+    prefetch: int = PREFETCH_MAX,
 ) -> tuple[QueueLoad, list[str]]:
     """One run: a fresh queue actor over ``jobs``, ``workers`` loops spread over ``runners``
     (:class:`LoopRunner` actors; at most ``workers`` of them are used).
@@ -220,7 +231,10 @@ def measure(
     try:
         used = list(runners[: max(1, min(len(runners), workers))])
         slots = [(f"w{i}", *fake_slot(i, per_node)) for i in range(workers)]
-        ray.get([r.start.remote(queue, slots[k :: len(used)]) for k, r in enumerate(used)])
+        parts = [slots[k :: len(used)] for k in range(len(used))]
+        ray.get(
+            [r.start.remote(queue, part, prefetch) for r, part in zip(used, parts, strict=True)]
+        )
         loops, polls = _drive(queue, used)
     finally:
         ray.kill(queue)
@@ -234,7 +248,7 @@ def measure(
     waits = sum(loop.waits for loop in loops)
     nodes = len({fake_slot(i, per_node)[0] for i in range(workers)})
     row = QueueLoad(
-        workers, len(used), nodes, len(handed), seconds, len(handed) / seconds,
+        workers, prefetch, len(used), nodes, len(handed), seconds, len(handed) / seconds,
         float(ms[0]), float(ms[1]), float(ms[2]), calls, waits, polls,
     )  # fmt: skip
     return row, handed
@@ -258,10 +272,12 @@ def bench_queue_load(
     workers: Sequence[int],
     repeats: int = 1,
     runners: int = 4,
+    prefetch: Sequence[int] = (PREFETCH_MAX,),
 ) -> pd.DataFrame:
-    """Measure each worker count ``repeats`` times, interleaved (every count once, then
-    again); Ray must be up. One row per run (:class:`QueueLoad` and ``repeat``); every run
-    is checked to hand out every job exactly once."""
+    """Measure each worker count with each ``prefetch`` (the most jobs a lease grants)
+    ``repeats`` times, interleaved (every pair once, then again); Ray must be up. One row
+    per run (:class:`QueueLoad` and ``repeat``); every run is checked to hand out every job
+    exactly once."""
     import ray
 
     actor = ray.remote(num_cpus=0)(LoopRunner)
@@ -269,61 +285,14 @@ def bench_queue_load(
     rows: list[dict[str, Any]] = []
     try:
         for repeat in range(repeats):
-            for n in workers:
-                row, handed = measure(jobs, scheduling, pool, n)
+            for n, most in itertools.product(workers, prefetch):
+                row, handed = measure(jobs, scheduling, pool, n, prefetch=most)
                 check_handed(jobs, handed)
                 rows.append({"repeat": repeat, **dataclasses.asdict(row)})
     finally:
         for runner in pool:
             ray.kill(runner)
     return pd.DataFrame(rows)
-
-
-def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per worker count: medians over the repeats, the rate's spread (min and max),
-    and whether the median rate meets the bar."""
-    by = runs.groupby("workers", sort=False)
-    table = by[["runners", "nodes", "jobs"]].max()
-    table["repeats"] = by.size()
-    medians = ["seconds", "jobs_per_s", "p50_ms", "p90_ms", "p99_ms"]
-    table[medians] = by[medians].median()
-    rates = by["jobs_per_s"]
-    table["jobs_per_s_min"], table["jobs_per_s_max"] = rates.min(), rates.max()
-    table["waits"] = by["waits"].sum()
-    table["bar_met"] = table["jobs_per_s"] >= BAR_JOBS_PER_S
-    return table.reset_index()[SUMMARY_COLUMNS]
-
-
-def in_process_rate(jobs: Sequence[Job], workers: int = 8) -> float:
-    """Jobs a second that :class:`JobQueue` serves called directly (no Ray, no pickling):
-    ``workers`` registered workers taking turns at ``lease`` / ``finish``."""
-    queue = JobQueue(jobs)
-    active = [f"w{i}" for i in range(workers)]
-    for i, worker in enumerate(active):
-        node, core = fake_slot(i)
-        queue.register(worker, node, [core])
-    held: dict[str, str] = {}
-    began = time.perf_counter()
-    while active:
-        for worker in list(active):
-            if worker in held:
-                _, answer = queue.finish(worker, held.pop(worker), True, None, METRICS, False)
-            else:
-                answer = queue.lease(worker)
-            if isinstance(answer, Grant):
-                held[worker] = answer.job.job_id
-            elif isinstance(answer, Retire):
-                active.remove(worker)
-    return len(jobs) / (time.perf_counter() - began)
-
-
-def pickle_micros(job: Job, rounds: int = 2000) -> float:
-    """Microseconds to pickle and unpickle one ``finish`` answer (a Grant of ``job``)."""
-    answer = ([], Grant(job, 1, 0.0, (0,)))
-    began = time.perf_counter()
-    for _ in range(rounds):
-        pickle.loads(pickle.dumps(answer, protocol=5))
-    return (time.perf_counter() - began) / rounds * 1e6
 
 
 def run_bench_queue_load(
@@ -333,9 +302,11 @@ def run_bench_queue_load(
     repeats: int,
     runners: int,
     output: str,
+    prefetch: Sequence[int] = (PREFETCH_MAX,),
 ) -> Path:
     """Start an embedded local Ray on this machine's cores (never a cluster; or use the Ray
-    this process has up), measure each worker count, write the summary; the bench folder."""
+    this process has up), measure each worker count with each ``prefetch``, write the
+    summary; the bench folder."""
     from raynn.bench.common import bench_folder, machine, machine_line, write_summary
     from raynn.bench.scale import draw_jobs
     from raynn.kfold.runner import prepare
@@ -345,41 +316,15 @@ def run_bench_queue_load(
     drawn = draw_jobs(grid, jobs)
     started = session.connect("local")
     try:
-        runs = bench_queue_load(drawn, spec.scheduling, workers, repeats, runners)
+        runs = bench_queue_load(drawn, spec.scheduling, workers, repeats, runners, prefetch)
     finally:
         session.shutdown_if_started(started)
     out = bench_folder(output, f"queue_{spec.name}")
     runs.to_csv(out / "runs.csv", index=False)
     table = summarize(runs)
-    header = _header(spec, table, len(grid), jobs, machine_line(machine()))
-    notes = _notes(table, in_process_rate(drawn), pickle_micros(drawn[0]))
+    header = header_for(spec, table, len(grid), jobs, machine_line(machine()))
+    notes = notes_for(table, in_process_rate(drawn), pickle_micros(drawn[0]))
     formats = {c: "{:.0f}" for c in ("jobs_per_s", "jobs_per_s_min", "jobs_per_s_max")}
     formats |= {c: "{:.2f}" for c in ("seconds", "p50_ms", "p90_ms", "p99_ms")}
     write_summary(table, out, "queue_load", header, formats, notes)
     return out
-
-
-def _header(spec: Any, table: pd.DataFrame, grid: int, jobs: int, machine: str) -> list[str]:
-    return [
-        f"### The queue actor under load: `{spec.name}`'s {grid} grid jobs drawn to {jobs}, "
-        "jobs that do nothing",
-        "",
-        machine,
-        "",
-        f"Worker loops as threads of {int(table['runners'].max())} Ray actor processes "
-        f"at most (not one process each), {WORKERS_PER_NODE} per fake node; the driver "
-        f"polls stats every {STATS_POLL_S:g} s. Latency: one queue call (lease or finish) "
-        "as its worker sees it.",
-    ]
-
-
-def _notes(table: pd.DataFrame, in_process: float, pickle_us: float) -> list[str]:
-    low = table.loc[table["jobs_per_s"].idxmin()]
-    met = "met" if bool(table["bar_met"].all()) else "NOT met"
-    return [
-        f"Bar: >= {BAR_JOBS_PER_S:,.0f} jobs/s at every worker count: {met} (lowest "
-        f"{low['jobs_per_s']:,.0f} jobs/s, at {int(low['workers'])} workers).",
-        f"For comparison: the queue's own methods in-process (lease + finish, no Ray) serve "
-        f"{in_process:,.0f} jobs/s; pickling and unpickling one finish answer takes "
-        f"{pickle_us:.0f} us.",
-    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,11 @@ class ResultsCollector:
             self._status[job_id] = result.status
         if result.status in FINAL:  # done, or raced out: never resumed
             self.checkpoints.drop(job_id)
+
+    def write_jobs(self, results: Sequence[JobResult]) -> None:
+        """:meth:`write_job` each of ``results`` (a batch's), in one call."""
+        for result in results:
+            self.write_job(result)
 
     def close(self) -> None:
         """The run's end: each table's rows in one Parquet file."""

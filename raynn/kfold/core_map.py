@@ -70,6 +70,15 @@ class CoreMap:
         holder = self._holders.get(worker)
         return holder.cores if holder else None
 
+    def workers(self) -> int:
+        """How many workers are registered."""
+        return len(self._holders)
+
+    def need(self, worker: str, job: Job) -> int:
+        """The cores ``job`` would get on ``worker`` (0 for an unregistered worker)."""
+        holder = self._holders.get(worker)
+        return self._need(job, holder) if holder else 0
+
     def capacity(self) -> int:
         """Cores registered on every node."""
         return sum(len(c) for c in list(self._node_cores.values()))

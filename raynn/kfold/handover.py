@@ -1,5 +1,5 @@
 """Between two jobs: a worker hands its result over and takes its next lease, in one round
-trip.
+trip; after short jobs, it takes several at once (a prefetch: :func:`want`).
 
 The result must be written before the queue counts the job done (a row is the only thing
 ``--resume`` trusts), and the next lease comes with that count. :func:`hand_over` does both
@@ -13,25 +13,47 @@ done, and the worker waits once, for ``finish``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from raynn.kfold.messages import LeaseAnswer
+from raynn.kfold.messages import LeaseAnswer, Outcome
 from raynn.kfold.rows import RACED_OUT, JobResult
 
+PREFETCH_SECONDS = 0.05  # a worker asks for a batch of short jobs lasting about this long
+PREFETCH_MAX = 16  # jobs in one batch at most
 
-def outcome(result: JobResult) -> tuple[str, bool, str | None, dict[str, float], bool]:
-    """What the queue hears of a result: ``(job_id, ok, error, metrics, raced_out)``."""
+
+def outcome(result: JobResult) -> Outcome:
+    """What the queue hears of a result."""
     metrics = {"val_accuracy": result.val_accuracy, "val_loss": result.val_loss}
-    return result.job_id, result.status == "ok", result.error, metrics, result.status == RACED_OUT
+    seconds = max(result.end_time - result.start_time, 0.0)
+    ok, raced_out = result.status == "ok", result.status == RACED_OUT
+    return Outcome(result.job_id, ok, result.error, metrics, raced_out, result.epochs, seconds)
 
 
-def hand_over(queue: Any, collector: Any, worker: str, result: JobResult) -> LeaseAnswer:
-    """Write ``result``, tell the queue its job ended, and lease ``worker``'s next job; the
-    jobs fold racing cancelled meanwhile get their ``raced_out`` rows."""
-    collector.write_job(result)
-    cancelled, answer = queue.finish(worker, *outcome(result))
-    for job, reason in cancelled:
-        collector.write_job(JobResult.failed(job, reason, 0, RACED_OUT))
+def want(seconds: float) -> int:
+    """How many jobs a worker asks for next, after jobs of ``seconds`` each: one for jobs
+    of :data:`PREFETCH_SECONDS` or longer, more for shorter ones (up to
+    :data:`PREFETCH_MAX`), so that a lease's round trip is a small part of the work it
+    brings."""
+    return max(1, min(PREFETCH_MAX, int(PREFETCH_SECONDS / max(seconds, 1e-4))))
+
+
+def want_after(results: Sequence[JobResult]) -> int:
+    """:func:`want` after ``results``, by their mean wall seconds."""
+    seconds = [outcome(r).seconds for r in results]
+    return want(sum(seconds) / max(len(seconds), 1))
+
+
+def hand_over(
+    queue: Any, collector: Any, worker: str, results: Sequence[JobResult], wants: int = 1
+) -> LeaseAnswer:
+    """Write ``results`` (a job's, or a batch's), tell the queue their jobs ended, and lease
+    up to ``wants`` jobs for ``worker``; the jobs fold racing cancelled meanwhile get their
+    ``raced_out`` rows."""
+    collector.write_jobs(results)
+    cancelled, answer = queue.finish(worker, [outcome(r) for r in results], wants)
+    collector.write_jobs([JobResult.failed(job, why, 0, RACED_OUT) for job, why in cancelled])
     return answer
 
 
@@ -41,9 +63,9 @@ class Handover:
     def __init__(self, queue: Any, collector: Any) -> None:
         self.queue, self.collector = queue, collector
 
-    def hand_over(self, worker: str, result: JobResult) -> LeaseAnswer:
+    def hand_over(self, worker: str, results: Sequence[JobResult], wants: int = 1) -> LeaseAnswer:
         """See :func:`hand_over`."""
-        return hand_over(self.queue, self.collector, worker, result)
+        return hand_over(self.queue, self.collector, worker, results, wants)
 
 
 class RayHandover:
@@ -52,15 +74,17 @@ class RayHandover:
     def __init__(self, queue: Any, collector: Any) -> None:
         self.queue, self.collector = queue, collector
 
-    def hand_over(self, worker: str, result: JobResult) -> LeaseAnswer:
+    def hand_over(self, worker: str, results: Sequence[JobResult], wants: int = 1) -> LeaseAnswer:
         """See :func:`hand_over`; ``finish`` runs after the write (its argument)."""
         import ray
 
-        written = self.collector.write_job.remote(result)
-        finished = self.queue.finish.remote(worker, *outcome(result), written=written)
+        written = self.collector.write_jobs.remote(list(results))
+        outcomes = [outcome(r) for r in results]
+        finished = self.queue.finish.remote(worker, outcomes, wants, written=written)
         cancelled, answer = ray.get(finished)
-        rows = [JobResult.failed(job, reason, 0, RACED_OUT) for job, reason in cancelled]
-        ray.get([self.collector.write_job.remote(row) for row in rows])
+        if cancelled:
+            rows = [JobResult.failed(job, why, 0, RACED_OUT) for job, why in cancelled]
+            ray.get(self.collector.write_jobs.remote(rows))
         return answer
 
 

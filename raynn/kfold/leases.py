@@ -53,6 +53,7 @@ class LeaseBook:
         self.lease_timeout, self.clock = lease_timeout, clock
         self.held: dict[str, Held] = {}  # job_id -> its lease
         self._attempts: dict[str, int] = {}
+        self._per_worker: dict[str, int] = {}  # worker -> leases it holds (a batch: several)
         self._epoch_seconds: dict[str, float] = {}  # model label -> longest epoch seen
 
     def __len__(self) -> int:
@@ -63,6 +64,7 @@ class LeaseBook:
         attempt = self._attempts.get(job.job_id, 0) + 1
         self._attempts[job.job_id] = attempt
         held = self.held[job.job_id] = Held(job, worker, attempt, now, renewed=now)
+        self._per_worker[worker] = self._per_worker.get(worker, 0) + 1
         return held
 
     def get(self, job_id: str) -> Held | None:
@@ -70,7 +72,14 @@ class LeaseBook:
 
     def close(self, job_id: str) -> Held | None:
         """The lease of ``job_id`` ends (the job ended or its worker died)."""
-        return self.held.pop(job_id, None)
+        held = self.held.pop(job_id, None)
+        if held is not None:
+            self._per_worker[held.worker] -= 1
+        return held
+
+    def holds(self, worker: str) -> bool:
+        """Whether ``worker`` holds a lease (O(1); a batch's jobs are held together)."""
+        return self._per_worker.get(worker, 0) > 0
 
     def of_worker(self, worker: str) -> list[Held]:
         """The leases ``worker`` holds."""
@@ -80,12 +89,14 @@ class LeaseBook:
         """The workers that hold a lease."""
         return {held.worker for held in self.held.values()}
 
-    def renew(self, held: Held, epoch: int, loss: float | None, now: float) -> int:
+    def renew(
+        self, held: Held, epoch: int, loss: float | None, now: float, began: float | None = None
+    ) -> int:
         """``held``'s job finished ``epoch`` at ``now`` with validation ``loss``: its lease
-        is renewed and its model's longest epoch updated. Returns the epochs since the last
-        renewal (at least one)."""
+        is renewed and its model's longest epoch updated (those epochs ran from ``began``,
+        default its last renewal). Returns the epochs since the last renewal (at least one)."""
         epochs = max(epoch - held.epoch, 1)
-        took = (now - held.renewed) / epochs
+        took = (now - (held.renewed if began is None else began)) / epochs
         label = held.job.model.label
         self._epoch_seconds[label] = max(self._epoch_seconds.get(label, 0.0), took)
         held.epoch, held.renewed, held.loss = epoch, now, loss

@@ -35,12 +35,21 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from raynn.kfold.core_map import CoreMap, Placed
 from raynn.kfold.grid import Job
-from raynn.kfold.leases import LeaseBook
-from raynn.kfold.messages import Continue, Grant, LeaseAnswer, ProgressAnswer, Stop, Widen
+from raynn.kfold.leases import Held, LeaseBook
+from raynn.kfold.messages import (
+    Batch,
+    Continue,
+    Grant,
+    LeaseAnswer,
+    Outcome,
+    ProgressAnswer,
+    Stop,
+    Widen,
+)
 from raynn.kfold.queue_stats import QueueStatistics
 from raynn.kfold.race_gate import RaceGate
 from raynn.kfold.racing import Race
@@ -87,23 +96,45 @@ class JobQueue:
         return self._cores.cores_of(worker)
 
     # -- jobs ----------------------------------------------------------------------------------
-    def lease(self, worker: str) -> LeaseAnswer:
-        """The next job for ``worker`` (:class:`~raynn.kfold.messages.Grant`), ``Wait`` for
-        cores, or ``Retire``.
+    def lease(self, worker: str, want: int = 1) -> LeaseAnswer:
+        """The next job for ``worker`` (:class:`~raynn.kfold.messages.Grant`), up to ``want``
+        of them (a :class:`~raynn.kfold.messages.Batch`, a prefetch), ``Wait`` for cores, or
+        ``Retire``.
 
         A registered worker gives back the cores it held, then gets the first pending job (in
         longest-first order) whose cores are free on its node. If jobs are pending but none
         fits now, it is told to wait; if none could ever fit its node, or nothing is pending,
         it retires and its cores stay free for tail widening. An unregistered worker (the
-        serial executor) gets the next job with no cores.
+        serial executor) gets the next job with no cores. A batch adds the jobs that follow
+        in order and need as many cores, while every registered worker could still get two
+        more (so the tail is shared); they run on the first one's cores.
         """
         placed = self._cores.place(worker, self._pending)
         if not isinstance(placed, Placed):
             return placed
-        self._pending.remove(placed.job)
+        jobs = [placed.job, *self._alongside(worker, placed, want - 1)]
+        grants = tuple(self._grant(job, worker, placed.cores) for job in jobs)
+        return grants[0] if len(grants) == 1 else Batch(grants)
+
+    def _alongside(self, worker: str, placed: Placed, extra: int) -> list[Job]:
+        """Up to ``extra`` pending jobs to batch with ``placed``; see :meth:`lease`."""
+        share = (len(self._pending) - 1) // (2 * max(self._cores.workers(), 1))
+        taken: list[Job] = []
+        for job in self._pending:
+            if len(taken) >= min(extra, share):
+                break
+            if job is placed.job:
+                continue
+            if self._cores.need(worker, job) != len(placed.cores):
+                break  # in order only: the next lease takes it
+            taken.append(job)
+        return taken
+
+    def _grant(self, job: Job, worker: str, cores: tuple[int, ...]) -> Grant:
+        self._pending.remove(job)
         now = self.clock()
-        held = self._leases.open(placed.job, worker, now)
-        return Grant(placed.job, held.attempt, now - self.created, placed.cores)
+        held = self._leases.open(job, worker, now)
+        return Grant(job, held.attempt, now - self.created, cores)
 
     def progress(self, job_id: str, epoch: int, loss: float | None = None) -> ProgressAnswer:
         """A worker finished ``epoch`` of its leased job (``loss``: its validation loss).
@@ -119,14 +150,20 @@ class JobQueue:
         reason = self._racing.stop_reason(job_id, epoch, epochs)
         if reason is not None:
             return Stop(reason)
-        now, began = self.clock(), held.renewed
-        cores = len(self._cores.cores_of(held.worker) or ())
-        done = self._leases.renew(held, epoch, loss, now)
-        self._stats.epochs(held.job, cores, done, began, now)
+        self._epoch_end(held, epoch, loss)
         if epoch >= epochs or not self.tail_widening or self._pending:
             return Continue()
         wider = self._cores.widen(held.worker, held.job.max_threads, self._leases.workers())
         return Widen(wider) if wider else Continue()
+
+    def _epoch_end(self, held: Held, epoch: int, loss: float | None, seconds: float = 0) -> None:
+        """``held``'s job finished ``epoch``: its lease is renewed and its epochs measured
+        (from its last renewal, or ``seconds`` back when that is later: a batch's job)."""
+        now = self.clock()
+        began = max(held.renewed, now - seconds) if seconds > 0 else held.renewed
+        cores = len(self._cores.cores_of(held.worker) or ())
+        done = self._leases.renew(held, epoch, loss, now, began)
+        self._stats.epochs(held.job, cores, done, began, now)
 
     def heartbeat(self, job_id: str, worker: str) -> None:
         """``worker`` took a training step of its leased ``job_id``: the lease is alive. A beat
@@ -138,23 +175,29 @@ class JobQueue:
 
     def complete(
         self, job_id: str, ok: bool = True, error: str | None = None,
-        metrics: dict[str, float] | None = None, raced_out: bool = False,
+        metrics: dict[str, float] | None = None, raced_out: bool = False, epochs: int = 0,
+        seconds: float = 0.0,
     ) -> list[tuple[Job, str]]:  # fmt: skip
-        """The job ended: ``ok`` (with its ``metrics``), failed with ``error`` (not retried:
-        it is deterministic), or ``raced_out`` (stopped by fold racing; ``error``: why).
+        """The job ended (the fields of :class:`~raynn.kfold.messages.Outcome`): ``ok`` (with
+        its ``metrics``), failed with ``error`` (not retried: it is deterministic), or
+        ``raced_out`` (stopped by fold racing; ``error``: why). An ok job's last epoch (of
+        ``epochs``, ``seconds`` its wall time) is measured here: no ``progress`` reported it.
 
-        Its worker's cores are free from now on. With racing on, an ok job's metric may race
-        configurations out: returns the jobs cancelled since the last call, with the reason,
-        for the caller to record (each gets a ``raced_out`` row)."""
-        held = self._leases.close(job_id)
+        Its worker's cores are free from now on, once it holds no other lease (a batch's). With
+        racing on, an ok job's metric may race configurations out: returns the jobs cancelled
+        since the last call, with the reason, for the caller to record (each gets a
+        ``raced_out`` row)."""
+        held = self._leases.get(job_id)
+        if held is not None and ok and not raced_out and epochs > held.epoch:
+            self._epoch_end(held, epochs, (metrics or {}).get("val_loss"), seconds)
+        self._leases.close(job_id)
         self._racing.ended(job_id)
-        seconds = self.clock() - held.leased_at if held else 0.0
-        if held is not None:  # free for the next lease, its own or a waiting worker's
-            self._cores.give_back(held.worker)
+        if held is not None and not self._leases.holds(held.worker):
+            self._cores.give_back(held.worker)  # free for the next lease, its own or another's
         if raced_out:
             self._racing.stopped(job_id, error)
         elif ok:
-            self._stats.done[job_id] = seconds
+            self._stats.done[job_id] = seconds or (self.clock() - held.leased_at if held else 0)
             job = self._jobs.get(job_id)
             if job is not None and metrics:
                 self._racing.scored(job, metrics, self._pending, self._running())
@@ -163,25 +206,26 @@ class JobQueue:
         return self._racing.take_cancelled()
 
     def finish(
-        self, worker: str, job_id: str, ok: bool = True, error: str | None = None,
-        metrics: dict[str, float] | None = None, raced_out: bool = False, written: object = None,
-    ) -> tuple[list[tuple[Job, str]], LeaseAnswer]:  # fmt: skip
-        """:meth:`complete` then :meth:`lease` for the same worker, in one call (one round
-        trip per job): the jobs racing cancelled, and the worker's next answer. ``written``
-        is ignored: through Ray, the reference of the job's write, which Ray resolves before
-        this runs (:mod:`raynn.kfold.handover`)."""
-        cancelled = self.complete(job_id, ok, error, metrics, raced_out)
-        return cancelled, self.lease(worker)
+        self, worker: str, outcomes: Sequence[Outcome], want: int = 1, written: object = None
+    ) -> tuple[list[tuple[Job, str]], LeaseAnswer]:
+        """:meth:`complete` each of ``outcomes`` (a job, or a batch's), then :meth:`lease` up
+        to ``want`` jobs for the same worker, in one call (one round trip per lease): the jobs
+        racing cancelled, and the worker's next answer. ``written`` is ignored: through Ray,
+        the reference of the results' write, which Ray resolves before this runs
+        (:mod:`raynn.kfold.handover`)."""
+        cancelled = [c for outcome in outcomes for c in self.complete(*outcome)]
+        return cancelled, self.lease(worker, want)
 
     def release_worker(self, worker: str, reason: str = "worker died") -> list[tuple[Job, int]]:
-        """Return the leases of a dead worker to the queue (front, so they finish first).
+        """Return the leases of a dead worker to the queue (front, so they finish first; a
+        batch's in its order).
 
         Returns the ``(job, attempt)`` pairs that have used up their attempts and were marked
         failed instead, so the caller can record them.
         """
         exhausted = []
         self._cores.forget(worker)  # its cores are free again
-        for held in self._leases.of_worker(worker):
+        for held in reversed(self._leases.of_worker(worker)):  # each to the front: last first
             job_id = held.job.job_id
             self._leases.close(job_id)
             if self._racing.died(job_id, held.job):  # raced out while it ran: no retry

@@ -1,5 +1,5 @@
-"""The worker loop: lease a job, train it, hand it over with the next lease, until the queue is
-empty.
+"""The worker loop: lease a job (after short ones, a batch), train it, hand it over with the
+next lease, until the queue is empty.
 
 :class:`CoreGroupWorker` is a plain class, run in three places with the same loop: in the
 driver (the serial executor: queue and collector are plain objects), in a process forked on
@@ -9,7 +9,8 @@ actor (they are actor handles). :func:`call` hides that difference. What a worke
 
 The queue answers with the typed messages of :mod:`raynn.kfold.messages`, which the loop
 decodes by type: a lease is a ``Grant`` (train it), ``Wait`` (cores busy: ask again) or
-``Retire`` (stop); an epoch end is answered ``Continue``, ``Widen`` (re-pin onto more
+``Retire`` (stop), or a ``Batch`` of grants (train each in turn); an epoch end but the last
+(whose end goes with the result) is answered ``Continue``, ``Widen`` (re-pin onto more
 cores) or ``Stop`` (fold racing: the job stops here, its row says why).
 """
 
@@ -25,8 +26,8 @@ from typing import Any
 from raynn.core.checkpoint import CheckpointStore
 from raynn.core.data import ArrayDataset
 from raynn.errors import OutputError
-from raynn.kfold.handover import handover_for
-from raynn.kfold.messages import Grant, Retire, Stop, Wait, Widen
+from raynn.kfold.handover import handover_for, want_after
+from raynn.kfold.messages import Batch, Grant, Retire, Stop, Wait, Widen
 from raynn.kfold.racing import RacedOut
 from raynn.kfold.rows import RACED_OUT
 from raynn.kfold.train import JobResult, train_job
@@ -154,6 +155,8 @@ class CoreGroupWorker:
             self._pools = None
 
     def _on_epoch(self, job_id: str, epoch: int, epochs: int, loss: float | None = None) -> None:
+        if epoch >= epochs:  # its end goes with the result (the answer would be Continue)
+            return
         if not self.cores:
             call(self.queue, "progress", job_id, epoch, loss, wait=False)
             return
@@ -192,10 +195,12 @@ class CoreGroupWorker:
                 case Wait(seconds):  # jobs pending, but their cores are busy
                     time.sleep(seconds)
                     answer = call(self.queue, "lease", self.worker_id)
-                case Grant():
-                    result = self._run_job(answer)
-                    answer = self.handover.hand_over(self.worker_id, result)  # and the next
-                    count += 1
+                case Grant() | Batch():  # a batch: short jobs, one after another
+                    grants = answer.grants if isinstance(answer, Batch) else (answer,)
+                    results = [self._run_job(grant) for grant in grants]
+                    # the results, and the next lease: more jobs after short ones
+                    answer = self.handover.hand_over(self.worker_id, results, want_after(results))
+                    count += len(results)
                 case _:
                     raise TypeError(f"the queue answered a lease with {answer!r}")
 
