@@ -58,7 +58,7 @@ def test_the_command_writes_a_row_per_worker_count(ray_local, tmp_path, capsys):
     assert ray_local.is_initialized()  # the Ray it found up is left up
     table = pd.read_csv(next(out.glob("queue_*/queue_load.csv")))
     assert table["workers"].tolist() == [8, 8, 16, 16] and set(table["jobs"]) == {200}
-    assert table["prefetch"].tolist() == [1, 16, 1, 16]  # the default: with and without
+    assert table["prefetch"].tolist() == [1, 32, 1, 32]  # the default: with and without
     assert table["nodes"].tolist() == [1, 1, 2, 2]
     for _, row in table.iterrows():
         _sane(row)

@@ -86,9 +86,9 @@ def test_the_last_epoch_is_measured_with_its_outcome_not_a_progress_call():
     assert sorted(q.stats().done_seconds) == [0.0, 30.0]
 
 
-@pytest.mark.parametrize(("seconds", "want"), [(1.0, 1), (0.05, 1), (0.01, 5), (0.0, 16)])
+@pytest.mark.parametrize(("seconds", "want"), [(1.0, 1), (0.2, 1), (0.01, 20), (0.0, 32)])
 def test_a_worker_asks_for_more_jobs_after_shorter_ones(seconds, want):
-    assert handover.PREFETCH_SECONDS == 0.05 and handover.PREFETCH_MAX == 16
+    assert handover.PREFETCH_SECONDS == 0.2 and handover.PREFETCH_MAX == 32
     assert handover.want(seconds) == want
 
 

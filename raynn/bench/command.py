@@ -90,9 +90,9 @@ def _add_bench_scale(bsub: argparse._SubParsersAction) -> None:
     )
     bc.add_argument(
         "--queue-prefetch",
-        default="1,16",
-        help="the most jobs one lease grants, comma-separated (1: a call per job; 16: "
-        "raynn's batch after short jobs)",
+        default="1,32",
+        help="the most jobs one lease grants, comma-separated (1: a call per job; 32: "
+        "raynn's most, after jobs that take no time)",
     )
     bc.add_argument("--queue-jobs", type=int, default=5000, help="jobs per queue-load run")
     bc.add_argument("--queue-repeats", type=int, default=1, help="queue-load runs, interleaved")
@@ -185,7 +185,7 @@ def _bench_queue_load(args: argparse.Namespace, spec: Any) -> int:
     from raynn.bench.queue_load import run_bench_queue_load
 
     workers = _numbers(args.queue_workers, "--queue-workers", "8,32,128,256")
-    prefetch = _numbers(args.queue_prefetch, "--queue-prefetch", "1,16")
+    prefetch = _numbers(args.queue_prefetch, "--queue-prefetch", "1,32")
     counts = (args.queue_jobs, args.queue_repeats, args.queue_runners)
     if not workers or not prefetch or min(workers + prefetch) < 1 or min(counts) < 1:
         raise RaynnError(

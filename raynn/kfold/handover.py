@@ -19,8 +19,8 @@ from typing import Any
 from raynn.kfold.messages import LeaseAnswer, Outcome
 from raynn.kfold.rows import RACED_OUT, JobResult
 
-PREFETCH_SECONDS = 0.05  # a worker asks for a batch of short jobs lasting about this long
-PREFETCH_MAX = 16  # jobs in one batch at most
+PREFETCH_SECONDS = 0.2  # a worker asks for a batch of short jobs lasting about this long
+PREFETCH_MAX = 32  # jobs in one batch at most
 
 
 def outcome(result: JobResult) -> Outcome:
