@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from raynn.bench.scale import draw_jobs, lower_bound, simulate
+from raynn.bench.scale import draw_jobs, lower_bound, pair_bound, simulate
 from raynn.kfold.runner import prepare
 from tests.conftest import make_spec
 
@@ -44,6 +44,17 @@ def test_longest_first_on_two_cores_matches_the_hand_schedule(base):
     sim = simulate(_jobs(base, [2, 3, 2, 3, 2]), FLAT, cores=2, node_cores=2)
     assert sim.makespan_s == 7.0 and sim.bound_s == 6.0
     assert sim.efficiency == pytest.approx(6 / 7)
+
+
+@pytest.mark.timeout(60)
+def test_three_long_jobs_on_two_cores_take_two_of_them_back_to_back(base):
+    # total / cores = 15 s, but two of the three 10 s jobs share a core: 20 s at best
+    jobs = _jobs(base, [10, 10, 10])
+    assert lower_bound(jobs, FLAT, 2) == 15.0 and pair_bound(jobs, FLAT, 2) == 20.0
+    sim = simulate(jobs, FLAT, cores=2, node_cores=2)
+    assert (sim.makespan_s, sim.bound_s, sim.pair_bound_s) == (20.0, 15.0, 20.0)
+    assert sim.efficiency == 0.75 and sim.pair_efficiency == 1.0
+    assert pair_bound(jobs[:2], FLAT, 2) == 0.0  # no more jobs than cores
 
 
 @pytest.mark.timeout(60)
