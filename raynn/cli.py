@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,7 +38,7 @@ class RegistryChoices:
         return iter(self.names())
 
     def __contains__(self, name: object) -> bool:
-        return name in self.names()
+        return name in self.fixed or name in self.names()  # a fixed name loads no registry
 
     def __str__(self) -> str:
         return "{" + ",".join(self.names()) + "}"
@@ -67,7 +68,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     """``raynn run`` and its options."""
     r = sub.add_parser("run", help="run a job spec (K-fold) and write runs/<run-id>/")
     r.add_argument("spec", nargs="?", help="YAML/JSON job spec (omit with --resume)")
-    executors = RegistryChoices(["auto"], executor_names)
+    executors = RegistryChoices(["auto", "local", "ray", "serial"], executor_names)  # built in
     executor = r.add_argument(
         "--executor",
         choices=executors,
@@ -147,27 +148,37 @@ def _add_submit_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from raynn.kinds import KINDS, get_kind, run_dir_kind, spec_file_kind
+    from raynn.kinds import KINDS, run_dir_kind, spec_file_kind
 
     if args.resume is None and args.spec is None:
         raise RaynnError("raynn run needs a SPEC (e.g. jobs/kfold_digits.yaml) or --resume RUN_DIR")
     _check_run_options(args)
     name = spec_file_kind(args.spec) if args.resume is None else run_dir_kind(args.resume)
-    kind = get_kind(name if name in KINDS else "kfold")  # load_spec names a bad kind properly
     executor = "serial" if args.serial else args.executor
     if executor == "auto":
         executor = "ray" if args.address or os.environ.get("RAY_ADDRESS") else "local"
-    zygote = None
-    if executor == "local" and kind.uses_zygote:
-        # start the workers' zygote now: its import of torch runs beside ours
-        from raynn.placement.processes import ZYGOTE_PRELOAD, Zygote
-
-        zygote = Zygote(ZYGOTE_PRELOAD)
-    try:
+    # load_spec names a bad kind properly
+    with _zygote_for(executor, name if name in KINDS else "kfold") as zygote:
         return _run_spec(args, executor, zygote)
+
+
+@contextlib.contextmanager
+def _zygote_for(executor: str, kind: str) -> Iterator[object]:
+    """The local executor's zygote for a run of ``kind``, started before this process imports
+    torch (1-2 s, with the kind's modules), so that its own import of torch runs beside
+    ours. Yields it (None for another executor or kind) and stops it."""
+    from raynn.kinds import ZYGOTE_KINDS
+
+    if executor != "local" or kind not in ZYGOTE_KINDS:
+        yield None
+        return
+    from raynn.placement.processes import ZYGOTE_PRELOAD, Zygote
+
+    zygote = Zygote(ZYGOTE_PRELOAD)
+    try:
+        yield zygote
     finally:
-        if zygote is not None:
-            zygote.close()
+        zygote.close()
 
 
 def _check_run_options(args: argparse.Namespace) -> None:

@@ -35,7 +35,6 @@ class Kind:
         figures: ``figures(run_dir) -> list[Figure]``: the figures of ``report.html``.
         local_executor: what ``--executor local`` means for this kind (HOGWILD shares
             memory between Ray actors, so its parallel executor is always ``ray``).
-        uses_zygote: whether the local executor forks its workers from a zygote.
     """
 
     name: str
@@ -44,14 +43,12 @@ class Kind:
     summarize: Callable[[str | os.PathLike[str]], str]
     figures: Callable[[str | os.PathLike[str]], list[Any]]
     local_executor: str = "local"
-    uses_zygote: bool = False
 
 
 def _kfold() -> Kind:
     from raynn.kfold import report, runner
 
-    return Kind("kfold", runner.run, runner.validate, report.summarize, report.figures,
-                uses_zygote=True)  # fmt: skip
+    return Kind("kfold", runner.run, runner.validate, report.summarize, report.figures)
 
 
 def _hogwild() -> Kind:
@@ -60,6 +57,10 @@ def _hogwild() -> Kind:
     return Kind("hogwild", runner.run, runner.validate, report.summarize, report.figures,
                 local_executor="ray")  # fmt: skip
 
+
+# kinds whose local executor forks its workers from a zygote, which the CLI starts before it
+# imports the kind's modules (torch): raynn.cli._zygote_for
+ZYGOTE_KINDS = frozenset({"kfold"})
 
 # loaders, so that reading the table imports only the kind asked for
 KINDS: dict[str, Callable[[], Kind]] = {"kfold": _kfold, "hogwild": _hogwild}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import psutil
+import pytest
 
 from raynn.placement.processes import PipeProxy, Zygote, recv, send
 from tests.conftest import REPO
@@ -95,3 +96,35 @@ def test_the_zygote_is_single_threaded_so_forks_copy_a_whole_process():
         assert len(os.listdir(f"/proc/{zygote.pid}/task")) == 1
     finally:
         zygote.close()
+
+
+EARLY = """
+import sys
+import raynn.placement.processes as processes
+
+class Seen(Exception):
+    pass
+
+class Probe:
+    def __init__(self, preload):
+        raise Seen("torch imported first: %s" % ("torch" in sys.modules))
+
+processes.Zygote = Probe
+from raynn.cli import main
+try:
+    main(sys.argv[1:])
+except Seen as seen:
+    print(seen)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("executor", [[], ["--executor", "local"]])
+def test_raynn_run_starts_the_zygote_before_it_imports_torch(executor):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    spec = str(REPO / "jobs" / "kfold_digits.yaml")
+    out = subprocess.run(
+        [sys.executable, "-c", EARLY, "run", spec, *executor],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert "torch imported first: False" in out.stdout, out.stdout + out.stderr
