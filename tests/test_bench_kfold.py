@@ -66,6 +66,22 @@ def test_every_mode_runs_the_same_jobs_and_the_summary_compares_them(tmp_path, c
     assert (cold["cached"], set(cold["measured"])) == ([], models)
 
 
+@pytest.mark.timeout(60)
+def test_the_gap_between_jobs_is_measured_per_worker():
+    from raynn.bench.kfold_summary import job_gaps_ms
+
+    jobs = pd.DataFrame(
+        {
+            "worker": ["a", "b", "a", "a", "b"],
+            "start_time": [0.0, 0.5, 1.002, 2.0, 3.0],
+            "end_time": [1.0, 2.9, 1.5, 2.5, 4.0],
+        }
+    )
+    # a: 1.0 -> 1.002 (2 ms), 1.5 -> 2.0 (500 ms); b: 2.9 -> 3.0 (100 ms); none across workers
+    assert sorted(job_gaps_ms(jobs).round(6)) == [2.0, 100.0, 500.0]
+    assert job_gaps_ms(jobs.iloc[:1]).empty and job_gaps_ms(jobs.drop(columns="worker")).empty
+
+
 def test_widened_jobs_are_replayed_at_their_thread_counts(tmp_path):
     # three jobs on two cores: the last one widens once the other worker retires (each step
     # sleeps, so the jobs take equal wall time under load: see test_executors' widening test)

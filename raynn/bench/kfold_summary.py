@@ -29,6 +29,8 @@ SUMMARY_COLUMNS = [
     "startup_s",
     "shutdown_s",
     "overhead_s",
+    "gap_ms",
+    "gap_p50_ms",
     "speedup_vs_serial",
     "efficiency",
     "wall_efficiency",
@@ -96,6 +98,16 @@ def _util_stats(util: pd.DataFrame, start: float, end: float, first: float, last
     return mean(start, end), mean(last - 0.2 * (last - first), last)
 
 
+def job_gaps_ms(jobs: pd.DataFrame) -> pd.Series:
+    """Milliseconds from each job's end to the next start on the same worker: what a worker
+    spends between two jobs (its result handed over, its next lease, that job's set-up)."""
+    if jobs.empty or "worker" not in jobs:
+        return pd.Series(dtype=float)
+    ordered = jobs.sort_values(["worker", "start_time"])
+    same = ordered["worker"].eq(ordered["worker"].shift(-1))
+    return ((ordered["start_time"].shift(-1) - ordered["end_time"]) * 1e3)[same]
+
+
 def run_row(run: ModeRun, n_jobs: int, refs: References) -> dict[str, Any]:
     """One run's figures (before medians)."""
     ok = run.jobs[run.jobs["status"] == "ok"] if not run.jobs.empty else run.jobs
@@ -105,6 +117,7 @@ def run_row(run: ModeRun, n_jobs: int, refs: References) -> dict[str, Any]:
     last = float(run.jobs["end_time"].max()) if not run.jobs.empty else run.exited
     cpu_mean, cpu_last20 = _util_stats(run.util, run.invoked, run.exited, first, last)
     schedules = _schedules(run)
+    gaps = job_gaps_ms(run.jobs)
     equal = replayed = checked = 0
     for _, row in ok.iterrows():
         schedule = schedules.get(row["job_id"], ())
@@ -126,6 +139,8 @@ def run_row(run: ModeRun, n_jobs: int, refs: References) -> dict[str, Any]:
         "startup_s": first - run.invoked,
         "shutdown_s": run.exited - last,
         "overhead_s": (first - run.invoked) + (run.exited - last),
+        "gap_ms": float(gaps.mean()) if len(gaps) else math.nan,
+        "gap_p50_ms": float(gaps.median()) if len(gaps) else math.nan,
         # every fold that ran (a raced-out fold's time until it was stopped counts too)
         "job_seconds": float((ok["end_time"] - ok["start_time"]).sum())
         + float((raced["end_time"] - raced["start_time"]).sum()),
