@@ -41,6 +41,20 @@ def test_four_workers_share_the_tail_and_a_batch_stops_at_a_job_needing_other_co
     assert _ids(q.lease("w0", want=16)) == ["j0", "j1"]  # j2 needs two cores: in order only
 
 
+def test_a_batch_holds_no_job_longer_than_those_its_worker_measured():
+    # fold racing's order is not longest first: a long job's run would outlast the leases
+    # of the batch's jobs after it
+    costs = [1.0, 1.0, 50.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    q = JobQueue([dataclasses.replace(j, cost=c) for j, c in zip(_jobs(10), costs, strict=True)])
+    _one_core_workers(q, 1)
+    assert _ids(q.lease("w0", want=16)) == ["j0", "j1"]  # j2 costs more than the first
+    done = [Outcome("j0", metrics={}), Outcome("j1", metrics={})]
+    _, answer = q.finish("w0", done, want=16)
+    assert _ids(answer) == ["j2"]  # 50x what the worker asked by: alone
+    _, answer = q.finish("w0", [Outcome("j2", metrics={})], want=16)
+    assert _ids(answer) == ["j3", "j4", "j5", "j6"]  # 6 // 2 = 3 more, none over 50
+
+
 def test_a_batchs_cores_stay_held_until_its_last_job_ends():
     q = JobQueue(_jobs(10))
     _one_core_workers(q, 2)

@@ -96,7 +96,7 @@ class JobQueue:
         return self._cores.cores_of(worker)
 
     # -- jobs ----------------------------------------------------------------------------------
-    def lease(self, worker: str, want: int = 1) -> LeaseAnswer:
+    def lease(self, worker: str, want: int = 1, longest: float | None = None) -> LeaseAnswer:
         """The next job for ``worker`` (:class:`~raynn.kfold.messages.Grant`), up to ``want``
         of them (a :class:`~raynn.kfold.messages.Batch`, a prefetch), ``Wait`` for cores, or
         ``Retire``.
@@ -107,16 +107,22 @@ class JobQueue:
         it retires and its cores stay free for tail widening. An unregistered worker (the
         serial executor) gets the next job with no cores. A batch adds the jobs that follow
         in order and need as many cores, while every registered worker could still get two
-        more (so the tail is shared); they run on the first one's cores.
+        more (so the tail is shared); they run on the first one's cores. No job of a batch
+        costs more than ``longest`` (default: the first's; :meth:`finish` passes the cost of
+        the jobs the worker measured when it asked): fold racing's order is not longest
+        first, and a long job would keep the batch's later leases waiting past their
+        deadline.
         """
         placed = self._cores.place(worker, self._pending)
         if not isinstance(placed, Placed):
             return placed
-        jobs = [placed.job, *self._alongside(worker, placed, want - 1)]
+        limit = placed.job.cost if longest is None else longest
+        extra = want - 1 if placed.job.cost <= limit else 0
+        jobs = [placed.job, *self._alongside(worker, placed, extra, limit)]
         grants = tuple(self._grant(job, worker, placed.cores) for job in jobs)
         return grants[0] if len(grants) == 1 else Batch(grants)
 
-    def _alongside(self, worker: str, placed: Placed, extra: int) -> list[Job]:
+    def _alongside(self, worker: str, placed: Placed, extra: int, limit: float) -> list[Job]:
         """Up to ``extra`` pending jobs to batch with ``placed``; see :meth:`lease`."""
         share = (len(self._pending) - 1) // (2 * max(self._cores.workers(), 1))
         taken: list[Job] = []
@@ -125,7 +131,7 @@ class JobQueue:
                 break
             if job is placed.job:
                 continue
-            if self._cores.need(worker, job) != len(placed.cores):
+            if self._cores.need(worker, job) != len(placed.cores) or job.cost > limit:
                 break  # in order only: the next lease takes it
             taken.append(job)
         return taken
@@ -209,12 +215,14 @@ class JobQueue:
         self, worker: str, outcomes: Sequence[Outcome], want: int = 1, written: object = None
     ) -> tuple[list[tuple[Job, str]], LeaseAnswer]:
         """:meth:`complete` each of ``outcomes`` (a job, or a batch's), then :meth:`lease` up
-        to ``want`` jobs for the same worker, in one call (one round trip per lease): the jobs
-        racing cancelled, and the worker's next answer. ``written`` is ignored: through Ray,
+        to ``want`` jobs for the same worker, none costing more than those it completed (what
+        it asked by), in one call (one round trip per lease): the jobs racing cancelled, and
+        the worker's next answer. ``written`` is ignored: through Ray,
         the reference of the results' write, which Ray resolves before this runs
         (:mod:`raynn.kfold.handover`)."""
+        costs = [self._jobs[o.job_id].cost for o in outcomes if o.job_id in self._jobs]
         cancelled = [c for outcome in outcomes for c in self.complete(*outcome)]
-        return cancelled, self.lease(worker, want)
+        return cancelled, self.lease(worker, want, max(costs, default=None))
 
     def release_worker(self, worker: str, reason: str = "worker died") -> list[tuple[Job, int]]:
         """Return the leases of a dead worker to the queue (front, so they finish first; a
