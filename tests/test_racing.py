@@ -179,6 +179,13 @@ def _queue(workers: int) -> JobQueue:
     return q
 
 
+def test_with_racing_a_lease_grants_one_job_after_short_ones_too():
+    # the race sees each result before the next lease (no prefetch batches)
+    q = _queue(1)
+    assert q.lease("w0", want=16).job.job_id == "cosine-0"  # a Grant, not a Batch
+    assert JobQueue(_grid_jobs(["cosine", "warm"], 4)).lease("w0", want=16).grants
+
+
 def test_with_racing_the_queue_hands_out_folds_staggered():
     jobs = _grid_jobs(["cosine", "warm", "step", "none", "reduce"], 3)  # config by config
     assert [j.job_id for j in JobQueue(jobs)._pending][:3] == ["cosine-0", "cosine-1", "cosine-2"]

@@ -72,10 +72,24 @@ def draw_jobs(jobs: Sequence[Job], count: int, seed: int = 0) -> list[Job]:
     return drawn
 
 
+def _fastest(job: Job, speeds: Speeds) -> float:
+    """``job``'s seconds at its fastest thread count (up to its ``max_threads``)."""
+    return min(job_seconds(job, speeds, t) for t in range(1, max(job.max_threads, 1) + 1))
+
+
+def _least_work(job: Job, speeds: Speeds) -> float:
+    """``job``'s fewest core-seconds: at one thread, unless a probe measured a speed-up of
+    more than the threads (a loaded machine's noise)."""
+    threads = range(1, max(job.max_threads, 1) + 1)
+    return min(t * job_seconds(job, speeds, t) for t in threads)
+
+
 def lower_bound(jobs: Sequence[Job], speeds: Speeds, cores: int) -> float:
-    """``max(longest job at its most useful threads, total one-thread work / cores)``."""
-    longest = max(job_seconds(j, speeds, max(j.max_threads, 1)) for j in jobs)
-    return max(longest, sum(job_seconds(j, speeds, 1) for j in jobs) / cores)
+    """``max(longest job at its fastest, total work at its fewest core-seconds / cores)``:
+    the longest job at its most useful threads, and the total one-thread work, unless the
+    probe measured more than linear speed-ups."""
+    longest = max(_fastest(j, speeds) for j in jobs)
+    return max(longest, sum(_least_work(j, speeds) for j in jobs) / cores)
 
 
 def pair_bound(jobs: Sequence[Job], speeds: Speeds, cores: int) -> float:
@@ -86,7 +100,7 @@ def pair_bound(jobs: Sequence[Job], speeds: Speeds, cores: int) -> float:
     :func:`lower_bound`, and tighter when the longest jobs outnumber the cores."""
     if len(jobs) <= cores:
         return 0.0
-    fastest = sorted((job_seconds(j, speeds, max(j.max_threads, 1)) for j in jobs), reverse=True)
+    fastest = sorted((_fastest(j, speeds) for j in jobs), reverse=True)
     return 2 * fastest[cores]
 
 

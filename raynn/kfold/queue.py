@@ -111,13 +111,15 @@ class JobQueue:
         costs more than ``longest`` (default: the first's; :meth:`finish` passes the cost of
         the jobs the worker measured when it asked): fold racing's order is not longest
         first, and a long job would keep the batch's later leases waiting past their
-        deadline.
+        deadline. With fold racing on there are no batches: the race decides on each result
+        before the next lease, so a serial run races the same way every time.
         """
         placed = self._cores.place(worker, self._pending)
         if not isinstance(placed, Placed):
             return placed
         limit = placed.job.cost if longest is None else longest
-        extra = want - 1 if placed.job.cost <= limit else 0
+        racing = self._racing.race is not None
+        extra = want - 1 if placed.job.cost <= limit and not racing else 0
         jobs = [placed.job, *self._alongside(worker, placed, extra, limit)]
         grants = tuple(self._grant(job, worker, placed.cores) for job in jobs)
         return grants[0] if len(grants) == 1 else Batch(grants)
