@@ -51,7 +51,7 @@ from raynn.bench.queue_load_summary import (
     notes_for,
     pickle_micros,
     summarize,
-)  # fmt: skip
+)
 from raynn.kfold.grid import Job
 from raynn.kfold.handover import PREFETCH_MAX, want
 from raynn.kfold.messages import Batch, Grant, Outcome, Retire, Wait
