@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from raynn.bench.scale import draw_jobs, lower_bound, pair_bound, simulate
+from raynn.bench.scale import draw_jobs, lower_bound, pair_bound, simulate, vary
 from raynn.kfold.runner import prepare
 from tests.conftest import make_spec
 
@@ -85,6 +85,15 @@ def test_jobs_on_separate_nodes_do_not_share_cores(base):
 
 
 @pytest.mark.timeout(60)
+def test_varied_jobs_take_their_own_factor_whatever_the_order(base):
+    jobs = _jobs(base, [1, 5, 3])
+    forward, backward = vary(jobs, 0.5, seed=1), vary(jobs[::-1], 0.5, seed=1)
+    assert [j.cost for j in forward] == [j.cost for j in backward[::-1]]
+    assert [j.cost for j in forward] != [j.cost for j in jobs]
+    assert vary(jobs, 0.0) == jobs
+
+
+@pytest.mark.timeout(60)
 def test_drawn_jobs_have_unique_ids_and_come_longest_first(base):
     drawn = draw_jobs(_jobs(base, [1, 5, 3]), 50, seed=3)
     assert len({j.job_id for j in drawn}) == 50
@@ -93,7 +102,7 @@ def test_drawn_jobs_have_unique_ids_and_come_longest_first(base):
 
 
 @pytest.mark.timeout(120)
-def test_the_command_writes_a_row_per_core_count_and_policy(tmp_path, capsys):
+def test_the_command_writes_a_row_per_core_count_order_and_policy(tmp_path, capsys):
     import copy
 
     import pandas as pd
@@ -106,13 +115,18 @@ def test_the_command_writes_a_row_per_core_count_and_policy(tmp_path, capsys):
     spec.write_text(yaml.safe_dump(copy.deepcopy(TINY)))
     out = tmp_path / "bench"
     args = ["bench", "scale", "--spec", str(spec), "--jobs-per-core", "2", "--node-cores", "4"]
-    assert main([*args, "--cores", "4,8", "--output", str(out)]) == 0
+    assert main([*args, "--cores", "4,8", "--noise", "0,0.1", "--output", str(out)]) == 0
     table = pd.read_csv(next(out.glob("scale_*/scale.csv")))
-    assert table[["cores", "jobs"]].values.tolist() == [[4, 8], [4, 8], [8, 16], [8, 16]]
-    assert table["tail_widening"].tolist() == [False, True, False, True]
+    assert table[["cores", "jobs"]].values.tolist() == [[4, 8]] * 8 + [[8, 16]] * 8
+    assert table["tail_widening"].tolist() == [False, True] * 8
+    orders = ["longest_first"] * 2 + ["planned"] * 2
+    assert table["order"].tolist() == orders * 4
+    assert table["noise"].tolist() == ([0.0] * 4 + [0.1] * 4) * 2
+    assert (table[table["order"] == "longest_first"]["plan_s"] == 0).all()
     # a bound holds whatever the probe measured (a float sum may end a hair below it)
     for col in ("efficiency", "pair_efficiency"):
         assert ((table[col] > 0) & (table[col] <= 1 + 1e-9)).all(), table[col]
     assert "efficiency = bound_s / makespan_s" in capsys.readouterr().out
-    assert main([*args, "--cores", "many"]) == 2
-    assert capsys.readouterr().err.strip().count("\n") == 0  # one line
+    for bad in (["--cores", "many"], ["--noise", "0,-1"], ["--noise", "nan"]):
+        assert main([*args, *bad]) == 2
+        assert capsys.readouterr().err.strip().count("\n") == 0  # one line

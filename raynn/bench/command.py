@@ -7,6 +7,7 @@ names each option takes, and their defaults, are the benches' own (:mod:`raynn.b
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,12 @@ def _add_bench_scale(bsub: argparse._SubParsersAction) -> None:
     bc.add_argument("--cores", default="1024,4096", help="comma-separated core counts")
     bc.add_argument("--jobs-per-core", type=float, default=4.0, help="jobs drawn per core")
     bc.add_argument("--node-cores", type=int, default=64, help="cores per simulated node")
+    bc.add_argument(
+        "--noise",
+        default="0",
+        help="comma-separated sigmas: each job's seconds times a lognormal factor (the "
+        "probe's prediction off), 0 for exact",
+    )
     bc.add_argument("--output", default="bench", help="root of bench result folders")
     bc.add_argument(
         "--queue-workers",
@@ -169,14 +176,18 @@ def _bench_scale(args: argparse.Namespace, spec: Any) -> int:
     cores = _numbers(args.cores, "--cores", "1024,4096")
     if not cores or min(cores) < 1 or args.node_cores < 1 or args.jobs_per_core <= 0:
         raise RaynnError("--cores, --node-cores and --jobs-per-core must be positive")
-    out = run_bench_scale(spec, cores, args.jobs_per_core, args.node_cores, args.output)
+    noise = _numbers(args.noise, "--noise", "0,0.05", float)
+    if not noise or min(noise) < 0 or not all(math.isfinite(x) for x in noise):
+        raise RaynnError(f"--noise: {args.noise!r}; use sigmas of 0 or more, e.g. 0,0.05")
+    out = run_bench_scale(spec, cores, args.jobs_per_core, args.node_cores, args.output, noise)
     return _show_bench(out)
 
 
-def _numbers(text: str, flag: str, example: str) -> list[int]:
-    """A comma-separated list of whole numbers, or one line naming ``flag`` and the fix."""
+def _numbers(text: str, flag: str, example: str, kind: type = int) -> list[Any]:
+    """A comma-separated list of numbers (``kind``: whole by default), or one line naming
+    ``flag`` and the fix."""
     try:
-        return [int(n) for n in text.split(",") if n.strip()]
+        return [kind(n) for n in text.split(",") if n.strip()]
     except ValueError:
         raise RaynnError(f"{flag}: {text!r} is no list of numbers; use {example}") from None
 

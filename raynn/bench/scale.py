@@ -1,12 +1,13 @@
 """``raynn bench scale``: the scheduling policy at 1,024 cores and more, simulated.
 
-A discrete-event simulation drives the real :class:`~raynn.kfold.queue.JobQueue` (longest
-first, first fit, tail widening) on a simulated clock: one worker per core on nodes of
-``--node-cores`` cores, each job taking the seconds the probe predicts for its model at the
-threads it holds (:func:`raynn.kfold.probe.job_seconds`), an epoch at a time, so that tail
-widening acts at epoch boundaries as it does in a run. The jobs are the spec's grid, drawn
-with replacement until there are ``jobs_per_core`` per core (the grid's own job-time
-distribution, measured by the probe on this machine).
+A discrete-event simulation drives the real :class:`~raynn.kfold.queue.JobQueue` (the jobs
+in the given order, first fit, tail widening) on a simulated clock, the jobs once longest
+first and once in the order a run plans (:func:`raynn.kfold.packing.planned_order`): one
+worker per core on nodes of ``--node-cores`` cores, each job taking the seconds the probe
+predicts for its model at the threads it holds (:func:`raynn.kfold.probe.job_seconds`), an
+epoch at a time, so that tail widening acts at epoch boundaries as it does in a run. The
+jobs are the spec's grid, drawn with replacement until there are ``jobs_per_core`` per core
+(the grid's own job-time distribution, measured by the probe on this machine).
 
 It answers how close the policy gets to the lower bound ``max(longest job, total work /
 cores)`` (``efficiency``: bound / makespan; ``pair_efficiency`` against a bound no schedule
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -31,6 +33,7 @@ import pandas as pd
 
 from raynn.kfold.grid import Job
 from raynn.kfold.messages import Grant, Retire, Stop, Widen
+from raynn.kfold.packing import planned_order
 from raynn.kfold.probe import job_seconds
 from raynn.kfold.queue import JobQueue
 
@@ -177,6 +180,18 @@ def _epoch_end(
     return _epoch(state.job, speeds, state.threads), 1, grew
 
 
+def vary(jobs: Sequence[Job], sigma: float, seed: int = 0) -> list[Job]:
+    """``jobs`` (same order) each taking a lognormal factor (``sigma``, median 1) of its
+    predicted seconds: what a run meets where the probe's prediction is off. The factor
+    is the job's, drawn once by its position in ``sorted`` job ids, whatever the order."""
+    if sigma <= 0:
+        return list(jobs)
+    ids = sorted(j.job_id for j in jobs)
+    draws = np.random.default_rng(seed).lognormal(0.0, sigma, size=len(ids))
+    factor = dict(zip(ids, draws, strict=True))
+    return [dataclasses.replace(j, cost=j.cost * float(factor[j.job_id])) for j in jobs]
+
+
 def bench_scale(
     jobs: Sequence[Job],
     speeds: Speeds,
@@ -184,19 +199,34 @@ def bench_scale(
     jobs_per_core: float = 4.0,
     node_cores: int = 64,
     seed: int = 0,
+    noise: Sequence[float] = (0.0,),
 ) -> pd.DataFrame:
-    """One simulated run per core count (with and without tail widening): a table."""
+    """Simulated runs per core count: the jobs longest first and in planned order
+    (:func:`raynn.kfold.packing.planned_order`, ``plan_s`` its seconds), each with and
+    without tail widening, and at each ``noise`` (:func:`vary`; the plan is made from the
+    predicted seconds): a table."""
     rows: list[dict[str, Any]] = []
     for n in cores:
         drawn = draw_jobs(jobs, max(1, math.ceil(n * jobs_per_core)), seed)
-        for widening in (False, True):
-            sim = simulate(drawn, speeds, n, node_cores, tail_widening=widening)
-            rows.append({"tail_widening": widening, **dataclasses.asdict(sim)})
+        began = time.perf_counter()
+        planned = planned_order(drawn, lambda j: job_seconds(j, speeds, 1), n)
+        plan_s = time.perf_counter() - began
+        orders = (("longest_first", drawn, 0.0), ("planned", planned, plan_s))
+        for sigma, (order, given, took) in itertools.product(noise, orders):
+            for widening in (False, True):
+                sim = simulate(vary(given, sigma, seed), speeds, n, node_cores, widening)
+                row = {"noise": sigma, "order": order, "tail_widening": widening}
+                rows.append({**row, **dataclasses.asdict(sim), "plan_s": took})
     return pd.DataFrame(rows)
 
 
 def run_bench_scale(
-    spec: Any, cores: Sequence[int], jobs_per_core: float, node_cores: int, output: str
+    spec: Any,
+    cores: Sequence[int],
+    jobs_per_core: float,
+    node_cores: int,
+    output: str,
+    noise: Sequence[float] = (0.0,),
 ) -> Path:
     """Probe the spec's models (or read the probe cache), simulate each core count, write
     the summary; the bench folder."""
@@ -207,7 +237,7 @@ def run_bench_scale(
 
     plan = prepare(spec)
     jobs, speeds = calibrate(plan.jobs, plan.data, len(usable_cpus()), ProbeCache())
-    table = bench_scale(jobs, speeds, cores, jobs_per_core, node_cores)
+    table = bench_scale(jobs, speeds, cores, jobs_per_core, node_cores, noise=noise)
     out = bench_folder(output, f"scale_{spec.name}")
     probed = ", ".join(f"{m} {sorted(s)}" for m, s in speeds.items())
     header = [
@@ -218,15 +248,17 @@ def run_bench_scale(
         "",
         "efficiency = bound_s / makespan_s, bound = max(longest job, total work / cores); "
         "pair_efficiency = pair_bound_s / makespan_s, pair_bound = max(bound, twice the "
-        "(cores + 1)-th longest job)",
+        "(cores + 1)-th longest job); noise: each job's seconds times a lognormal factor "
+        "of that sigma, the same for both orders, which are planned without it",
     ]
     formats = {c: "{:.1f}" for c in ("makespan_s", "bound_s", "pair_bound_s")}
     formats["queue_calls_per_s"] = "{:.0f}"
+    formats["plan_s"] = "{:.2f}"
     write_summary(table, out, "scale", header, formats)
     return out
 
 
 __all__ = [
     "Simulated", "bench_scale", "draw_jobs", "lower_bound", "pair_bound", "run_bench_scale",
-    "simulate",
+    "simulate", "vary",
 ]  # fmt: skip

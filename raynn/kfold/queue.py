@@ -20,7 +20,8 @@ decision (:class:`~raynn.placement.restarts.RestartPolicy`), and composes four p
 * :class:`~raynn.kfold.core_map.CoreMap`: the core map of every node, the cores its workers
   registered and which worker holds which. A lease grants the job its cores (``job.cores``,
   or the worker's own group): the worker's group first, then the node's lowest free cores.
-  Jobs go out longest first; when the next one needs more cores than are free, the first
+  Jobs go out in the given order (longest first, or the run's planned order:
+  :mod:`raynn.kfold.packing`); when the next one needs more cores than are free, the first
   pending job that fits goes instead, and when none fits the worker waits (``Wait``) until
   a running job gives its cores back. Two jobs never share a core. With
   ``tail_widening``, once nothing is pending a running job gets at each epoch boundary
@@ -58,7 +59,8 @@ from raynn.placement.restarts import RestartPolicy
 
 
 class JobQueue:
-    """Hands out jobs in the given order (longest expected first) and tracks their state."""
+    """Hands out jobs in the given order (longest expected first, or planned) and tracks
+    their state."""
 
     def __init__(
         self,
@@ -102,7 +104,7 @@ class JobQueue:
         ``Retire``.
 
         A registered worker gives back the cores it held, then gets the first pending job (in
-        longest-first order) whose cores are free on its node. If jobs are pending but none
+        the queue's order) whose cores are free on its node. If jobs are pending but none
         fits now, it is told to wait; if none could ever fit its node, or nothing is pending,
         it retires and its cores stay free for tail widening. An unregistered worker (the
         serial executor) gets the next job with no cores. A batch adds the jobs that follow

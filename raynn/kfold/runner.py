@@ -19,6 +19,7 @@ from raynn.core.data import ArrayDataset, load_dataset
 from raynn.errors import RaynnError
 from raynn.kfold.executors.factory import Executor, get_executor
 from raynn.kfold.grid import Job, make_jobs
+from raynn.kfold.packing import run_order
 from raynn.kfold.probe import ProbeCache, ProbeReport, auto_group_sizes, calibrate
 from raynn.kfold.racing import Race, race_summary, start_race
 from raynn.kfold.report import summarize
@@ -96,9 +97,10 @@ def schedule(
 ) -> tuple[list[Job], int, ProbeReport]:
     """Probe the models (parallel executors, ``scheduling.probe``; read from the probe cache
     where it holds them), then let the executor connect and resolve ``cores_per_job`` (with
-    ``auto``, per model: ``Job.cores``). Returns the jobs in run order, the workers' group
-    size and what the probe did."""
-    choose = None
+    ``auto``, per model: ``Job.cores``). Returns the jobs in run order (longest first, or
+    planned: :func:`raynn.kfold.packing.run_order`), the workers' group size and what the
+    probe did."""
+    choose, speeds = None, None
     report = ProbeReport()
     if ex.name != "serial" and spec.scheduling.probe and jobs:
         jobs, speeds = calibrate(jobs, data, len(usable_cpus()), ProbeCache(), report)
@@ -106,6 +108,8 @@ def schedule(
     size = ex.size_groups(len(jobs), spec.scheduling.cores_per_job, choose)
     if ex.cores_by_model:
         jobs = [replace(j, cores=ex.cores_by_model[j.model.label]) for j in jobs]
+    if speeds is not None and spec.scheduling.racing is None:  # racing orders by fold
+        jobs = run_order(jobs, speeds, size, ex.slots)
     return jobs, size, report
 
 

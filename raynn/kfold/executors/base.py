@@ -42,11 +42,20 @@ class Executor(ABC):
             in this process, on ``threads`` threads).
         cores_by_model: per-model cores per job that ``size_groups`` chose for
             ``cores_per_job: auto`` (empty: every job runs on one group of the returned size).
+        domain_sizes: the cores of every NUMA domain of every node ``size_groups`` found.
+        max_workers: cap on workers (None: one per core group).
     """
 
     name: str = ""
     parallel: bool = True  # False: one job at a time in this process (the serial baseline)
     cores_by_model: dict[str, int]
+    domain_sizes: Sequence[int] = ()
+    max_workers: int | None = None
+
+    def slots(self, cores: int) -> int:
+        """How many jobs of ``cores`` cores each can run at once (0 before ``size_groups``)."""
+        groups = sum(size // max(cores, 1) for size in self.domain_sizes)
+        return min(groups, self.max_workers or groups)
 
     def stage(self, data: ArrayDataset) -> None:  # noqa: B027 - optional hook
         """Receive the dataset as soon as it is loaded (before jobs are planned or probed)."""

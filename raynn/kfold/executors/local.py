@@ -125,7 +125,7 @@ class LocalExecutor(Executor):
     def size_groups(
         self, n_jobs: int, cores_per_job: int | str, choose: Chooser | None = None
     ) -> int:
-        sizes = [len(d) for d in self.node.cores.domains]
+        sizes = self.domain_sizes = [len(d) for d in self.node.cores.domains]
         self.group_size, self.cores_by_model = choose_group_size(
             cores_per_job, n_jobs, sizes, choose
         )

@@ -78,7 +78,7 @@ class RayExecutor(Executor):
             if embedded
             else self.probe_nodes()  # through start_probes, which tests replace
         )
-        sizes = [len(d) for n in self._nodes for d in n.cores.domains]
+        sizes = self.domain_sizes = [len(d) for n in self._nodes for d in n.cores.domains]
         self._cores_per_job, self.cores_by_model = choose_group_size(
             cores_per_job, n_jobs, sizes, choose
         )
