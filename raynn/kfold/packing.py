@@ -14,9 +14,8 @@ reserved bins, which the shorter jobs then fill. ``r`` is the fewest that packs,
 plan stays as close to longest first as it can: a plan that pairs more long jobs on one
 worker than it must loses to longest first as soon as job times vary by a few percent (a
 pair's sum varies more, and longest first gives the second long jobs to the workers that
-finish first). ``C`` is the lower bound if that
-packs, else bisected towards longest first's makespan (as MULTIFIT does: Coffman, Garey and
-Johnson, 1978).
+finish first). ``C`` is the lower bound if that packs, else bisected towards longest first's
+makespan (as MULTIFIT does: Coffman, Garey and Johnson, 1978).
 
 Handed out in order of planned start, the jobs follow the plan when every job takes its
 predicted time: whenever workers free up, the jobs planned to start then are the next in
@@ -85,6 +84,8 @@ def pack_reserving(
     if (found := pack(seconds, slots, capacity)) is not None:
         return found
     for long in classes(seconds)[:2]:
+        if long <= 0:
+            break
         per_bin = max(1, int(capacity // long))
         most = slots - math.ceil(sum(1 for s in seconds if s >= long) / per_bin)
         if most < 1 or (found := pack(seconds, slots, capacity, most, long)) is None:
