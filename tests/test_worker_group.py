@@ -26,7 +26,7 @@ from raynn.placement.group import (
     NotReady,
     WorkerGroup,
 )
-from raynn.placement.monitor import NodeSamplers
+from raynn.placement.monitor import ActorSamplers, NodeSamplers
 from raynn.placement.nodes import Node, NodeGroup
 from raynn.placement.processes import Zygote, recv, send
 from raynn.placement.restarts import GiveUp, Raise, Replace, RestartPolicy, Retry
@@ -164,6 +164,19 @@ def test_drain_kills_every_worker_returns_the_samples_and_starts_none_after(zygo
     _exited(list(run.hello.values()))
     assert not run.group.members and not run.lost  # drained, not dead
     assert run.group.start(slots) == [] and run.group.started == 2  # closed for good
+
+
+@pytest.mark.timeout(60)
+def test_a_ray_runs_own_node_is_sampled_in_process_with_no_actor():
+    # the node "here" is the driver's: sampled by a thread here, so Ray starts no actor
+    samplers = ActorSamplers(0.05, here="here-id")
+    samplers.add(Node("here-id", "here", [0], "host", None))
+    samplers.watch("here", os.getpid())
+    rows = samplers.stop()
+    assert samplers._actors == {}
+    assert list(rows) == ["here"] and rows["here"]  # a last sample is taken at stop
+    assert {r["node"] for r in rows["here"]} == {"here"}
+    assert all(r["own_percent"] is not None for r in rows["here"])
 
 
 class Memory(Backend):

@@ -192,11 +192,15 @@ class NodeSamplers:
 
 
 class ActorSamplers:
-    """A zero-CPU :class:`UtilizationSampler` actor on every node added (a Ray run's)."""
+    """A zero-CPU :class:`UtilizationSampler` actor on every node added (a Ray run's), but
+    the node ``here`` (a Ray node id: the driver's), sampled in this process: one process
+    fewer for Ray to start while the run starts.
+    """
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, here: str | None = None) -> None:
         self.interval = interval
         self._actors: dict[str, Any] = {}
+        self._here, self._local = here, NodeSamplers(interval)
 
     def add(self, node: Any) -> None:
         """Start a sampler actor on ``node`` (a :class:`~raynn.placement.nodes.Node`)."""
@@ -204,6 +208,9 @@ class ActorSamplers:
 
         from raynn.placement.nodes import on_node
 
+        if node.node_id is not None and node.node_id == self._here:
+            self._local.add(node)
+            return
         if node.name in self._actors:
             return
         actor = (
@@ -219,13 +226,14 @@ class ActorSamplers:
         actor = self._actors.get(node_name)
         if actor is not None:
             actor.watch.remote(pid)
+        self._local.watch(node_name, pid)
 
     def stop(self) -> dict[str, list[dict[str, Any]] | None]:
         """Stop and kill every sampler actor: each node's rows (None: that node is gone)."""
         import ray
         from ray.exceptions import GetTimeoutError, RayError
 
-        out: dict[str, list[dict[str, Any]] | None] = {}
+        out = self._local.stop()
         for name, actor in self._actors.items():
             try:
                 out[name] = ray.get(actor.stop.remote(), timeout=15)

@@ -1,7 +1,7 @@
 """One execution of a job list on a Ray cluster: the actors, the worker group and its loop.
 
 * a JobQueue actor and a ResultsCollector actor on the driver's node;
-* a UtilizationSampler actor on every node;
+* a UtilizationSampler actor on every node but the driver's (sampled in the driver);
 * one CoreGroupWorker actor per (node, core group) slot, pinned to its CPUs; workers live
   across jobs and retire when the queue is empty.
 
@@ -105,7 +105,7 @@ class RayRun:
         self.group = WorkerGroup(
             RayActorBackend(self._create, run=_run),
             RestartPolicy.for_jobs(len(jobs), scheduling.max_attempts, stranded=STRANDED),
-            samplers=ActorSamplers(scheduling.sample_interval),
+            samplers=ActorSamplers(scheduling.sample_interval, here=driver),
             on_lost=self._lost,
             stuck=lambda: stuck_workers(self.queue),
         )
