@@ -65,7 +65,8 @@ def pack(
     starts = []
     for s in seconds:
         if reserved and s < long - slack:  # the long jobs are placed: open the rest
-            rooms = list(heapq.merge(rooms, reserved))
+            rooms += reserved  # a heap array is not sorted: heapify, not merge
+            heapq.heapify(rooms)
             reserved = []
         if not rooms or -rooms[0][0] < s - slack:
             return None
